@@ -1,0 +1,348 @@
+//! Configuration, read from TOML, with documented defaults.
+//!
+//! Every section and key is optional; what is left out takes the default shown below. Unknown keys
+//! are refused, so a typo is an error and not a silently ignored setting.
+//!
+//! ```toml
+//! [actor]
+//! # Messages one actor handles in a row before it yields its worker thread.
+//! throughput = 64
+//!
+//! [actor.dead-letters]
+//! # Dead letters logged before logging is suspended (all are still counted and published).
+//! log-first = 10
+//! # How long logging stays suspended; then one line reports how many were not logged.
+//! log-suspend = "5m"
+//!
+//! [coordinated-shutdown]
+//! # Timeout of every phase not listed under `phases`.
+//! default-phase-timeout = "5s"
+//!
+//! # Per-phase overrides. Defaults: cluster-sharding-shutdown-region, cluster-exiting and
+//! # actor-system-terminate 10 s; every other phase `default-phase-timeout`.
+//! [coordinated-shutdown.phases.cluster-sharding-shutdown-region]
+//! timeout = "10s"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text does not parse, or holds an unknown key or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value parses but is out of range.
+    #[error("invalid configuration value for {key}: {reason}")]
+    Value {
+        /// The offending key, dotted from the root.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The root of Flotilla's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FlotillaConfig {
+    /// Local actor runtime settings.
+    pub actor: ActorSettings,
+    /// Coordinated shutdown phases and timeouts.
+    pub coordinated_shutdown: CoordinatedShutdownSettings,
+}
+
+impl FlotillaConfig {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.actor.throughput == 0 {
+            return Err(ConfigError::Value {
+                key: "actor.throughput".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        for phase in Phase::ALL {
+            if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
+                return Err(ConfigError::Value {
+                    key: format!("coordinated-shutdown.phases.{phase}.timeout"),
+                    reason: "must be greater than zero".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Local actor runtime settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActorSettings {
+    /// Messages one actor handles in a row before yielding its worker thread (default 64).
+    pub throughput: u32,
+    /// Dead-letter logging.
+    pub dead_letters: DeadLetterSettings,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            throughput: 64,
+            dead_letters: DeadLetterSettings::default(),
+        }
+    }
+}
+
+/// How dead letters are logged. Every dead letter is counted and published whatever these say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeadLetterSettings {
+    /// How many dead letters are logged before logging is suspended (default 10; 0 logs none).
+    pub log_first: u32,
+    /// How long logging stays suspended after `log_first` lines (default 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub log_suspend: Duration,
+}
+
+impl Default for DeadLetterSettings {
+    fn default() -> Self {
+        Self {
+            log_first: 10,
+            log_suspend: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The phases of coordinated shutdown, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Before the node stops accepting requests.
+    BeforeServiceUnbind,
+    /// Stop accepting new incoming requests (unbind HTTP, etc.).
+    ServiceUnbind,
+    /// Wait for requests in progress to finish.
+    ServiceRequestsDone,
+    /// Final clean-up of services.
+    ServiceStop,
+    /// Before the node leaves the cluster.
+    BeforeClusterShutdown,
+    /// Shard regions hand off their shards (and release their leases).
+    ClusterShardingShutdownRegion,
+    /// The node asks to leave the cluster.
+    ClusterLeave,
+    /// The node is Exiting: singletons hand over.
+    ClusterExiting,
+    /// The node has finished exiting.
+    ClusterExitingDone,
+    /// Cluster extensions shut down.
+    ClusterShutdown,
+    /// Last application tasks before actors are stopped.
+    BeforeActorSystemTerminate,
+    /// Every actor is stopped: user actors first, then the runtime's own.
+    ActorSystemTerminate,
+}
+
+impl Phase {
+    /// Every phase in the order it runs.
+    pub const ALL: [Self; 12] = [
+        Self::BeforeServiceUnbind,
+        Self::ServiceUnbind,
+        Self::ServiceRequestsDone,
+        Self::ServiceStop,
+        Self::BeforeClusterShutdown,
+        Self::ClusterShardingShutdownRegion,
+        Self::ClusterLeave,
+        Self::ClusterExiting,
+        Self::ClusterExitingDone,
+        Self::ClusterShutdown,
+        Self::BeforeActorSystemTerminate,
+        Self::ActorSystemTerminate,
+    ];
+
+    /// The phase's kebab-case name, as used in configuration and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeServiceUnbind => "before-service-unbind",
+            Self::ServiceUnbind => "service-unbind",
+            Self::ServiceRequestsDone => "service-requests-done",
+            Self::ServiceStop => "service-stop",
+            Self::BeforeClusterShutdown => "before-cluster-shutdown",
+            Self::ClusterShardingShutdownRegion => "cluster-sharding-shutdown-region",
+            Self::ClusterLeave => "cluster-leave",
+            Self::ClusterExiting => "cluster-exiting",
+            Self::ClusterExitingDone => "cluster-exiting-done",
+            Self::ClusterShutdown => "cluster-shutdown",
+            Self::BeforeActorSystemTerminate => "before-actor-system-terminate",
+            Self::ActorSystemTerminate => "actor-system-terminate",
+        }
+    }
+
+    /// The built-in timeout of this phase when configuration does not override it.
+    pub fn builtin_timeout(self, default_phase_timeout: Duration) -> Duration {
+        match self {
+            Self::ClusterShardingShutdownRegion
+            | Self::ClusterExiting
+            | Self::ActorSystemTerminate => Duration::from_secs(10),
+            _ => default_phase_timeout,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown coordinated-shutdown phase {s:?}"))
+    }
+}
+
+/// Coordinated shutdown settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CoordinatedShutdownSettings {
+    /// Timeout of phases without an override or built-in default (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub default_phase_timeout: Duration,
+    /// Per-phase overrides.
+    pub phases: BTreeMap<Phase, PhaseSettings>,
+}
+
+impl Default for CoordinatedShutdownSettings {
+    fn default() -> Self {
+        Self {
+            default_phase_timeout: Duration::from_secs(5),
+            phases: BTreeMap::new(),
+        }
+    }
+}
+
+impl CoordinatedShutdownSettings {
+    /// The timeout in force for `phase`.
+    pub fn phase_timeout(&self, phase: Phase) -> Duration {
+        self.phases
+            .get(&phase)
+            .and_then(|p| p.timeout)
+            .unwrap_or_else(|| phase.builtin_timeout(self.default_phase_timeout))
+    }
+
+    /// Sets one phase's timeout (builder style, for code and tests).
+    #[must_use]
+    pub fn with_phase_timeout(mut self, phase: Phase, timeout: Duration) -> Self {
+        self.phases.entry(phase).or_default().timeout = Some(timeout);
+        self
+    }
+}
+
+/// Settings of one coordinated-shutdown phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PhaseSettings {
+    /// How long the phase waits for its tasks before it logs the stragglers and moves on.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = FlotillaConfig::from_toml_str("").unwrap();
+        let cs = &c.coordinated_shutdown;
+        assert_eq!(
+            cs.phase_timeout(Phase::ClusterShardingShutdownRegion),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            cs.phase_timeout(Phase::ClusterExiting),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            cs.phase_timeout(Phase::ActorSystemTerminate),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            cs.phase_timeout(Phase::ServiceUnbind),
+            Duration::from_secs(5)
+        );
+        assert_eq!(c.actor.throughput, 64);
+        assert_eq!(c.actor.dead_letters.log_first, 10);
+    }
+
+    #[test]
+    fn the_doc_example_parses_and_overrides_apply() {
+        let text = r#"
+            [actor]
+            throughput = 16
+            [actor.dead-letters]
+            log-first = 3
+            log-suspend = "1m"
+            [coordinated-shutdown]
+            default-phase-timeout = "2s"
+            [coordinated-shutdown.phases.cluster-leave]
+            timeout = "750ms"
+        "#;
+        let c = FlotillaConfig::from_toml_str(text).unwrap();
+        let cs = &c.coordinated_shutdown;
+        assert_eq!(
+            cs.phase_timeout(Phase::ClusterLeave),
+            Duration::from_millis(750)
+        );
+        assert_eq!(cs.phase_timeout(Phase::ServiceStop), Duration::from_secs(2));
+        assert_eq!(
+            cs.phase_timeout(Phase::ClusterExiting),
+            Duration::from_secs(10)
+        );
+        assert_eq!(c.actor.dead_letters.log_suspend, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_keys_and_phases_and_zero_timeouts_are_refused() {
+        let typo = FlotillaConfig::from_toml_str("[actor]\nthroughtput = 3").unwrap_err();
+        assert!(typo.to_string().contains("throughtput"), "{typo}");
+        let phase =
+            FlotillaConfig::from_toml_str("[coordinated-shutdown.phases.nope]\ntimeout = \"1s\"");
+        assert!(phase.is_err());
+        let zero = FlotillaConfig::from_toml_str(
+            "[coordinated-shutdown.phases.service-stop]\ntimeout = \"0s\"",
+        )
+        .unwrap_err();
+        assert!(zero.to_string().contains("service-stop"), "{zero}");
+    }
+
+    #[test]
+    fn phases_run_in_the_documented_order() {
+        let names: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names.first(), Some(&"before-service-unbind"));
+        assert_eq!(names.last(), Some(&"actor-system-terminate"));
+        let mut sorted = Phase::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Phase::ALL, "Ord follows run order");
+        for p in Phase::ALL {
+            assert_eq!(p.as_str().parse::<Phase>(), Ok(p));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Values every Flotilla crate shares.
+//!
+//! # Layout
+//! - [`address`]: [`Address`] (`flotilla://system@host:port`) and [`UniqueAddress`] (an address plus
+//!   the 64-bit incarnation UID of one run of a node).
+//! - [`path`]: [`ActorPath`], the location of one actor in a system's hierarchy.
+//! - [`machine`]: the [`StateMachine`] trait that every sans-IO protocol in `flotilla-proto`
+//!   implements.
+//! - [`config`]: TOML configuration with documented defaults and validated constructors.
+//!
+//! # What this crate is not
+//! It holds no runtime, does no I/O, reads no clock and spawns nothing. It depends only on `std`,
+//! `serde`, `toml` and `thiserror`, so the pure protocol crate can stand on it.
+
+pub mod address;
+pub mod config;
+pub mod machine;
+pub mod path;
+
+pub use address::{Address, AddressParseError, UniqueAddress};
+pub use config::{
+    ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings, FlotillaConfig,
+    Phase, PhaseSettings,
+};
+pub use machine::StateMachine;
+pub use path::{ActorPath, InvalidActorName};

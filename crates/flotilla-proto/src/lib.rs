@@ -1,0 +1,19 @@
+//! Flotilla's protocols as pure state machines.
+//!
+//! Every machine here takes events and the current time as inputs and returns actions as data; a
+//! thin driver elsewhere (tokio in `flotilla-actor` and `flotilla`, a seeded stepper in simulation)
+//! does the I/O. Machines implement [`flotilla_core::StateMachine`] where they have timers, or
+//! expose plain decision functions where they have none.
+//!
+//! # Layout
+//! - [`supervision`]: the restart budget of a supervised actor — exponential backoff and "at most
+//!   N restarts within a window".
+//! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
+//!
+//! # What this crate is not
+//! It has no async code and depends on no runtime: no tokio, futures or mio (CI checks this with
+//! `cargo tree`). It never reads a clock, never draws OS randomness and never iterates a
+//! hash-ordered collection, so the same inputs always give the same outputs.
+
+pub mod shutdown;
+pub mod supervision;
