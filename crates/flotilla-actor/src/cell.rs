@@ -1,0 +1,150 @@
+//! The shared, type-erased part of a live actor: identity, lanes and children registry.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flotilla_core::ActorPath;
+use tokio::sync::{Notify, mpsc};
+
+use crate::actor::Failure;
+use crate::actor_ref::ActorId;
+use crate::dead_letters::DeadLetterReason;
+use crate::mailbox::MailboxTx;
+use crate::system::SystemInner;
+use crate::timers::TimerFire;
+
+/// Runtime signals. They travel on the system lane, which an actor drains before each user
+/// message, so a stop or a death notice never waits behind a long mailbox.
+pub(crate) enum Signal {
+    Stop,
+    Watch { watcher: Arc<dyn Erased> },
+    Unwatch { watcher: ActorId },
+    Terminated { id: ActorId, path: ActorPath },
+    ChildTerminated,
+    ChildFailed { child: ActorPath, failure: Failure },
+}
+
+/// What travels on an actor's system lane.
+pub(crate) enum SysMsg<M> {
+    Signal(Signal),
+    Timer(TimerFire<M>),
+}
+
+/// The children an actor has, by name. Names are reserved here, synchronously, at spawn time, and
+/// freed by the child itself when it has fully stopped.
+#[derive(Default)]
+pub(crate) struct Children {
+    pub(crate) by_name: BTreeMap<String, Arc<dyn Erased>>,
+    /// Set when the parent starts stopping: no child can be added any more.
+    pub(crate) closed: bool,
+    pub(crate) anonymous_counter: u64,
+}
+
+/// The view of an actor that does not depend on its message type.
+pub(crate) trait Erased: Send + Sync + 'static {
+    fn id(&self) -> ActorId;
+    fn path(&self) -> &ActorPath;
+    /// Delivers a signal; false when the actor has stopped.
+    fn signal(&self, signal: Signal) -> bool;
+    fn children(&self) -> MutexGuard<'_, Children>;
+}
+
+pub(crate) struct Cell<M> {
+    pub(crate) id: ActorId,
+    pub(crate) path: ActorPath,
+    pub(crate) mailbox: MailboxTx<M>,
+    pub(crate) sys: mpsc::UnboundedSender<SysMsg<M>>,
+    pub(crate) system: Arc<SystemInner>,
+    children: Mutex<Children>,
+    /// Set when the actor stops taking messages (before its mailbox is drained to dead letters).
+    closing: AtomicBool,
+    dead: AtomicBool,
+    stopped: Notify,
+}
+
+impl<M: Send + 'static> Cell<M> {
+    pub(crate) fn new(
+        id: ActorId,
+        path: ActorPath,
+        mailbox: MailboxTx<M>,
+        sys: mpsc::UnboundedSender<SysMsg<M>>,
+        system: Arc<SystemInner>,
+    ) -> Self {
+        Self {
+            id,
+            path,
+            mailbox,
+            sys,
+            system,
+            children: Mutex::new(Children::default()),
+            closing: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            stopped: Notify::new(),
+        }
+    }
+
+    /// Sends a message to dead letters: counted, published, logged with rate limiting.
+    pub(crate) fn dead_letter(&self, msg: M, reason: DeadLetterReason) {
+        drop(msg);
+        self.system.dead_letters.record(
+            &self.system,
+            &self.path,
+            std::any::type_name::<M>(),
+            reason,
+        );
+    }
+
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn mailbox_closed(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Marks the actor stopped and wakes everyone awaiting it.
+    pub(crate) fn mark_stopped(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
+    }
+
+    /// Completes once the actor has fully stopped.
+    pub(crate) async fn wait_stopped(&self) {
+        loop {
+            let notified = self.stopped.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_dead() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl<M: Send + 'static> Erased for Cell<M> {
+    fn id(&self) -> ActorId {
+        self.id
+    }
+
+    fn path(&self) -> &ActorPath {
+        &self.path
+    }
+
+    fn signal(&self, signal: Signal) -> bool {
+        self.sys.send(SysMsg::Signal(signal)).is_ok()
+    }
+
+    fn children(&self) -> MutexGuard<'_, Children> {
+        // A poisoned registry only means some thread panicked while holding the lock; the map
+        // itself is always left consistent (single insert/remove operations).
+        self.children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

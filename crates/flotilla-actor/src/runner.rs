@@ -1,0 +1,414 @@
+//! The task that runs one actor: its message loop, supervision and stop sequence.
+//!
+//! ```text
+//!  spawn ─▶ pre_start ─▶ running ──failure──▶ supervise ─┬─ Resume ──────────▶ running
+//!                          │  ▲                          ├─ Restart: pre_restart, stop children,
+//!                          │  └──────────────────────────┤  backoff, new instance, pre_start,
+//!                          │                             │  post_restart ────▶ running
+//!                          │                             ├─ Stop / limit ───▶ stopping
+//!                          │                             └─ Escalate ───────▶ stopping (+ parent fails)
+//!                          └── Stop signal / ctx.stop() ───────────────────▶ stopping
+//!  stopping: stop children (await all) ─▶ post_stop ─▶ mailbox to dead letters
+//!            ─▶ Terminated to every watcher ─▶ free the name ─▶ tell the parent
+//! ```
+//!
+//! The system lane is drained before every user message, so stops, death notices and escalations
+//! never wait behind a long mailbox.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use flotilla_proto::supervision::{RestartBudget, RestartDecision};
+use tokio::sync::mpsc;
+
+use crate::actor::{Actor, ActorError, Failure, Terminated};
+use crate::actor_ref::ActorId;
+use crate::cell::{Erased, Signal, SysMsg};
+use crate::context::Context;
+use crate::dead_letters::DeadLetterReason;
+use crate::mailbox::MailboxRx;
+use crate::props::{Directive, Props};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The result of one handler or signal: go on, stop, or a failure to supervise.
+enum Step {
+    Continue,
+    Stop,
+    Failed(Failure),
+}
+
+/// Polls a future, turning a panic inside it into `Err(message)`. No allocation on the hot path.
+pub(crate) async fn guarded<T>(fut: impl Future<Output = T>) -> Result<T, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
+
+fn outcome(r: Result<Result<(), ActorError>, String>) -> Result<(), Failure> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::from_error(e)),
+        Err(panic) => Err(Failure::Panic(panic)),
+    }
+}
+
+impl Step {
+    fn after(r: Result<(), Failure>, stop_requested: bool) -> Self {
+        match r {
+            Ok(()) if stop_requested => Self::Stop,
+            Ok(()) => Self::Continue,
+            Err(f) => Self::Failed(f),
+        }
+    }
+}
+
+pub(crate) struct Runner<A: Actor> {
+    pub(crate) actor: A,
+    pub(crate) ctx: Context<A::Msg>,
+    pub(crate) props: Props<A>,
+    pub(crate) budget: RestartBudget,
+    pub(crate) sys_rx: mpsc::UnboundedReceiver<SysMsg<A::Msg>>,
+    pub(crate) mailbox: MailboxRx<A::Msg>,
+    pub(crate) parent: Option<Arc<dyn Erased>>,
+    /// Actors watching this one: each gets one `Terminated` when it stops.
+    pub(crate) watchers: BTreeMap<ActorId, Arc<dyn Erased>>,
+    /// Signals that arrived while the actor was between instances (restart backoff).
+    pub(crate) stash: VecDeque<Signal>,
+    /// Set when this actor stops because it escalated a failure to its parent.
+    pub(crate) escalated: Option<Failure>,
+    pub(crate) throughput: u32,
+}
+
+impl<A: Actor> Runner<A> {
+    pub(crate) async fn run(mut self) {
+        tracing::debug!(path = %self.ctx.path(), "actor started");
+        let started = outcome(guarded(self.actor.pre_start(&mut self.ctx)).await);
+        let mut flow = self
+            .settle(Step::after(started, self.ctx.stop_requested))
+            .await;
+        if flow == Flow::Continue {
+            flow = self.main_loop().await;
+        }
+        debug_assert_eq!(flow, Flow::Stop);
+        self.finish().await;
+    }
+
+    async fn main_loop(&mut self) -> Flow {
+        let mut in_a_row = 0u32;
+        loop {
+            while let Ok(m) = self.sys_rx.try_recv() {
+                let step = self.on_sys(m).await;
+                if self.settle(step).await == Flow::Stop {
+                    return Flow::Stop;
+                }
+            }
+            if self.ctx.stop_requested {
+                return Flow::Stop;
+            }
+            let msg = match self.mailbox.try_recv() {
+                Ok(msg) => msg,
+                Err(_) => {
+                    in_a_row = 0;
+                    tokio::select! {
+                        biased;
+                        m = self.sys_rx.recv() => {
+                            // The cell holds a sender, so the lane closes only in `finish`.
+                            let Some(m) = m else { return Flow::Stop };
+                            let step = self.on_sys(m).await;
+                            if self.settle(step).await == Flow::Stop {
+                                return Flow::Stop;
+                            }
+                            continue;
+                        }
+                        m = self.mailbox.recv() => match m {
+                            Some(msg) => msg,
+                            None => return Flow::Stop,
+                        },
+                    }
+                }
+            };
+            let step = self.on_message(msg).await;
+            if self.settle(step).await == Flow::Stop {
+                return Flow::Stop;
+            }
+            in_a_row += 1;
+            if in_a_row >= self.throughput {
+                in_a_row = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[inline]
+    async fn on_message(&mut self, msg: A::Msg) -> Step {
+        let r = outcome(guarded(self.actor.handle(msg, &mut self.ctx)).await);
+        Step::after(r, self.ctx.stop_requested)
+    }
+
+    async fn on_sys(&mut self, m: SysMsg<A::Msg>) -> Step {
+        match m {
+            SysMsg::Timer(fire) => match self.ctx.timers.accept(fire) {
+                Some(msg) => self.on_message(msg).await,
+                None => Step::Continue,
+            },
+            SysMsg::Signal(s) => self.on_signal(s).await,
+        }
+    }
+
+    async fn on_signal(&mut self, s: Signal) -> Step {
+        match s {
+            Signal::Stop => Step::Stop,
+            Signal::Watch { watcher } => {
+                self.watchers.insert(watcher.id(), watcher);
+                Step::Continue
+            }
+            Signal::Unwatch { watcher } => {
+                self.watchers.remove(&watcher);
+                Step::Continue
+            }
+            Signal::Terminated { id, path } => {
+                if self.ctx.watching.remove(&id).is_none() {
+                    return Step::Continue; // unwatched, or already notified
+                }
+                let t = Terminated { id, path };
+                let r = outcome(guarded(self.actor.on_terminated(t, &mut self.ctx)).await);
+                Step::after(r, self.ctx.stop_requested)
+            }
+            Signal::ChildTerminated => Step::Continue,
+            Signal::ChildFailed { child, failure } => Step::Failed(Failure::Escalated {
+                child,
+                cause: Box::new(failure),
+            }),
+        }
+    }
+
+    /// Turns a step into a flow, supervising failures. Iterative: a failure while replaying
+    /// stashed signals after a restart is supervised by the same loop.
+    async fn settle(&mut self, step: Step) -> Flow {
+        let mut failure = match step {
+            Step::Continue => return Flow::Continue,
+            Step::Stop => return Flow::Stop,
+            Step::Failed(f) => f,
+        };
+        loop {
+            let path = self.ctx.path().clone();
+            let directive = self.props.strategy.decide(&failure);
+            metrics::counter!("flotilla_actor_failures_total").increment(1);
+            match directive {
+                Directive::Resume => {
+                    tracing::warn!(%path, %failure, "actor {path} failed: {failure}; resuming it with its current state (supervision: resume)");
+                    return Flow::Continue;
+                }
+                Directive::Stop => {
+                    tracing::error!(%path, %failure, "actor {path} failed: {failure}; stopping it (supervision: stop)");
+                    return Flow::Stop;
+                }
+                Directive::Escalate => {
+                    tracing::error!(%path, %failure, "actor {path} failed: {failure}; stopping it and escalating the failure to its parent");
+                    self.escalated = Some(failure);
+                    return Flow::Stop;
+                }
+                Directive::Restart => match self.restart(failure).await {
+                    Step::Continue => return Flow::Continue,
+                    Step::Stop => return Flow::Stop,
+                    Step::Failed(f) => failure = f,
+                },
+            }
+        }
+    }
+
+    /// Replaces the failed instance, retrying while the new one fails to start. Returns
+    /// `Failed` when replaying signals stashed during the backoff fails the new instance.
+    async fn restart(&mut self, mut failure: Failure) -> Step {
+        let path = self.ctx.path().clone();
+        loop {
+            let now = tokio::time::Instant::now().into_std();
+            let within = self.budget.settings().within();
+            let max = self.budget.settings().max_restarts();
+            match self.budget.on_failure(now, rand::random::<f64>()) {
+                RestartDecision::GiveUp { restarts } => {
+                    tracing::error!(%path, %failure, restarts, "actor {path} failed: {failure}; it already restarted {restarts} times within {within:?}, the limit: stopping it");
+                    return Step::Stop;
+                }
+                RestartDecision::Restart { backoff, attempt } => {
+                    tracing::warn!(%path, %failure, attempt, ?backoff, "actor {path} failed: {failure}; restarting it in {backoff:?} (restart {attempt} of at most {max} within {within:?})");
+                    metrics::counter!("flotilla_actor_restarts_total").increment(1);
+                    if let Err(p) = guarded(self.actor.pre_restart(&mut self.ctx, &failure)).await {
+                        tracing::error!(%path, "pre_restart of {path} panicked: {p}");
+                    }
+                    self.ctx.timers.cancel_all();
+                    let stop_seen = self.stop_children().await;
+                    if stop_seen || self.wait_backoff(backoff).await == Flow::Stop {
+                        return Step::Stop;
+                    }
+                    let fresh = std::panic::catch_unwind(AssertUnwindSafe(&mut self.props.factory));
+                    let started = match fresh {
+                        Err(p) => Err(Failure::Panic(panic_message(p.as_ref()))),
+                        Ok(actor) => {
+                            self.actor = actor;
+                            self.ctx.stop_requested = false;
+                            match outcome(guarded(self.actor.pre_start(&mut self.ctx)).await) {
+                                Ok(()) => outcome(
+                                    guarded(self.actor.post_restart(&mut self.ctx, &failure)).await,
+                                ),
+                                Err(f) => Err(f),
+                            }
+                        }
+                    };
+                    match started {
+                        Ok(()) => {
+                            tracing::info!(%path, attempt, "actor {path} restarted");
+                            return self.replay_stash().await;
+                        }
+                        Err(f) => failure = f,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits out a restart backoff while still answering stops and watches.
+    async fn wait_backoff(&mut self, backoff: Duration) -> Flow {
+        let sleep = tokio::time::sleep(backoff);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                m = self.sys_rx.recv() => match m {
+                    None => return Flow::Stop,
+                    Some(SysMsg::Timer(_)) => {} // timers were cancelled with the old instance
+                    Some(SysMsg::Signal(s)) => if self.absorb(s) == Flow::Stop {
+                        return Flow::Stop;
+                    },
+                },
+                () = &mut sleep => return Flow::Continue,
+            }
+        }
+    }
+
+    /// Handles a signal while there is no instance to run hooks on: bookkeeping now, the rest
+    /// stashed for the next instance.
+    fn absorb(&mut self, s: Signal) -> Flow {
+        match s {
+            Signal::Stop => return Flow::Stop,
+            Signal::Watch { watcher } => {
+                self.watchers.insert(watcher.id(), watcher);
+            }
+            Signal::Unwatch { watcher } => {
+                self.watchers.remove(&watcher);
+            }
+            Signal::ChildTerminated => {}
+            Signal::ChildFailed { child, failure } => {
+                tracing::warn!(path = %self.ctx.path(), %child, %failure, "child {child} failed ({failure}) while its parent was restarting; the child has stopped");
+            }
+            t @ Signal::Terminated { .. } => self.stash.push_back(t),
+        }
+        Flow::Continue
+    }
+
+    async fn replay_stash(&mut self) -> Step {
+        while let Some(s) = self.stash.pop_front() {
+            match self.on_signal(s).await {
+                Step::Continue => {}
+                other => return other,
+            }
+        }
+        Step::Continue
+    }
+
+    /// Stops every child and waits until all have fully stopped. Returns whether a stop of this
+    /// actor was requested meanwhile.
+    async fn stop_children(&mut self) -> bool {
+        let me = self.ctx.myself.erased();
+        let kids: Vec<Arc<dyn Erased>> = me.children().by_name.values().cloned().collect();
+        for kid in &kids {
+            kid.signal(Signal::Stop);
+        }
+        let mut stop_seen = false;
+        while !me.children().by_name.is_empty() {
+            match self.sys_rx.recv().await {
+                None => break,
+                Some(SysMsg::Timer(_)) => {}
+                Some(SysMsg::Signal(s)) => stop_seen |= self.absorb(s) == Flow::Stop,
+            }
+        }
+        stop_seen
+    }
+
+    async fn finish(mut self) {
+        let path = self.ctx.path().clone();
+        let me = self.ctx.myself.erased();
+        me.children().closed = true;
+        self.ctx.timers.cancel_all();
+        self.stop_children().await;
+        if let Err(p) = guarded(self.actor.post_stop(&mut self.ctx)).await {
+            tracing::error!(%path, "post_stop of {path} panicked: {p}");
+        }
+        let cell = Arc::clone(&self.ctx.myself.cell);
+        cell.mark_closing();
+        self.mailbox.close();
+        while let Ok(msg) = self.mailbox.try_recv() {
+            cell.dead_letter(msg, DeadLetterReason::RecipientStopped);
+        }
+        self.sys_rx.close();
+        while let Ok(m) = self.sys_rx.try_recv() {
+            if let SysMsg::Signal(Signal::Watch { watcher }) = m {
+                self.watchers.insert(watcher.id(), watcher);
+            }
+        }
+        for (_, target) in std::mem::take(&mut self.ctx.watching) {
+            target.signal(Signal::Unwatch { watcher: cell.id });
+        }
+        for (_, watcher) in std::mem::take(&mut self.watchers) {
+            watcher.signal(Signal::Terminated {
+                id: cell.id,
+                path: path.clone(),
+            });
+        }
+        if let Some(parent) = &self.parent {
+            let mut siblings = parent.children();
+            if siblings
+                .by_name
+                .get(path.name())
+                .is_some_and(|c| c.id() == cell.id)
+            {
+                siblings.by_name.remove(path.name());
+            }
+        }
+        cell.system.actor_stopped();
+        cell.mark_stopped();
+        tracing::debug!(%path, "actor stopped");
+        if let Some(parent) = &self.parent {
+            match self.escalated.take() {
+                Some(failure) => parent.signal(Signal::ChildFailed {
+                    child: path,
+                    failure,
+                }),
+                None => parent.signal(Signal::ChildTerminated),
+            };
+        }
+    }
+}
