@@ -1,0 +1,299 @@
+//! tell / send / ask, mailboxes, dead letters and the event stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ms;
+use flotilla_actor::{
+    Actor, ActorError, ActorRef, ActorSystem, AskError, Context, DeadLetter, DeadLetterReason,
+    MailboxConfig, Overflow, Props, ReplyTo,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+enum Msg {
+    Item(u64),
+    /// Waits for a permit before going on: lets a test hold the actor busy.
+    Block(std::sync::Arc<Semaphore>),
+    Slow(ReplyTo<()>, Duration),
+    Ignore(ReplyTo<()>),
+    Collected(ReplyTo<Vec<u64>>),
+}
+
+#[derive(Default)]
+struct Collector {
+    items: Vec<u64>,
+}
+
+impl Actor for Collector {
+    type Msg = Msg;
+
+    async fn handle(&mut self, msg: Msg, _ctx: &mut Context<Msg>) -> Result<(), ActorError> {
+        match msg {
+            Msg::Item(n) => self.items.push(n),
+            Msg::Block(gate) => drop(gate.acquire().await?),
+            Msg::Slow(reply, d) => {
+                tokio::time::sleep(d).await;
+                reply.send(());
+            }
+            Msg::Ignore(reply) => drop(reply),
+            Msg::Collected(reply) => {
+                reply.send(std::mem::take(&mut self.items));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn collected(a: &ActorRef<Msg>) -> Vec<u64> {
+    a.ask(Msg::Collected, Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_from_one_sender_arrive_in_order() {
+    let system = ActorSystem::new("msg").unwrap();
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    let senders: Vec<_> = (0..4u64)
+        .map(|s| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    c.tell(Msg::Item(s * 1_000_000 + i));
+                    if i % 100 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let got = collected(&c).await;
+    assert_eq!(got.len(), 4000);
+    for s in 0..4u64 {
+        let from_s: Vec<u64> = got.iter().copied().filter(|v| v / 1_000_000 == s).collect();
+        let expected: Vec<u64> = (0..1000).map(|i| s * 1_000_000 + i).collect();
+        assert_eq!(from_s, expected, "FIFO per sender");
+    }
+    system.terminate().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_reports_timeout_no_reply_and_dead_target() {
+    let system = ActorSystem::new("ask").unwrap();
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    c.ask(|r| Msg::Slow(r, ms(10)), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let err = c.ask(|r| Msg::Slow(r, ms(500)), ms(100)).await.unwrap_err();
+    assert_eq!(
+        err,
+        AskError::Timeout {
+            target: c.path().clone(),
+            timeout: ms(100)
+        }
+    );
+    let err = c
+        .ask(Msg::Ignore, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AskError::NoReply {
+            target: c.path().clone()
+        }
+    );
+    c.stop();
+    c.stopped().await;
+    let err = c
+        .ask(Msg::Ignore, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AskError::TargetDead {
+            target: c.path().clone()
+        }
+    );
+    system.terminate().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_question_queued_when_the_target_stops_fails_fast_as_target_dead() {
+    let system = ActorSystem::new("ask").unwrap();
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    let asking = {
+        let c = c.clone();
+        tokio::spawn(async move { c.ask(Msg::Ignore, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(ms(10)).await;
+    c.stop(); // takes effect after the blocked message; the question is still queued
+    gate.add_permits(1);
+    let started = tokio::time::Instant::now();
+    let err = asking.await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        AskError::TargetDead {
+            target: c.path().clone()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "did not wait for the ask timeout"
+    );
+    system.terminate().await;
+}
+
+fn bounded(capacity: usize, overflow: Overflow) -> Props<Collector> {
+    Props::<Collector>::default().with_mailbox(MailboxConfig::Bounded { capacity, overflow })
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounded_drop_newest_sends_overflow_to_dead_letters() {
+    let system = ActorSystem::new("mb").unwrap();
+    let mut dead = system.event_stream().subscribe_channel::<DeadLetter>();
+    let c = system.spawn("c", bounded(2, Overflow::DropNewest)).unwrap();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    tokio::time::sleep(ms(1)).await; // the blocker is taken out of the mailbox
+    for i in 0..5 {
+        c.tell(Msg::Item(i));
+    }
+    assert!(
+        !c.send(Msg::Item(99)).await,
+        "send does not wait under DropNewest"
+    );
+    gate.add_permits(1);
+    tokio::time::sleep(ms(1)).await; // let the actor empty its mailbox
+    assert_eq!(collected(&c).await, vec![0, 1]);
+    assert_eq!(system.dead_letter_count(), 4);
+    for _ in 0..4 {
+        let d = dead.recv().await.unwrap();
+        assert_eq!(d.reason, DeadLetterReason::MailboxFull);
+        assert_eq!(d.recipient, *c.path());
+        assert!(d.message_type.ends_with("Msg"), "{}", d.message_type);
+    }
+    system.terminate().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounded_wait_applies_backpressure_to_send_and_never_loses_a_message() {
+    let system = ActorSystem::new("mb").unwrap();
+    let c = system.spawn("c", bounded(2, Overflow::Wait)).unwrap();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    tokio::time::sleep(ms(1)).await;
+    let producer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for i in 0..10 {
+                assert!(c.send(Msg::Item(i)).await);
+            }
+        })
+    };
+    tokio::time::sleep(ms(50)).await;
+    assert!(!producer.is_finished(), "the producer waits for space");
+    // tell never waits: on a full Wait mailbox it dead-letters instead.
+    c.tell(Msg::Item(1000));
+    assert_eq!(system.dead_letter_count(), 1);
+    gate.add_permits(1);
+    producer.await.unwrap();
+    assert_eq!(collected(&c).await, (0..10).collect::<Vec<_>>());
+    system.terminate().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_message_to_a_stopped_actor_is_a_counted_dead_letter() {
+    let system = ActorSystem::new("dl").unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    struct DeadLetterWatcher(mpsc::UnboundedSender<DeadLetter>);
+    impl Actor for DeadLetterWatcher {
+        type Msg = DeadLetter;
+        async fn handle(
+            &mut self,
+            d: DeadLetter,
+            _ctx: &mut Context<DeadLetter>,
+        ) -> Result<(), ActorError> {
+            let _ = self.0.send(d);
+            Ok(())
+        }
+    }
+    let watcher = system
+        .spawn(
+            "dl-watcher",
+            Props::new(move || DeadLetterWatcher(tx.clone())),
+        )
+        .unwrap();
+    system.event_stream().subscribe(&watcher);
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    tokio::time::sleep(ms(1)).await; // the actor is now inside the blocking handler
+    for i in 0..3 {
+        c.tell(Msg::Item(i)); // queued behind the blocker
+    }
+    c.stop();
+    gate.add_permits(1);
+    c.stopped().await;
+    for i in 0..2 {
+        c.tell(Msg::Item(10 + i)); // sent after the stop
+    }
+    for _ in 0..5 {
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.reason, DeadLetterReason::RecipientStopped);
+    }
+    assert_eq!(
+        system.dead_letter_count(),
+        5,
+        "3 drained from the mailbox + 2 sent late"
+    );
+    system.terminate().await;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MemberUp(u32);
+
+#[tokio::test(start_paused = true)]
+async fn event_stream_delivers_by_type_and_forgets_stopped_subscribers() {
+    let system = ActorSystem::new("es").unwrap();
+    let mut ups = system.event_stream().subscribe_channel::<MemberUp>();
+    let mut strings = system.event_stream().subscribe_channel::<String>();
+    assert_eq!(system.event_stream().publish(MemberUp(1)), 1);
+    assert_eq!(system.event_stream().publish("hello".to_owned()), 1);
+    assert_eq!(ups.recv().await, Some(MemberUp(1)));
+    assert_eq!(strings.recv().await.as_deref(), Some("hello"));
+    assert!(ups.try_recv().is_err(), "only its own type");
+
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    system
+        .event_stream()
+        .subscribe_with(&c, |MemberUp(n)| Msg::Item(u64::from(n)));
+    system.event_stream().publish(MemberUp(7));
+    assert_eq!(collected(&c).await, vec![7]);
+    system.event_stream().unsubscribe::<MemberUp, _>(&c);
+    system.event_stream().publish(MemberUp(8));
+    assert_eq!(collected(&c).await, Vec::<u64>::new());
+
+    system
+        .event_stream()
+        .subscribe_with(&c, |MemberUp(n)| Msg::Item(u64::from(n)));
+    c.stop();
+    c.stopped().await;
+    drop(strings);
+    assert_eq!(
+        system.event_stream().publish(MemberUp(9)),
+        1,
+        "only the channel remains"
+    );
+    assert_eq!(system.event_stream().subscriber_count::<MemberUp>(), 1);
+    assert_eq!(system.event_stream().publish("gone".to_owned()), 0);
+    assert_eq!(
+        system.dead_letter_count(),
+        0,
+        "a stopped subscriber is not a dead letter"
+    );
+    system.terminate().await;
+}
