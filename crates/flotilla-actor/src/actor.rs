@@ -74,7 +74,7 @@ pub trait Actor: Send + Sized + 'static {
 
     /// A watched actor stopped. Delivered exactly once per watch, never after `unwatch`.
     ///
-    /// The default fails this actor with [`Failure::DeathPact`], as an unhandled `Terminated` does
+    /// The default fails this actor with a [`DeathPact`] error, as an unhandled `Terminated` does
     /// in Akka: an actor that watches another and does not say what to do when it dies should not
     /// carry on as if nothing happened.
     fn on_terminated(
@@ -114,7 +114,7 @@ pub enum Failure {
         /// The child that failed (and has stopped).
         child: ActorPath,
         /// Its failure.
-        cause: Box<Failure>,
+        cause: Box<Self>,
     },
 }
 

@@ -1,5 +1,7 @@
 //! Hierarchy, names, deathwatch and stop order.
 
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
 mod common;
 
 use std::time::Duration;
@@ -16,12 +18,12 @@ struct Node {
 }
 
 enum NodeMsg {
-    Spawn(String, ReplyTo<Result<ActorRef<NodeMsg>, SpawnError>>),
-    Watch(ActorRef<NodeMsg>),
-    Unwatch(ActorRef<NodeMsg>),
+    Spawn(String, ReplyTo<Result<ActorRef<Self>, SpawnError>>),
+    Watch(ActorRef<Self>),
+    Unwatch(ActorRef<Self>),
     /// Stops the target, waits until it is dead (its death notice is then queued here), and
     /// unwatches it in the same handler.
-    StopThenUnwatch(ActorRef<NodeMsg>),
+    StopThenUnwatch(ActorRef<Self>),
     Ping(ReplyTo<()>),
 }
 

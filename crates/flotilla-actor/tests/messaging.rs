@@ -1,5 +1,7 @@
 //! tell / send / ask, mailboxes, dead letters and the event stream.
 
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
 mod common;
 
 use std::time::Duration;

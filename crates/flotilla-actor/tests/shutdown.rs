@@ -1,5 +1,7 @@
 //! Coordinated shutdown through the real driver: order, waiting, timeouts, run-once.
 
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
 mod common;
 
 use std::sync::Arc;

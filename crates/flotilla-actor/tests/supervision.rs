@@ -1,5 +1,7 @@
 //! Supervision: resume, restart with backoff and a limit, stop, escalate, panics, hooks.
 
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Timers: single, periodic, replace, cancel; cancelled on stop and restart.
 
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
 mod common;
 
 use std::time::Duration;

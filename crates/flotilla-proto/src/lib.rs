@@ -17,3 +17,12 @@
 
 pub mod shutdown;
 pub mod supervision;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// An arbitrary origin for virtual time in tests: machines only ever look at differences.
+    #[allow(clippy::disallowed_methods)] // reason: the one sanctioned clock read, in tests only
+    pub(crate) fn epoch() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}

@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn gives_up_after_max_restarts_within_the_window() {
-        let t0 = Instant::now();
+        let t0 = crate::testing::epoch();
         let mut b = RestartBudget::new(settings(3, Duration::from_secs(10)));
         let decisions: Vec<_> = (0..4).map(|i| b.on_failure(t0 + ms(i * 10), 0.0)).collect();
         assert_eq!(
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn old_restarts_slide_out_of_the_window_and_reset_the_backoff() {
-        let t0 = Instant::now();
+        let t0 = crate::testing::epoch();
         let mut b = RestartBudget::new(settings(2, Duration::from_secs(1)));
         assert!(matches!(
             b.on_failure(t0, 0.0),
@@ -275,7 +275,7 @@ mod tests {
     fn zero_restarts_always_gives_up() {
         let mut b = RestartBudget::new(settings(0, Duration::from_secs(1)));
         assert_eq!(
-            b.on_failure(Instant::now(), 0.0),
+            b.on_failure(crate::testing::epoch(), 0.0),
             RestartDecision::GiveUp { restarts: 0 }
         );
     }

@@ -25,7 +25,7 @@ fn phases_run(outputs: &[ShutdownOutput]) -> Vec<Phase> {
 
 #[test]
 fn an_empty_plan_passes_every_phase_and_finishes_once() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::epoch();
     let mut p = plan();
     p.handle(t0, ShutdownInput::Start);
     let out = drain(&mut p);
@@ -43,7 +43,7 @@ fn an_empty_plan_passes_every_phase_and_finishes_once() {
 
 #[test]
 fn phases_run_in_order_and_each_waits_for_all_its_tasks() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::epoch();
     let mut p = plan();
     let leave = p.add_task(Phase::ClusterLeave, "leave").unwrap();
     let unbind_a = p.add_task(Phase::ServiceUnbind, "unbind-a").unwrap();
@@ -115,7 +115,7 @@ fn phases_run_in_order_and_each_waits_for_all_its_tasks() {
 
 #[test]
 fn a_hung_task_is_reported_by_name_and_shutdown_goes_on() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::epoch();
     let mut p = plan();
     let hung = p.add_task(Phase::ServiceUnbind, "hung").unwrap();
     let quick = p.add_task(Phase::ServiceUnbind, "quick").unwrap();
@@ -173,7 +173,7 @@ fn a_hung_task_is_reported_by_name_and_shutdown_goes_on() {
 
 #[test]
 fn tasks_cannot_join_a_phase_that_already_started() {
-    let t0 = Instant::now();
+    let t0 = crate::testing::epoch();
     let mut p = plan();
     p.add_task(Phase::ClusterLeave, "leave").unwrap();
     let cancelled = p.add_task(Phase::ClusterExiting, "cancelled").unwrap();

