@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flotilla_core::ActorPath;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::actor::Failure;
 use crate::actor_ref::ActorId;
 use crate::dead_letters::DeadLetterReason;
 use crate::mailbox::MailboxTx;
+use crate::sys_lane::SysTx;
 use crate::system::SystemInner;
 use crate::timers::TimerFire;
 
@@ -54,7 +55,7 @@ pub(crate) struct Cell<M> {
     pub(crate) id: ActorId,
     pub(crate) path: ActorPath,
     pub(crate) mailbox: MailboxTx<M>,
-    pub(crate) sys: mpsc::UnboundedSender<SysMsg<M>>,
+    pub(crate) sys: SysTx<M>,
     pub(crate) system: Arc<SystemInner>,
     children: Mutex<Children>,
     /// Set when the actor stops taking messages (before its mailbox is drained to dead letters).
@@ -68,7 +69,7 @@ impl<M: Send + 'static> Cell<M> {
         id: ActorId,
         path: ActorPath,
         mailbox: MailboxTx<M>,
-        sys: mpsc::UnboundedSender<SysMsg<M>>,
+        sys: SysTx<M>,
         system: Arc<SystemInner>,
     ) -> Self {
         Self {
@@ -137,7 +138,7 @@ impl<M: Send + 'static> Erased for Cell<M> {
     }
 
     fn signal(&self, signal: Signal) -> bool {
-        self.sys.send(SysMsg::Signal(signal)).is_ok()
+        self.sys.send(SysMsg::Signal(signal))
     }
 
     fn children(&self) -> MutexGuard<'_, Children> {

@@ -63,6 +63,7 @@ mod mailbox;
 mod props;
 mod runner;
 pub mod shutdown;
+mod sys_lane;
 mod system;
 mod timers;
 

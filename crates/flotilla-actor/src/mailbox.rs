@@ -57,7 +57,8 @@ impl<M> MailboxTx<M> {
 }
 
 impl<M> MailboxRx<M> {
-    #[inline]
+    /// Only for draining a closed mailbox: on an open one, `try_recv` can park the thread while
+    /// a sender is mid-write.
     pub(crate) fn try_recv(&mut self) -> Result<M, TryRecvError> {
         match self {
             Self::Unbounded(rx) => rx.try_recv(),
@@ -65,10 +66,14 @@ impl<M> MailboxRx<M> {
         }
     }
 
-    pub(crate) async fn recv(&mut self) -> Option<M> {
+    #[inline]
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<M>> {
         match self {
-            Self::Unbounded(rx) => rx.recv().await,
-            Self::Bounded(rx) => rx.recv().await,
+            Self::Unbounded(rx) => rx.poll_recv(cx),
+            Self::Bounded(rx) => rx.poll_recv(cx),
         }
     }
 

@@ -23,7 +23,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use flotilla_proto::supervision::{RestartBudget, RestartDecision};
-use tokio::sync::mpsc;
 
 use crate::actor::{Actor, ActorError, Failure, Terminated};
 use crate::actor_ref::ActorId;
@@ -37,6 +36,12 @@ use crate::props::{Directive, Props};
 enum Flow {
     Continue,
     Stop,
+}
+
+/// What the run loop took from its lanes (`None`: the lane closed).
+enum Next<M> {
+    Sys(Option<SysMsg<M>>),
+    User(Option<M>),
 }
 
 /// The result of one handler or signal: go on, stop, or a failure to supervise.
@@ -90,7 +95,7 @@ pub(crate) struct Runner<A: Actor> {
     pub(crate) ctx: Context<A::Msg>,
     pub(crate) props: Props<A>,
     pub(crate) budget: RestartBudget,
-    pub(crate) sys_rx: mpsc::UnboundedReceiver<SysMsg<A::Msg>>,
+    pub(crate) sys_rx: crate::sys_lane::SysRx<A::Msg>,
     pub(crate) mailbox: MailboxRx<A::Msg>,
     pub(crate) parent: Option<Arc<dyn Erased>>,
     /// Actors watching this one: each gets one `Terminated` when it stops.
@@ -99,7 +104,6 @@ pub(crate) struct Runner<A: Actor> {
     pub(crate) stash: VecDeque<Signal>,
     /// Set when this actor stops because it escalated a failure to its parent.
     pub(crate) escalated: Option<Failure>,
-    pub(crate) throughput: u32,
 }
 
 impl<A: Actor> Runner<A> {
@@ -117,47 +121,39 @@ impl<A: Actor> Runner<A> {
     }
 
     async fn main_loop(&mut self) -> Flow {
-        let mut in_a_row = 0u32;
         loop {
-            while let Ok(m) = self.sys_rx.try_recv() {
-                let step = self.on_sys(m).await;
-                if self.settle(step).await == Flow::Stop {
-                    return Flow::Stop;
-                }
-            }
-            if self.ctx.stop_requested {
-                return Flow::Stop;
-            }
-            let msg = match self.mailbox.try_recv() {
-                Ok(msg) => msg,
-                Err(_) => {
-                    in_a_row = 0;
-                    tokio::select! {
-                        biased;
-                        m = self.sys_rx.recv() => {
-                            // The cell holds a sender, so the lane closes only in `finish`.
-                            let Some(m) = m else { return Flow::Stop };
-                            let step = self.on_sys(m).await;
-                            if self.settle(step).await == Flow::Stop {
-                                return Flow::Stop;
-                            }
-                            continue;
-                        }
-                        m = self.mailbox.recv() => match m {
-                            Some(msg) => msg,
-                            None => return Flow::Stop,
-                        },
+            // One poll of both lanes, system lane first. `poll_recv` never blocks the thread (a
+            // `try_recv` racing a sender mid-write parks the worker) and spends tokio's
+            // cooperative budget, so a busy actor still yields to its neighbours.
+            let next = {
+                let (sys, mailbox) = (&mut self.sys_rx, &mut self.mailbox);
+                std::future::poll_fn(|cx| {
+                    if sys.has_pending()
+                        && let Poll::Ready(m) = sys.poll_recv(cx)
+                    {
+                        return Poll::Ready(Next::Sys(m));
+                    }
+                    if let Poll::Ready(m) = mailbox.poll_recv(cx) {
+                        return Poll::Ready(Next::User(m));
+                    }
+                    // The mailbox is empty: wait on the system lane too.
+                    sys.poll_recv(cx).map(Next::Sys)
+                })
+                .await
+            };
+            let step = match next {
+                // The cell holds a sender of each lane, so they close only in `finish`.
+                Next::Sys(None) | Next::User(None) => return Flow::Stop,
+                Next::Sys(Some(m)) => self.on_sys(m).await,
+                Next::User(Some(msg)) => self.on_message(msg).await,
+            };
+            match step {
+                Step::Continue => {}
+                step => {
+                    if self.settle(step).await == Flow::Stop {
+                        return Flow::Stop;
                     }
                 }
-            };
-            let step = self.on_message(msg).await;
-            if self.settle(step).await == Flow::Stop {
-                return Flow::Stop;
-            }
-            in_a_row += 1;
-            if in_a_row >= self.throughput {
-                in_a_row = 0;
-                tokio::task::yield_now().await;
             }
         }
     }
@@ -374,7 +370,7 @@ impl<A: Actor> Runner<A> {
             cell.dead_letter(msg, DeadLetterReason::RecipientStopped);
         }
         self.sys_rx.close();
-        while let Ok(m) = self.sys_rx.try_recv() {
+        while let Some(m) = self.sys_rx.try_recv() {
             if let SysMsg::Signal(Signal::Watch { watcher }) = m {
                 self.watchers.insert(watcher.id(), watcher);
             }

@@ -10,7 +10,7 @@ use flotilla_core::{
     ActorPath, Address, AddressParseError, FlotillaConfig, InvalidActorName, UniqueAddress,
 };
 use flotilla_proto::supervision::RestartBudget;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::actor::{Actor, ActorError, Never};
 use crate::actor_ref::{ActorId, ActorRef};
@@ -433,7 +433,7 @@ fn prepare<A: Actor>(
 ) -> (ActorRef<A::Msg>, Runner<A>) {
     let id = ActorId(system.inner.next_id.fetch_add(1, Ordering::Relaxed));
     let (mailbox_tx, mailbox_rx) = mailbox(props.mailbox);
-    let (sys_tx, sys_rx) = mpsc::unbounded_channel();
+    let (sys_tx, sys_rx) = crate::sys_lane::sys_lane();
     let cell = Arc::new(Cell::new(
         id,
         path,
@@ -462,7 +462,6 @@ fn prepare<A: Actor>(
         watchers: BTreeMap::new(),
         stash: VecDeque::new(),
         escalated: None,
-        throughput: system.inner.config.actor.throughput,
     };
     (actor_ref, runner)
 }

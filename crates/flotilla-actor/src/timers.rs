@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::cell::SysMsg;
+use crate::sys_lane::SysTx;
 
 /// A timer message on its way to the actor.
 pub(crate) struct TimerFire<M> {
@@ -32,17 +32,14 @@ struct Active {
 
 /// The timers of one actor, reached through [`Context::timers`](crate::Context::timers).
 pub struct Timers<M: Send + 'static> {
-    sys: mpsc::UnboundedSender<SysMsg<M>>,
+    sys: SysTx<M>,
     runtime: tokio::runtime::Handle,
     active: BTreeMap<String, Active>,
     next_generation: u64,
 }
 
 impl<M: Send + 'static> Timers<M> {
-    pub(crate) fn new(
-        sys: mpsc::UnboundedSender<SysMsg<M>>,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+    pub(crate) fn new(sys: SysTx<M>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             sys,
             runtime,
@@ -65,7 +62,7 @@ impl<M: Send + 'static> Timers<M> {
                 msg,
                 in_flight: None,
             };
-            let _ = sys.send(SysMsg::Timer(fire));
+            sys.send(SysMsg::Timer(fire));
         });
         self.active.insert(
             key,
@@ -104,7 +101,7 @@ impl<M: Send + 'static> Timers<M> {
                     msg: msg.clone(),
                     in_flight: Some(Arc::clone(&in_flight)),
                 };
-                if sys.send(SysMsg::Timer(fire)).is_err() {
+                if !sys.send(SysMsg::Timer(fire)) {
                     return;
                 }
             }

@@ -299,3 +299,50 @@ async fn event_stream_delivers_by_type_and_forgets_stopped_subscribers() {
     );
     system.terminate().await;
 }
+
+struct Busy(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Actor for Busy {
+    type Msg = u64;
+    async fn handle(&mut self, _: u64, _ctx: &mut Context<u64>) -> Result<(), ActorError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One thread, one actor with a huge backlog: its neighbour still answers promptly, because the
+/// run loop spends tokio's cooperative budget and yields.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flooded_actor_does_not_starve_its_neighbours() {
+    const BACKLOG: u64 = 2_000_000;
+    let system = ActorSystem::new("fair").unwrap();
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h = handled.clone();
+    let busy = system
+        .spawn("busy", Props::new(move || Busy(h.clone())))
+        .unwrap();
+    let quick = system
+        .spawn("quick", Props::<Collector>::default())
+        .unwrap();
+    for i in 0..BACKLOG {
+        busy.tell(i);
+    }
+    let answer = quick
+        .ask(Msg::Collected, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.is_empty());
+    let when = handled.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        when < BACKLOG,
+        "the neighbour answered only after the whole backlog ({when})"
+    );
+    // Termination's stop overtakes the backlog: what was not handled is a counted dead letter.
+    system.terminate().await;
+    let handled = handled.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        handled + system.dead_letter_count(),
+        BACKLOG,
+        "every message handled or counted"
+    );
+}

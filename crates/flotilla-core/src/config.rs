@@ -4,10 +4,6 @@
 //! are refused, so a typo is an error and not a silently ignored setting.
 //!
 //! ```toml
-//! [actor]
-//! # Messages one actor handles in a row before it yields its worker thread.
-//! throughput = 64
-//!
 //! [actor.dead-letters]
 //! # Dead letters logged before logging is suspended (all are still counted and published).
 //! log-first = 10
@@ -68,12 +64,6 @@ impl FlotillaConfig {
 
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.actor.throughput == 0 {
-            return Err(ConfigError::Value {
-                key: "actor.throughput".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {
@@ -87,22 +77,15 @@ impl FlotillaConfig {
 }
 
 /// Local actor runtime settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// There is no "throughput" setting: an actor yields its worker thread whenever tokio's
+/// cooperative budget is spent (after at most 128 messages or signals in a row), which keeps its
+/// neighbours fair without extra yields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ActorSettings {
-    /// Messages one actor handles in a row before yielding its worker thread (default 64).
-    pub throughput: u32,
     /// Dead-letter logging.
     pub dead_letters: DeadLetterSettings,
-}
-
-impl Default for ActorSettings {
-    fn default() -> Self {
-        Self {
-            throughput: 64,
-            dead_letters: DeadLetterSettings::default(),
-        }
-    }
 }
 
 /// How dead letters are logged. Every dead letter is counted and published whatever these say.
@@ -288,15 +271,12 @@ mod tests {
             cs.phase_timeout(Phase::ServiceUnbind),
             Duration::from_secs(5)
         );
-        assert_eq!(c.actor.throughput, 64);
         assert_eq!(c.actor.dead_letters.log_first, 10);
     }
 
     #[test]
     fn the_doc_example_parses_and_overrides_apply() {
         let text = r#"
-            [actor]
-            throughput = 16
             [actor.dead-letters]
             log-first = 3
             log-suspend = "1m"
@@ -321,8 +301,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_phases_and_zero_timeouts_are_refused() {
-        let typo = FlotillaConfig::from_toml_str("[actor]\nthroughtput = 3").unwrap_err();
-        assert!(typo.to_string().contains("throughtput"), "{typo}");
+        let typo =
+            FlotillaConfig::from_toml_str("[actor.dead-letters]\nlog-frist = 3").unwrap_err();
+        assert!(typo.to_string().contains("log-frist"), "{typo}");
         let phase =
             FlotillaConfig::from_toml_str("[coordinated-shutdown.phases.nope]\ntimeout = \"1s\"");
         assert!(phase.is_err());

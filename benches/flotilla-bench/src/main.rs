@@ -1,0 +1,153 @@
+//! `flotilla-bench`: Flotilla's actor runtime against a bare tokio baseline and against actix,
+//! ractor and kameo, measured in one run on one machine.
+//!
+//! Workloads (each the median of `--runs` runs after one warm-up):
+//! - **tell**: one sender tells N small messages (`u64`) to one actor, which counts them; timed
+//!   from the first send until the actor has handled the last.
+//! - **ask**: one task asks one actor N times in sequence and awaits each reply.
+//! - **spawn+stop**: N times, spawn an actor, stop it and wait until it has stopped.
+//!
+//! Baseline: one `tokio::sync::mpsc` unbounded channel per actor, read by one spawned task
+//! (asks use a `oneshot` per question). Flotilla, ractor, kameo and the baseline run on a tokio
+//! multi-thread runtime with one worker per core; actix runs on its own single-threaded `System`,
+//! as actix applications do.
+
+mod peers;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+/// Command-line options.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Flotilla actor benchmarks against a tokio baseline and actix, ractor, kameo")]
+struct Opts {
+    /// Messages in the tell workload.
+    #[arg(long, default_value_t = 10_000_000)]
+    messages: u64,
+    /// Round trips in the ask workload.
+    #[arg(long, default_value_t = 200_000)]
+    asks: u64,
+    /// Actors in the spawn+stop workload.
+    #[arg(long, default_value_t = 100_000)]
+    spawns: u64,
+    /// Timed runs per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Only these subjects (comma-separated: baseline,flotilla,actix,ractor,kameo).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// One implementation of the three workloads.
+pub(crate) trait Subject {
+    fn name(&self) -> &'static str;
+    fn tell(&self, n: u64) -> Duration;
+    fn ask(&self, n: u64) -> Duration;
+    fn spawn_stop(&self, n: u64) -> Duration;
+}
+
+/// A tokio multi-thread runtime with one worker per core.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
+}
+
+/// Times an async workload on a fresh tokio multi-thread runtime.
+pub(crate) fn timed_tokio<F, Fut>(f: F) -> Duration
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    runtime().block_on(f())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn measure(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let _warm_up = f();
+    median((0..runs.max(1)).map(|_| f()).collect())
+}
+
+struct Row {
+    subject: &'static str,
+    time: Duration,
+}
+
+fn report(title: &str, unit: &str, n: u64, rows: &[Row]) {
+    println!("\n## {title} ({n} {unit})");
+    println!("| subject | median time | {unit}/s | vs baseline |");
+    println!("| --- | ---: | ---: | ---: |");
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let baseline = rows
+        .iter()
+        .find(|r| r.subject == "baseline")
+        .map(|r| rate(r.time));
+    for r in rows {
+        let vs = baseline.map_or("-".to_owned(), |b| format!("{:.2}x", rate(r.time) / b));
+        println!(
+            "| {} | {:.3?} | {:.0} | {} |",
+            r.subject,
+            r.time,
+            rate(r.time),
+            vs
+        );
+    }
+    if let Some(f) = rows.iter().find(|r| r.subject == "flotilla") {
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter(|r| r.subject != "flotilla")
+            .map(|r| format!("{:.2}x {}", rate(f.time) / rate(r.time), r.subject))
+            .collect();
+        println!("flotilla throughput relative to: {}", ratios.join(", "));
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let subjects: Vec<Box<dyn Subject>> = peers::all()
+        .into_iter()
+        .filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name()))
+        .collect();
+    println!(
+        "# flotilla-bench: {} cores, {} timed runs per figure (median), {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        opts.runs,
+        if cfg!(debug_assertions) {
+            "DEBUG build: figures are not meaningful"
+        } else {
+            "release build"
+        }
+    );
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for s in &subjects {
+        rows.push(Row {
+            subject: s.name(),
+            time: measure(opts.runs, || s.tell(opts.messages)),
+        });
+    }
+    report("tell 1->1 throughput", "messages", opts.messages, &rows);
+    let mut rows = Vec::new();
+    for s in &subjects {
+        rows.push(Row {
+            subject: s.name(),
+            time: measure(opts.runs, || s.ask(opts.asks)),
+        });
+    }
+    report("sequential ask round trips", "asks", opts.asks, &rows);
+    let mut rows = Vec::new();
+    for s in &subjects {
+        rows.push(Row {
+            subject: s.name(),
+            time: measure(opts.runs, || s.spawn_stop(opts.spawns)),
+        });
+    }
+    report("spawn + stop", "actors", opts.spawns, &rows);
+    println!("\ntotal benchmark time {:.1?}", started.elapsed());
+}
