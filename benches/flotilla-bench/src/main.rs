@@ -4,16 +4,21 @@
 //! Workloads (each the median of `--runs` runs after one warm-up):
 //! - **tell**: one sender tells N small messages (`u64`) to one actor, which counts them; timed
 //!   from the first send until the actor has handled the last.
-//! - **ask**: one task asks one actor N times in sequence and awaits each reply.
+//! - **ask**: one task asks one actor N times in sequence and awaits each reply, every subject
+//!   with the same 30 s reply timeout.
 //! - **spawn+stop**: N times, spawn an actor, stop it and wait until it has stopped.
 //!
-//! Baseline: one `tokio::sync::mpsc` unbounded channel per actor, read by one spawned task
-//! (asks use a `oneshot` per question). Flotilla, ractor, kameo and the baseline run on a tokio
-//! multi-thread runtime with one worker per core; actix runs on its own single-threaded `System`,
-//! as actix applications do.
+//! Baseline: one `tokio::sync::mpsc` unbounded channel per actor, read by one spawned task, with
+//! the same message shape as the subjects (asks use a `oneshot` per question).
+//!
+//! Every workload runs twice: with Flotilla, ractor, kameo and the baseline on a tokio
+//! multi-thread runtime (one worker per core), then on a current-thread runtime. actix always runs
+//! on its own single-threaded `System`, as actix applications do, so the current-thread table is
+//! the like-for-like comparison with it.
 
 mod peers;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -34,6 +39,9 @@ struct Opts {
     /// Timed runs per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Runtime flavours to measure: multi, current, or both.
+    #[arg(long, default_value = "both")]
+    flavour: String,
     /// Only these subjects (comma-separated: baseline,flotilla,actix,ractor,kameo).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -47,21 +55,33 @@ pub(crate) trait Subject {
     fn spawn_stop(&self, n: u64) -> Duration;
 }
 
-/// A tokio multi-thread runtime with one worker per core.
+static CURRENT_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// The tokio runtime of the flavour being measured.
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = if CURRENT_THREAD.load(Ordering::Relaxed) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
 }
 
-/// Times an async workload on a fresh tokio multi-thread runtime.
+/// Times an async workload on a fresh tokio runtime of the flavour being measured. The workload
+/// runs as a task on the runtime, as senders and askers do in an actor system, not from
+/// `block_on` on an outside thread.
 pub(crate) fn timed_tokio<F, Fut>(f: F) -> Duration
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Duration>,
+    Fut: Future<Output = Duration> + Send + 'static,
 {
-    runtime().block_on(f())
+    let rt = runtime();
+    let task = rt.spawn(f());
+    rt.block_on(task)
+        .unwrap_or_else(|e| panic!("the workload failed: {e}"))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -125,29 +145,58 @@ fn main() {
         }
     );
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for s in &subjects {
-        rows.push(Row {
-            subject: s.name(),
-            time: measure(opts.runs, || s.tell(opts.messages)),
-        });
+    let flavours = [
+        (false, "multi-thread", "multi"),
+        (true, "current-thread", "current"),
+    ];
+    for (current, flavour, _) in flavours
+        .into_iter()
+        .filter(|f| matches!(opts.flavour.as_str(), "both") || opts.flavour == f.2)
+    {
+        CURRENT_THREAD.store(current, Ordering::Relaxed);
+        println!("\n# tokio {flavour} runtime (actix: its own single-threaded System)");
+        let mut rows = Vec::new();
+        for s in &subjects {
+            let time = measure(opts.runs, || s.tell(opts.messages));
+            rows.push(Row {
+                subject: s.name(),
+                time,
+            });
+        }
+        report(
+            &format!("tell 1->1 throughput, {flavour}"),
+            "messages",
+            opts.messages,
+            &rows,
+        );
+        let mut rows = Vec::new();
+        for s in &subjects {
+            let time = measure(opts.runs, || s.ask(opts.asks));
+            rows.push(Row {
+                subject: s.name(),
+                time,
+            });
+        }
+        report(
+            &format!("sequential ask round trips, {flavour}"),
+            "asks",
+            opts.asks,
+            &rows,
+        );
+        let mut rows = Vec::new();
+        for s in &subjects {
+            let time = measure(opts.runs, || s.spawn_stop(opts.spawns));
+            rows.push(Row {
+                subject: s.name(),
+                time,
+            });
+        }
+        report(
+            &format!("spawn + stop, {flavour}"),
+            "actors",
+            opts.spawns,
+            &rows,
+        );
     }
-    report("tell 1->1 throughput", "messages", opts.messages, &rows);
-    let mut rows = Vec::new();
-    for s in &subjects {
-        rows.push(Row {
-            subject: s.name(),
-            time: measure(opts.runs, || s.ask(opts.asks)),
-        });
-    }
-    report("sequential ask round trips", "asks", opts.asks, &rows);
-    let mut rows = Vec::new();
-    for s in &subjects {
-        rows.push(Row {
-            subject: s.name(),
-            time: measure(opts.runs, || s.spawn_stop(opts.spawns)),
-        });
-    }
-    report("spawn + stop", "actors", opts.spawns, &rows);
     println!("\ntotal benchmark time {:.1?}", started.elapsed());
 }

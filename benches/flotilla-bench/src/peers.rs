@@ -17,6 +17,8 @@ pub(crate) fn all() -> Vec<Box<dyn Subject>> {
     ]
 }
 
+/// Every subject asks with this timeout: an ask without one can wait forever, so the figure that
+/// matters in production is the one with a timeout.
 const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the completion signal out of its slot (once).
@@ -330,7 +332,7 @@ impl Subject for Actix {
             let (addr, _done, _stopped) = actix_counter(u64::MAX);
             let t = Instant::now();
             for i in 0..n {
-                let r = addr.send(AEcho(i)).await;
+                let r = addr.send(AEcho(i)).timeout(ASK_TIMEOUT).await;
                 assert_eq!(r.ok(), Some(i + 1));
             }
             t.elapsed()
@@ -541,7 +543,7 @@ impl Subject for Kameo {
             let actor = kameo_counter(u64::MAX, None);
             let t = Instant::now();
             for i in 0..n {
-                let r = actor.ask(KEcho(i)).await;
+                let r = actor.ask(KEcho(i)).reply_timeout(ASK_TIMEOUT).await;
                 assert_eq!(r.ok(), Some(i + 1));
             }
             let elapsed = t.elapsed();
