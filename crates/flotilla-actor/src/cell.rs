@@ -39,6 +39,9 @@ pub(crate) struct Children {
     pub(crate) by_name: BTreeMap<String, Arc<dyn Erased>>,
     /// Set when the parent starts stopping: no child can be added any more.
     pub(crate) closed: bool,
+    /// Set while the parent waits for its children to stop (restart or stop). A child that stops
+    /// signals its parent only then, so a parent that is not waiting is not woken for nothing.
+    pub(crate) awaited: bool,
     pub(crate) anonymous_counter: u64,
 }
 

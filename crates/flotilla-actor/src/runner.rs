@@ -129,7 +129,7 @@ impl<A: Actor> Runner<A> {
         tracing::debug!(path = %self.ctx.path(), "actor started");
         let started = outcome(guarded(self.actor.pre_start(&mut self.ctx)).await);
         let mut flow = self
-            .settle(Step::after(started, self.ctx.stop_requested))
+            .settle_boxed(Step::after(started, self.ctx.stop_requested))
             .await;
         if flow == Flow::Continue {
             flow = self.main_loop().await;
@@ -172,7 +172,7 @@ impl<A: Actor> Runner<A> {
             match step {
                 Step::Continue => {}
                 step => {
-                    if self.settle(step).await == Flow::Stop {
+                    if self.settle_boxed(step).await == Flow::Stop {
                         return Flow::Stop;
                     }
                 }
@@ -219,6 +219,16 @@ impl<A: Actor> Runner<A> {
                 child,
                 cause: Box::new(failure),
             }),
+        }
+    }
+
+    /// [`Self::settle`] behind a box: failures are the cold path, and keeping supervision's
+    /// states (restart backoff, hook futures) out of the run future makes every spawn cheaper.
+    async fn settle_boxed(&mut self, step: Step) -> Flow {
+        match step {
+            Step::Continue => Flow::Continue,
+            Step::Stop => Flow::Stop,
+            failed => Box::pin(self.settle(failed)).await,
         }
     }
 
@@ -360,7 +370,11 @@ impl<A: Actor> Runner<A> {
     /// actor was requested meanwhile.
     async fn stop_children(&mut self) -> bool {
         let me = self.ctx.myself.erased();
-        let kids: Vec<Arc<dyn Erased>> = me.children().by_name.values().cloned().collect();
+        let kids: Vec<Arc<dyn Erased>> = {
+            let mut children = me.children();
+            children.awaited = true;
+            children.by_name.values().cloned().collect()
+        };
         for kid in &kids {
             kid.signal(Signal::Stop);
         }
@@ -372,10 +386,11 @@ impl<A: Actor> Runner<A> {
                 Some(SysMsg::Signal(s)) => stop_seen |= self.absorb(s) == Flow::Stop,
             }
         }
+        me.children().awaited = false;
         stop_seen
     }
 
-    async fn finish(mut self) {
+    async fn finish(&mut self) {
         let path = self.ctx.path().clone();
         let me = self.ctx.myself.erased();
         me.children().closed = true;
@@ -427,5 +442,38 @@ impl<A: Actor> Runner<A> {
                 None => parent.signal(Signal::ChildTerminated),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    struct Tiny;
+
+    impl crate::Actor for Tiny {
+        type Msg = u64;
+        async fn handle(
+            &mut self,
+            _: u64,
+            _: &mut crate::Context<u64>,
+        ) -> Result<(), crate::ActorError> {
+            Ok(())
+        }
+    }
+
+    /// tokio copies an actor's whole run future into its task at spawn, so its size is part of
+    /// the cost of every spawn. Supervision's states are boxed to keep it small; this guards that.
+    #[tokio::test]
+    async fn the_run_future_of_a_small_actor_stays_small() {
+        let system = crate::ActorSystem::new("size").unwrap();
+        let path = system.inner.root.child("tiny");
+        let props = crate::Props::new(|| Tiny);
+        let (_actor, runner) = crate::system::prepare(&system, None, path, Tiny, props);
+        let run = runner.run();
+        let bytes = size_of_val(&run);
+        assert!(
+            bytes <= 1536,
+            "the run future grew to {bytes} bytes (was 1200)"
+        );
+        drop(run);
     }
 }

@@ -424,7 +424,7 @@ fn start<A: Actor>(
     actor_ref
 }
 
-fn prepare<A: Actor>(
+pub(crate) fn prepare<A: Actor>(
     system: &ActorSystem,
     parent: Option<Arc<dyn Erased>>,
     path: ActorPath,

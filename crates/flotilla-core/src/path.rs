@@ -40,64 +40,115 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// The location of one actor: the system's address plus the names from the root down.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Stored as a linked list towards the root, so a child's path costs one allocation however deep
+/// it is, and cloning a path is a reference-count increment.
+#[derive(Clone)]
 pub struct ActorPath {
+    node: Arc<Node>,
+}
+
+struct Node {
     address: Arc<Address>,
-    elements: Arc<[String]>,
+    parent: Option<ActorPath>,
+    name: String,
+    depth: usize,
 }
 
 impl ActorPath {
     /// The root path `flotilla://system/` of a system.
     pub fn root(address: Address) -> Self {
-        Self {
+        let node = Node {
             address: Arc::new(address),
-            elements: Arc::from(Vec::new()),
+            parent: None,
+            name: String::new(),
+            depth: 0,
+        };
+        Self {
+            node: Arc::new(node),
         }
     }
 
     /// The path of a child called `name`. The name is not validated here: the runtime validates
     /// user-chosen names and generates the reserved ones.
     pub fn child(&self, name: &str) -> Self {
-        let mut elements = self.elements.to_vec();
-        elements.push(name.to_owned());
+        let node = Node {
+            address: Arc::clone(&self.node.address),
+            parent: Some(self.clone()),
+            name: name.to_owned(),
+            depth: self.node.depth + 1,
+        };
         Self {
-            address: Arc::clone(&self.address),
-            elements: Arc::from(elements),
+            node: Arc::new(node),
         }
     }
 
     /// The system address this path belongs to.
     pub fn address(&self) -> &Address {
-        &self.address
+        &self.node.address
     }
 
     /// The names from the root down.
-    pub fn elements(&self) -> &[String] {
-        &self.elements
+    pub fn elements(&self) -> Vec<&str> {
+        let mut out = Vec::with_capacity(self.node.depth);
+        let mut at = self;
+        while let Some(parent) = &at.node.parent {
+            out.push(at.node.name.as_str());
+            at = parent;
+        }
+        out.reverse();
+        out
     }
 
     /// The last element (the actor's own name), or `""` for the root.
     pub fn name(&self) -> &str {
-        self.elements.last().map_or("", String::as_str)
+        &self.node.name
     }
 
     /// The parent's path; the root is its own parent.
     pub fn parent(&self) -> Self {
-        let n = self.elements.len().saturating_sub(1);
-        Self {
-            address: Arc::clone(&self.address),
-            elements: Arc::from(&self.elements[..n]),
-        }
+        self.node.parent.clone().unwrap_or_else(|| self.clone())
+    }
+}
+
+impl PartialEq for ActorPath {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.node, &other.node)
+            || (self.node.depth == other.node.depth
+                && self.node.name == other.node.name
+                && self.node.address == other.node.address
+                && self.node.parent == other.node.parent)
+    }
+}
+
+impl Eq for ActorPath {}
+
+impl PartialOrd for ActorPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ActorPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.address(), self.elements()).cmp(&(other.address(), other.elements()))
+    }
+}
+
+impl std::hash::Hash for ActorPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.address().hash(state);
+        self.elements().hash(state);
     }
 }
 
 impl fmt::Display for ActorPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.address)?;
-        if self.elements.is_empty() {
+        write!(f, "{}", self.node.address)?;
+        if self.node.depth == 0 {
             return f.write_str("/");
         }
-        for e in self.elements.iter() {
+        for e in self.elements() {
             write!(f, "/{e}")?;
         }
         Ok(())
@@ -126,6 +177,27 @@ mod tests {
             "flotilla://sys@127.0.0.1:2552/user/a"
         );
         assert_eq!(root.parent(), root);
+        assert_eq!(b.elements(), vec!["user", "a", "b"]);
+        let again = root.child("user").child("a").child("b");
+        assert_eq!(again, b, "equal by value, not by identity");
+        assert_ne!(root.child("user").child("b").child("b"), b);
+        let mut sorted = [
+            b,
+            root.child("user"),
+            root.child("system"),
+            root.child("user").child("a"),
+        ];
+        sorted.sort();
+        let shown: Vec<String> = sorted.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "flotilla://sys@127.0.0.1:2552/system",
+                "flotilla://sys@127.0.0.1:2552/user",
+                "flotilla://sys@127.0.0.1:2552/user/a",
+                "flotilla://sys@127.0.0.1:2552/user/a/b",
+            ]
+        );
         let local = ActorPath::root(Address::local("sys").unwrap()).child("system");
         assert_eq!(local.to_string(), "flotilla://sys/system");
     }
