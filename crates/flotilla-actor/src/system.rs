@@ -223,10 +223,7 @@ impl ActorSystem {
         name: &str,
         props: Props<A>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        let parent = self
-            .guardian(|g| g.user.erased())
-            .ok_or_else(|| self.stopping("user"))?;
-        spawn_child(self, &parent, Some(name), props)
+        spawn_child(self, &self.guardian(Guardian::User)?, Some(name), props)
     }
 
     /// Spawns a top-level actor under `/user` with a generated name.
@@ -234,10 +231,7 @@ impl ActorSystem {
         &self,
         props: Props<A>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        let parent = self
-            .guardian(|g| g.user.erased())
-            .ok_or_else(|| self.stopping("user"))?;
-        spawn_child(self, &parent, None, props)
+        spawn_child(self, &self.guardian(Guardian::User)?, None, props)
     }
 
     /// Spawns one of the runtime's own actors under `/system`. These stop after every user
@@ -248,10 +242,7 @@ impl ActorSystem {
         name: &str,
         props: Props<A>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        let parent = self
-            .guardian(|g| g.system.erased())
-            .ok_or_else(|| self.stopping("system"))?;
-        spawn_child(self, &parent, Some(name), props)
+        spawn_child(self, &self.guardian(Guardian::System)?, Some(name), props)
     }
 
     /// The event stream.
@@ -326,22 +317,38 @@ impl ActorSystem {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn guardian(&self, pick: impl Fn(&Guardians) -> Arc<dyn Erased>) -> Option<Arc<dyn Erased>> {
-        self.guardians().as_ref().map(pick)
-    }
-
-    fn stopping(&self, guardian: &str) -> SpawnError {
-        SpawnError::ParentStopping {
-            parent: self.inner.root.child(guardian),
+    /// The `/user` or `/system` guardian, while the system is not terminating.
+    fn guardian(&self, which: Guardian) -> Result<Arc<dyn Erased>, SpawnError> {
+        let guardians = self.guardians();
+        match (guardians.as_ref(), which) {
+            (Some(g), Guardian::User) => Ok(g.user.erased()),
+            (Some(g), Guardian::System) => Ok(g.system.erased()),
+            (None, _) => {
+                let name = if matches!(which, Guardian::User) {
+                    "user"
+                } else {
+                    "system"
+                };
+                Err(SpawnError::ParentStopping {
+                    parent: self.inner.root.child(name),
+                })
+            }
         }
     }
 }
 
+/// Which guardian.
+#[derive(Clone, Copy)]
+enum Guardian {
+    User,
+    System,
+}
+
 /// The actor above all actors of one kind (`/user` or `/system`). It never fails: failures
 /// escalated to it are logged and it carries on.
-struct Guardian;
+struct GuardianActor;
 
-impl Actor for Guardian {
+impl Actor for GuardianActor {
     type Msg = Never;
 
     async fn handle(&mut self, msg: Never, _ctx: &mut Context<Never>) -> Result<(), ActorError> {
@@ -350,7 +357,7 @@ impl Actor for Guardian {
 }
 
 fn spawn_guardian(system: &ActorSystem, name: &str) -> ActorRef<Never> {
-    let props = Props::new(|| Guardian).with_supervisor(SupervisorStrategy::resume());
+    let props = Props::new(|| GuardianActor).with_supervisor(SupervisorStrategy::resume());
     start(system, None, system.inner.root.child(name), props)
 }
 
