@@ -119,30 +119,35 @@ impl<M: Send + 'static> ActorRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
+        let target = || self.path().clone();
         let (reply, rx) = ReplyTo::channel();
-        if let Err((msg, reason)) = self.cell.mailbox.send(make(reply)).await {
-            self.cell.dead_letter(msg, reason);
-            let target = self.path().clone();
-            return Err(match reason {
-                crate::DeadLetterReason::MailboxFull => AskError::MailboxFull { target },
-                _ => AskError::TargetDead { target },
-            });
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) if self.cell.is_dead() || self.cell.mailbox_closed() => {
-                Err(AskError::TargetDead {
-                    target: self.path().clone(),
-                })
+        // The timeout covers waiting for mailbox space as well as waiting for the answer.
+        let exchange = async {
+            if let Err((msg, reason)) = self.cell.mailbox.send(make(reply)).await {
+                self.cell.dead_letter(msg, reason);
+                return Err(match reason {
+                    crate::DeadLetterReason::MailboxFull => {
+                        AskError::MailboxFull { target: target() }
+                    }
+                    _ => AskError::TargetDead { target: target() },
+                });
             }
-            Ok(Err(_)) => Err(AskError::NoReply {
-                target: self.path().clone(),
-            }),
-            Err(_) => Err(AskError::Timeout {
-                target: self.path().clone(),
-                timeout,
-            }),
-        }
+            match rx.await {
+                Ok(answer) => Ok(answer),
+                Err(_) if self.cell.is_dead() || self.cell.mailbox_closed() => {
+                    Err(AskError::TargetDead { target: target() })
+                }
+                Err(_) => Err(AskError::NoReply { target: target() }),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AskError::Timeout {
+                    target: target(),
+                    timeout,
+                })
+            })
     }
 
     /// Asks the actor to stop: it finishes the message in hand, stops its children, runs

@@ -47,6 +47,9 @@ impl EventStream {
         M: Send + 'static,
     {
         let target = subscriber.clone();
+        // A dead-letter event that does not fit its subscriber's mailbox is not itself a dead
+        // letter: that would publish another event to the same full mailbox, without end.
+        let is_dead_letter_event = TypeId::of::<E>() == TypeId::of::<crate::DeadLetter>();
         let deliver: Deliver = Arc::new(move |event: &dyn Any| {
             let Some(event) = event.downcast_ref::<E>() else {
                 return true;
@@ -54,9 +57,13 @@ impl EventStream {
             match target.cell.mailbox.try_send(wrap(event.clone())) {
                 Ok(()) => true,
                 Err((msg, crate::DeadLetterReason::MailboxFull)) => {
-                    target
-                        .cell
-                        .dead_letter(msg, crate::DeadLetterReason::MailboxFull);
+                    if is_dead_letter_event {
+                        metrics::counter!("flotilla_dead_letter_events_dropped_total").increment(1);
+                    } else {
+                        target
+                            .cell
+                            .dead_letter(msg, crate::DeadLetterReason::MailboxFull);
+                    }
                     true
                 }
                 Err(_) => false,

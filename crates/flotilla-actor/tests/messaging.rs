@@ -346,3 +346,71 @@ async fn a_flooded_actor_does_not_starve_its_neighbours() {
         "every message handled or counted"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn ask_times_out_while_waiting_for_space_in_a_full_mailbox() {
+    let system = ActorSystem::new("ask").unwrap();
+    let c = system.spawn("c", bounded(1, Overflow::Wait)).unwrap();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    tokio::time::sleep(ms(1)).await;
+    c.tell(Msg::Item(1)); // fills the mailbox
+    let started = tokio::time::Instant::now();
+    let err = c.ask(Msg::Collected, ms(200)).await.unwrap_err();
+    assert_eq!(
+        err,
+        AskError::Timeout {
+            target: c.path().clone(),
+            timeout: ms(200)
+        }
+    );
+    assert_eq!(
+        started.elapsed(),
+        ms(200),
+        "the timeout covers waiting for mailbox space"
+    );
+    gate.add_permits(1);
+    system.terminate().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_dead_letter_subscriber_does_not_feed_on_itself() {
+    let system = ActorSystem::new("dl").unwrap();
+    struct Slow(std::sync::Arc<Semaphore>);
+    impl Actor for Slow {
+        type Msg = DeadLetter;
+        async fn handle(
+            &mut self,
+            _d: DeadLetter,
+            _ctx: &mut Context<DeadLetter>,
+        ) -> Result<(), ActorError> {
+            drop(self.0.acquire().await?);
+            Ok(())
+        }
+    }
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let slow = system
+        .spawn(
+            "slow",
+            Props::new(move || Slow(g.clone())).with_mailbox(MailboxConfig::Bounded {
+                capacity: 1,
+                overflow: Overflow::DropNewest,
+            }),
+        )
+        .unwrap();
+    system.event_stream().subscribe(&slow);
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    c.stop();
+    c.stopped().await;
+    for i in 0..100 {
+        c.tell(Msg::Item(i));
+    }
+    assert_eq!(
+        system.dead_letter_count(),
+        100,
+        "one per message, none for dropped events"
+    );
+    gate.add_permits(1_000);
+    system.terminate().await;
+}
