@@ -10,6 +10,17 @@
 //! # How long logging stays suspended; then one line reports how many were not logged.
 //! log-suspend = "5m"
 //!
+//! [lease]
+//! # The lease's time to live: a holder that stops renewing loses it after this long.
+//! heartbeat-timeout = "120s"
+//! # How often a holder renews; must be less than heartbeat-timeout / 2.
+//! heartbeat-interval = "12s"
+//! # How long acquire and release may take, retries included, before they answer "unknown".
+//! lease-operation-timeout = "5s"
+//! # The holder counts the lease as lost this long before the TTL of its last confirmed renewal
+//! # runs out (some backends accept a late renewal of a lapsed lease). Default: TTL / 10.
+//! # safety-margin = "12s"
+//!
 //! [coordinated-shutdown]
 //! # Timeout of every phase not listed under `phases`.
 //! default-phase-timeout = "5s"
@@ -52,6 +63,8 @@ pub struct FlotillaConfig {
     pub actor: ActorSettings,
     /// Coordinated shutdown phases and timeouts.
     pub coordinated_shutdown: CoordinatedShutdownSettings,
+    /// Lease timing shared by every lease backend.
+    pub lease: LeaseSettings,
 }
 
 impl FlotillaConfig {
@@ -64,6 +77,7 @@ impl FlotillaConfig {
 
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.lease.validate()?;
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {
@@ -325,5 +339,157 @@ mod tests {
         for p in Phase::ALL {
             assert_eq!(p.as_str().parse::<Phase>(), Ok(p));
         }
+    }
+}
+
+/// Lease timing, shared by every lease backend (defaults as in Akka's lease settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LeaseSettings {
+    /// The lease's time to live: without renewal it expires this long after the last renewal was
+    /// sent (default 120 s).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How often the holder renews (default 12 s); must be less than `heartbeat_timeout / 2`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long acquire and release may take, retries included (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub lease_operation_timeout: Duration,
+    /// How long before the TTL runs out the holder stops trusting its lease (default TTL / 10).
+    #[serde(with = "humantime_serde")]
+    pub safety_margin: Option<Duration>,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: Duration::from_secs(120),
+            heartbeat_interval: Duration::from_secs(12),
+            lease_operation_timeout: Duration::from_secs(5),
+            safety_margin: None,
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// Settings with this TTL and renewal interval, other values default; validated.
+    pub fn new(
+        heartbeat_timeout: Duration,
+        heartbeat_interval: Duration,
+    ) -> Result<Self, ConfigError> {
+        let settings = Self {
+            heartbeat_timeout,
+            heartbeat_interval,
+            ..Self::default()
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Sets the operation timeout (builder style); validate afterwards.
+    #[must_use]
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_operation_timeout = timeout;
+        self
+    }
+
+    /// Sets the safety margin (builder style); validate afterwards.
+    #[must_use]
+    pub fn with_safety_margin(mut self, margin: Duration) -> Self {
+        self.safety_margin = Some(margin);
+        self
+    }
+
+    /// The margin in force: the configured one, or TTL / 10.
+    pub fn effective_safety_margin(&self) -> Duration {
+        self.safety_margin.unwrap_or(self.heartbeat_timeout / 10)
+    }
+
+    /// Checks the relations between the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Value {
+                key: format!("lease.{key}"),
+                reason,
+            })
+        };
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat-interval", "must be greater than zero".into());
+        }
+        if self.heartbeat_interval >= self.heartbeat_timeout / 2 {
+            return bad(
+                "heartbeat-interval",
+                format!(
+                    "{:?} must be less than heartbeat-timeout / 2 ({:?}), so that a renewal can fail \
+                     and be retried before the lease expires",
+                    self.heartbeat_interval,
+                    self.heartbeat_timeout / 2
+                ),
+            );
+        }
+        if self.lease_operation_timeout.is_zero() {
+            return bad(
+                "lease-operation-timeout",
+                "must be greater than zero".into(),
+            );
+        }
+        let margin = self.effective_safety_margin();
+        if margin >= self.heartbeat_timeout - self.heartbeat_interval {
+            return bad(
+                "safety-margin",
+                format!(
+                    "{margin:?} must be less than heartbeat-timeout - heartbeat-interval ({:?})",
+                    self.heartbeat_timeout - self.heartbeat_interval
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn lease_defaults_are_akkas_and_valid() {
+        let s = LeaseSettings::default();
+        assert_eq!(s.heartbeat_timeout, Duration::from_secs(120));
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(12));
+        assert_eq!(s.lease_operation_timeout, Duration::from_secs(5));
+        assert_eq!(s.effective_safety_margin(), Duration::from_secs(12));
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn an_interval_of_half_the_timeout_or_more_is_refused_clearly() {
+        let err = LeaseSettings::new(Duration::from_secs(10), Duration::from_secs(5)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("lease.heartbeat-interval") && text.contains("heartbeat-timeout / 2"),
+            "{text}"
+        );
+        let err = FlotillaConfig::from_toml_str(
+            "[lease]\nheartbeat-timeout = \"20s\"\nheartbeat-interval = \"12s\"",
+        );
+        assert!(err.is_err());
+        let ok = FlotillaConfig::from_toml_str(
+            "[lease]\nheartbeat-timeout = \"20s\"\nheartbeat-interval = \"2s\"",
+        )
+        .unwrap();
+        assert_eq!(ok.lease.effective_safety_margin(), Duration::from_secs(2));
+        assert!(
+            LeaseSettings::default()
+                .with_safety_margin(Duration::from_secs(110))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            LeaseSettings::default()
+                .with_operation_timeout(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -20,7 +20,7 @@ pub mod path;
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings, FlotillaConfig,
-    Phase, PhaseSettings,
+    LeaseSettings, Phase, PhaseSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`supervision`]: the restart budget of a supervised actor — exponential backoff and "at most
 //!   N restarts within a window".
+//! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
+//!   tokens and no zombie leases.
 //! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
 //!
 //! # What this crate is not
@@ -15,6 +17,7 @@
 //! `cargo tree`). It never reads a clock, never draws OS randomness and never iterates a
 //! hash-ordered collection, so the same inputs always give the same outputs.
 
+pub mod lease;
 pub mod shutdown;
 pub mod supervision;
 
