@@ -1,0 +1,175 @@
+//! What a lease backend implements.
+//!
+//! A backend answers four questions about one lease for one owner. It never decides anything
+//! about timing: the [`LeaseHolder`](flotilla_proto::lease::LeaseHolder) does, and a backend only
+//! maps its client's results to a [`BackendReply`]:
+//!
+//! | call | certain success | certainly someone else's | anything else |
+//! | --- | --- | --- | --- |
+//! | `acquire` | `Granted { token }` (also when this owner already holds it) | `Denied { holder }` | `Unknown { reason }` |
+//! | `renew` | `Renewed` (also when a retried write turns out to have been applied) | `Denied { holder }` | `Unknown { reason }` |
+//! | `release` | `Released { was_held }` (`false` when not this owner's) | — | `Unknown { reason }` |
+//!
+//! Timeouts are the caller's: the driver bounds every call by the backend's request timeout and
+//! turns an overrun into `Unknown`. A backend must never panic on what a server sends.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+pub use flotilla_proto::lease::{BackendReply, FencingToken};
+
+/// A boxed future, so backends can be chosen at run time (`Arc<dyn LeaseBackend>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a lease or owner name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Empty, too long, or with characters a backend cannot store.
+    #[error(
+        "invalid lease name {0:?}: use 1 to 253 lowercase ASCII letters, digits, '-' or '.', \
+         starting and ending with a letter or digit (it must be valid as an etcd key, a blob \
+         name and a Kubernetes object name)"
+    )]
+    Lease(String),
+    /// Empty or too long.
+    #[error("invalid lease owner {0:?}: use 1 to 256 printable characters")]
+    Owner(String),
+}
+
+/// The name of a lease, valid for every backend.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseName(String);
+
+impl LeaseName {
+    /// Validates a lease name.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        let edge_ok =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok = (1..=253).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && edge_ok(name.chars().next())
+            && edge_ok(name.chars().last());
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(NameError::Lease(name.to_owned()))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LeaseName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who holds a lease: stable across restarts of the same node (by default its address without
+/// the incarnation UID), so a restarted node re-acquires its own unexpired leases at once.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    /// Validates an owner identity.
+    pub fn new(owner: &str) -> Result<Self, NameError> {
+        let ok = (1..=256).contains(&owner.len()) && !owner.chars().any(char::is_control);
+        if ok {
+            Ok(Self(owner.to_owned()))
+        } else {
+            Err(NameError::Owner(owner.to_owned()))
+        }
+    }
+
+    /// The identity.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lease as the backend stores it, for listings and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The lease.
+    pub name: LeaseName,
+    /// Its holder.
+    pub owner: String,
+    /// The hold's fencing token.
+    pub token: FencingToken,
+    /// When the holder acquired it (wall clock, as the backend reports it).
+    pub acquired_at: Option<SystemTime>,
+    /// Time left until it expires without renewal, as the backend sees it.
+    pub expires_in: Option<Duration>,
+}
+
+/// A lease backend. See the [module docs](self) for the contract.
+pub trait LeaseBackend: Send + Sync + 'static {
+    /// The backend's kind, for logs: "memory", "etcd", "azure", "kubernetes".
+    fn kind(&self) -> &'static str;
+
+    /// The timeout the driver puts on each call.
+    fn request_timeout(&self) -> Duration;
+
+    /// Takes `lease` for `owner` for `ttl`, or reports who holds it.
+    fn acquire<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, BackendReply>;
+
+    /// Extends `owner`'s hold of `lease` by `ttl`.
+    fn renew<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        ttl: Duration,
+        token: FencingToken,
+    ) -> BoxFuture<'a, BackendReply>;
+
+    /// Gives `lease` up if `owner` holds it.
+    fn release<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        token: Option<FencingToken>,
+    ) -> BoxFuture<'a, BackendReply>;
+
+    /// What the backend stores for `lease`, if anything (expired holds excluded).
+    fn describe<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+    ) -> BoxFuture<'a, Result<Option<LeaseRecord>, String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_for_every_backend() {
+        for ok in ["shard-12", "a", "sharding.orders.7", "x1"] {
+            assert!(LeaseName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Upper", "a/b", "a b", "é", &"a".repeat(254)] {
+            assert!(LeaseName::new(bad).is_err(), "{bad}");
+        }
+        assert!(OwnerId::new("flotilla://demo@10.0.0.1:2552").is_ok());
+        assert!(OwnerId::new("").is_err());
+        assert!(OwnerId::new("a\nb").is_err());
+    }
+}

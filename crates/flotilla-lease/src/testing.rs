@@ -1,0 +1,358 @@
+//! The conformance suite every lease backend must pass (feature `testing`).
+//!
+//! A backend crate implements [`Target`] for its backend — how to build it, and how to disturb it
+//! (take a lease over on the server side, make the server unreachable, fail calls transiently) —
+//! and calls [`run_all`], or the checks one by one. The checks use real time and the backend's
+//! real timing (an etcd TTL cannot go below 2 s), so keep [`Target::settings`] short.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_core::LeaseSettings;
+
+use crate::backend::{BackendReply, BoxFuture, LeaseBackend, LeaseName, OwnerId};
+use crate::{AcquireOutcome, LeaseClient, LostCause, ReleaseOutcome};
+
+/// A transient fault a target can inject into the next calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientFault {
+    /// The next `n` calls fail without being applied.
+    FailNext(u32),
+    /// The next `n` calls are applied but their answer is lost (a client-side timeout on a write
+    /// that succeeded).
+    AppliedButLostNext(u32),
+}
+
+/// A backend under test, and the means to disturb it.
+pub trait Target: Send + Sync {
+    /// The backend.
+    fn backend(&self) -> Arc<dyn LeaseBackend>;
+    /// Short timings this backend supports.
+    fn settings(&self) -> LeaseSettings;
+    /// Gives `lease` to `owner` on the server side, as an operator or another cluster would.
+    fn take_over<'a>(&'a self, lease: &'a LeaseName, owner: &'a str) -> BoxFuture<'a, ()>;
+    /// Makes the backend unreachable or hanging until [`Target::restore`].
+    fn disrupt(&self) -> BoxFuture<'_, ()>;
+    /// Ends [`Target::disrupt`].
+    fn restore(&self) -> BoxFuture<'_, ()>;
+    /// Injects a transient fault; false if this target cannot (the check is then done with a
+    /// short [`Target::disrupt`]).
+    fn inject(&self, fault: TransientFault) -> bool;
+}
+
+/// A lease name no other check (or earlier run against the same server) uses.
+pub fn unique_lease(check: &str) -> LeaseName {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(
+        "conformance-{check}-{}-{nanos}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    LeaseName::new(&name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn owner(name: &str) -> OwnerId {
+    OwnerId::new(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn client(t: &dyn Target, who: &str) -> LeaseClient {
+    LeaseClient::new(t.backend(), t.settings(), owner(who)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs every check in turn.
+pub async fn run_all(t: &dyn Target) {
+    contenders_get_exactly_one_grant(t).await;
+    release_lets_another_owner_in_at_once_with_a_higher_token(t).await;
+    a_crashed_holders_lease_is_free_after_the_ttl_and_not_before(t).await;
+    a_lease_taken_over_on_the_server_is_lost_once_within_an_interval(t).await;
+    transient_renewal_failures_keep_the_lease(t).await;
+    an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie(t).await;
+    release_is_idempotent(t).await;
+    the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t).await;
+}
+
+/// N ≥ 5 concurrent contenders: exactly one granted, the rest denied.
+pub async fn contenders_get_exactly_one_grant(t: &dyn Target) {
+    let name = unique_lease("contend");
+    let clients: Vec<_> = (0..5)
+        .map(|i| client(t, &format!("contender-{i}")))
+        .collect();
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let lease = c.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+            tokio::spawn(async move { lease.acquire(|_| {}).await })
+        })
+        .collect();
+    let mut granted = 0;
+    let mut denied = 0;
+    for task in tasks {
+        match task.await.unwrap_or_else(|e| panic!("{e}")) {
+            AcquireOutcome::Granted { .. } => granted += 1,
+            AcquireOutcome::Denied { .. } => denied += 1,
+            AcquireOutcome::Unknown { reason } => {
+                panic!("a contender got no certain answer: {reason}")
+            }
+        }
+    }
+    assert_eq!(
+        (granted, denied),
+        (1, 4),
+        "exactly one of five contenders may hold the lease"
+    );
+    for c in clients {
+        c.shutdown().await;
+    }
+}
+
+/// Release, then another owner acquires at once; fencing tokens strictly increase.
+pub async fn release_lets_another_owner_in_at_once_with_a_higher_token(t: &dyn Target) {
+    let name = unique_lease("handover");
+    let (a, b) = (client(t, "node-a"), client(t, "node-b"));
+    let (la, lb) = (
+        a.lease(name.clone()).unwrap_or_else(|e| panic!("{e}")),
+        b.lease(name.clone()).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let AcquireOutcome::Granted { token: first } = la.acquire(|_| {}).await else {
+        panic!("a first acquire must be granted")
+    };
+    assert!(
+        matches!(lb.acquire(|_| {}).await, AcquireOutcome::Denied { .. }),
+        "b must be denied while a holds it"
+    );
+    assert_eq!(la.release().await, ReleaseOutcome::Released);
+    assert!(!la.check_lease());
+    let AcquireOutcome::Granted { token: second } = lb.acquire(|_| {}).await else {
+        panic!("b must get the lease as soon as a released it")
+    };
+    assert!(
+        second > first,
+        "fencing tokens must increase across owners: {first} then {second}"
+    );
+    assert_eq!(lb.release().await, ReleaseOutcome::Released);
+    let AcquireOutcome::Granted { token: third } = la.acquire(|_| {}).await else {
+        panic!("a must get it back")
+    };
+    assert!(
+        third > second,
+        "fencing tokens must increase: {second} then {third}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The holder stops renewing (a crash): another owner acquires after the TTL, never before.
+pub async fn a_crashed_holders_lease_is_free_after_the_ttl_and_not_before(t: &dyn Target) {
+    let name = unique_lease("crash");
+    let backend = t.backend();
+    let ttl = t.settings().heartbeat_timeout;
+    let crashed = owner("crashed-node");
+    // A raw acquire with no holder behind it: nobody will ever renew it.
+    let reply = backend.acquire(&name, &crashed, ttl).await;
+    assert!(
+        matches!(reply, BackendReply::Granted { .. }),
+        "raw acquire: {reply:?}"
+    );
+    let started = tokio::time::Instant::now();
+    let b = client(t, "survivor");
+    let lb = b.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(ttl / 2).await;
+    assert!(
+        matches!(lb.acquire(|_| {}).await, AcquireOutcome::Denied { .. }),
+        "taken before the TTL ran out"
+    );
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match lb.acquire(|_| {}).await {
+            AcquireOutcome::Granted { .. } => break,
+            _ if attempts < 100 => tokio::time::sleep(ttl / 20).await,
+            other => panic!("the crashed holder's lease never became free: {other:?}"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= ttl,
+        "acquired after {waited:?}, before the TTL of {ttl:?}"
+    );
+    assert!(
+        waited <= ttl * 2,
+        "acquired only after {waited:?}, TTL {ttl:?}"
+    );
+    b.shutdown().await;
+}
+
+/// The lease is taken over on the server side: `on_lost` fires once within a heartbeat interval
+/// and `check_lease` turns false.
+pub async fn a_lease_taken_over_on_the_server_is_lost_once_within_an_interval(t: &dyn Target) {
+    let name = unique_lease("takeover");
+    let a = client(t, "node-a");
+    let la = a.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let lost = Arc::new(AtomicU32::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel::<LostCause>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let l = Arc::clone(&lost);
+    let outcome = la
+        .acquire(move |cause| {
+            l.fetch_add(1, Ordering::SeqCst);
+            if let Some(tx) = tx.lock().ok().and_then(|mut g| g.take()) {
+                let _ = tx.send(cause);
+            }
+        })
+        .await;
+    assert!(
+        matches!(outcome, AcquireOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
+    t.take_over(&name, "intruder").await;
+    let settings = t.settings();
+    let within = settings.heartbeat_interval + t.backend().request_timeout();
+    let cause = tokio::time::timeout(within, rx)
+        .await
+        .unwrap_or_else(|_| panic!("on_lost did not fire within {within:?}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(cause, LostCause::TakenOver { .. }), "{cause:?}");
+    assert!(!la.check_lease());
+    tokio::time::sleep(settings.heartbeat_interval * 2).await;
+    assert_eq!(lost.load(Ordering::SeqCst), 1, "on_lost fires exactly once");
+    assert_eq!(
+        la.release().await,
+        ReleaseOutcome::NotHeld,
+        "a lost lease is not ours to release"
+    );
+    a.shutdown().await;
+}
+
+/// Transient renewal failures inside the TTL keep the lease, and so does a renewal that timed
+/// out on the client but was applied on the server.
+pub async fn transient_renewal_failures_keep_the_lease(t: &dyn Target) {
+    let name = unique_lease("transient");
+    let settings = t.settings();
+    let a = client(t, "node-a");
+    let la = a.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let lost = Arc::new(AtomicU32::new(0));
+    let l = Arc::clone(&lost);
+    let outcome = la
+        .acquire(move |_| {
+            l.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+    assert!(
+        matches!(outcome, AcquireOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
+    for fault in [
+        TransientFault::FailNext(2),
+        TransientFault::AppliedButLostNext(2),
+    ] {
+        if !t.inject(fault) {
+            t.disrupt().await;
+            tokio::time::sleep(settings.heartbeat_interval * 2).await;
+            t.restore().await;
+        }
+        tokio::time::sleep(settings.heartbeat_interval * 4).await;
+        assert!(
+            la.check_lease(),
+            "{fault:?} inside the TTL must not lose the lease"
+        );
+    }
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
+    assert_eq!(la.release().await, ReleaseOutcome::Released);
+    a.shutdown().await;
+}
+
+/// Backend unreachable or hanging: acquire and release return within `lease-operation-timeout`
+/// with a clear "unknown", nothing panics, and no zombie is left once the backend is back.
+pub async fn an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie(t: &dyn Target) {
+    let name = unique_lease("unreachable");
+    let settings = t.settings();
+    let bound = settings.lease_operation_timeout + Duration::from_millis(500);
+    let a = client(t, "node-a");
+    let la = a.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
+    t.disrupt().await;
+    let started = tokio::time::Instant::now();
+    let outcome = la.acquire(|_| {}).await;
+    assert!(
+        started.elapsed() <= bound,
+        "acquire took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(outcome, AcquireOutcome::Unknown { .. }),
+        "{outcome:?}"
+    );
+    assert!(!la.check_lease());
+    t.restore().await;
+    // The holder releases in case the unanswered acquire was applied; give it its time.
+    tokio::time::sleep(settings.lease_operation_timeout * 2).await;
+    let record = t
+        .backend()
+        .describe(&name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        record.as_ref().is_none_or(|r| r.owner != "node-a"),
+        "a zombie lease was left by the unanswered acquire: {record:?}"
+    );
+    // Release while unreachable: bounded too.
+    assert!(matches!(
+        la.acquire(|_| {}).await,
+        AcquireOutcome::Granted { .. }
+    ));
+    t.disrupt().await;
+    let started = tokio::time::Instant::now();
+    let outcome = la.release().await;
+    assert!(
+        started.elapsed() <= bound,
+        "release took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(outcome, ReleaseOutcome::Unknown { .. }),
+        "{outcome:?}"
+    );
+    t.restore().await;
+    a.shutdown().await;
+}
+
+/// Releasing twice, or a lease never held, answers `NotHeld`.
+pub async fn release_is_idempotent(t: &dyn Target) {
+    let name = unique_lease("idempotent");
+    let a = client(t, "node-a");
+    let la = a.lease(name).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(la.release().await, ReleaseOutcome::NotHeld);
+    assert!(matches!(
+        la.acquire(|_| {}).await,
+        AcquireOutcome::Granted { .. }
+    ));
+    assert_eq!(la.release().await, ReleaseOutcome::Released);
+    assert_eq!(la.release().await, ReleaseOutcome::NotHeld);
+    a.shutdown().await;
+}
+
+/// A node restarted with the same owner identity gets its unexpired lease back at once.
+pub async fn the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t: &dyn Target) {
+    let name = unique_lease("restart");
+    let backend = t.backend();
+    let me = owner("node-a");
+    // The first incarnation acquired it and died without releasing.
+    let first = backend
+        .acquire(&name, &me, t.settings().heartbeat_timeout)
+        .await;
+    let BackendReply::Granted { token } = first else {
+        panic!("raw acquire: {first:?}")
+    };
+    let again = client(t, "node-a");
+    let lease = again.lease(name).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = lease.acquire(|_| {}).await;
+    assert_eq!(
+        outcome,
+        AcquireOutcome::Granted { token },
+        "same owner, same hold"
+    );
+    again.shutdown().await;
+}
