@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Flotilla's whole test suite, for a fresh Debian machine that has the Rust toolchain.
-# Installs what the tests need, then runs: fmt check, clippy, docs, the dependency rule of
+# Installs what the tests need (protoc, etcd, Azurite), then runs: fmt check, clippy, docs, the dependency rule of
 # flotilla-proto, every test (unit, integration, doc) and a benchmark smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
+
+step "servers and tools the tests run against (installed if missing)"
+scripts/install-test-deps.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

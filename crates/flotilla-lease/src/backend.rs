@@ -154,6 +154,9 @@ pub trait LeaseBackend: Send + Sync + 'static {
         &'a self,
         lease: &'a LeaseName,
     ) -> BoxFuture<'a, Result<Option<LeaseRecord>, String>>;
+
+    /// Every live lease this backend stores (under its configured prefix or container), by name.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<LeaseRecord>, String>>;
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub struct Faults {
     pub applied_but_unknown_next: u32,
     /// While set, calls never answer (the driver's request timeout fires).
     pub hang: bool,
+    /// The next this-many calls answer `Unknown` at once and are applied `apply_late_by` later,
+    /// like a request held up in the network or in a paused server.
+    pub apply_late_next: u32,
+    /// How late a late call is applied.
+    pub apply_late_by: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +62,7 @@ enum Fault {
     None,
     Fail,
     AppliedButUnknown,
+    AppliedLate(Duration),
     Hang,
 }
 
@@ -107,6 +113,9 @@ impl MemoryBackend {
         } else if f.fail_next > 0 {
             f.fail_next -= 1;
             Fault::Fail
+        } else if f.apply_late_next > 0 {
+            f.apply_late_next -= 1;
+            Fault::AppliedLate(f.apply_late_by)
         } else if f.applied_but_unknown_next > 0 {
             f.applied_but_unknown_next -= 1;
             Fault::AppliedButUnknown
@@ -117,7 +126,10 @@ impl MemoryBackend {
     }
 
     /// Runs `apply` under the injected faults.
-    async fn call(&self, apply: impl FnOnce(&mut Store, Instant) -> BackendReply) -> BackendReply {
+    async fn call(
+        &self,
+        apply: impl FnOnce(&mut Store, Instant) -> BackendReply + Send + 'static,
+    ) -> BackendReply {
         let (fault, latency) = self.next_fault();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -127,6 +139,16 @@ impl MemoryBackend {
             Fault::Fail => BackendReply::Unknown {
                 reason: "injected failure".into(),
             },
+            Fault::AppliedLate(by) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(by).await;
+                    let _ = apply(&mut this.lock(), Instant::now());
+                });
+                BackendReply::Unknown {
+                    reason: "injected: no answer, the request is still on its way".into(),
+                }
+            }
             Fault::AppliedButUnknown => {
                 let _ = apply(&mut self.lock(), Instant::now());
                 BackendReply::Unknown {
@@ -136,6 +158,17 @@ impl MemoryBackend {
             Fault::None => apply(&mut self.lock(), Instant::now()),
         }
     }
+}
+
+/// The record of a live hold; `None` once it has expired.
+fn record(name: &LeaseName, h: &Hold, now: Instant) -> Option<LeaseRecord> {
+    (h.expires > now).then(|| LeaseRecord {
+        name: name.clone(),
+        owner: h.owner.clone(),
+        token: h.token,
+        acquired_at: Some(h.acquired_at),
+        expires_in: Some(h.expires - now),
+    })
 }
 
 fn next_token(store: &mut Store, lease: &LeaseName) -> FencingToken {
@@ -159,8 +192,9 @@ impl LeaseBackend for MemoryBackend {
         owner: &'a OwnerId,
         ttl: Duration,
     ) -> BoxFuture<'a, BackendReply> {
+        let (lease, owner) = (lease.clone(), owner.clone());
         Box::pin(self.call(move |store, now| {
-            match store.holds.get_mut(lease) {
+            match store.holds.get_mut(&lease) {
                 Some(h) if h.expires > now && h.owner != owner.as_str() => {
                     return BackendReply::Denied {
                         holder: Some(h.owner.clone()),
@@ -172,9 +206,9 @@ impl LeaseBackend for MemoryBackend {
                 }
                 _ => {}
             }
-            let token = next_token(store, lease);
+            let token = next_token(store, &lease);
             store.holds.insert(
-                lease.clone(),
+                lease,
                 Hold {
                     owner: owner.as_str().to_owned(),
                     token,
@@ -193,8 +227,9 @@ impl LeaseBackend for MemoryBackend {
         ttl: Duration,
         token: FencingToken,
     ) -> BoxFuture<'a, BackendReply> {
+        let (lease, owner) = (lease.clone(), owner.clone());
         Box::pin(
-            self.call(move |store, now| match store.holds.get_mut(lease) {
+            self.call(move |store, now| match store.holds.get_mut(&lease) {
                 // A late renewal of a lapsed hold nobody took is accepted, as some backends do.
                 Some(h) if h.owner == owner.as_str() && h.token == token => {
                     h.expires = now + ttl;
@@ -214,14 +249,15 @@ impl LeaseBackend for MemoryBackend {
         owner: &'a OwnerId,
         token: Option<FencingToken>,
     ) -> BoxFuture<'a, BackendReply> {
+        let (lease, owner) = (lease.clone(), owner.clone());
         Box::pin(self.call(move |store, now| {
             let ours = store
                 .holds
-                .get(lease)
+                .get(&lease)
                 .is_some_and(|h| h.owner == owner.as_str() && token.is_none_or(|t| t == h.token));
-            let live = store.holds.get(lease).is_some_and(|h| h.expires > now);
+            let live = store.holds.get(&lease).is_some_and(|h| h.expires > now);
             if ours {
-                store.holds.remove(lease);
+                store.holds.remove(&lease);
             }
             BackendReply::Released {
                 was_held: ours && live,
@@ -236,17 +272,19 @@ impl LeaseBackend for MemoryBackend {
         Box::pin(async move {
             let store = self.lock();
             let now = Instant::now();
+            Ok(store.holds.get(lease).and_then(|h| record(lease, h, now)))
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<LeaseRecord>, String>> {
+        Box::pin(async move {
+            let store = self.lock();
+            let now = Instant::now();
             Ok(store
                 .holds
-                .get(lease)
-                .filter(|h| h.expires > now)
-                .map(|h| LeaseRecord {
-                    name: lease.clone(),
-                    owner: h.owner.clone(),
-                    token: h.token,
-                    acquired_at: Some(h.acquired_at),
-                    expires_in: Some(h.expires - now),
-                }))
+                .iter()
+                .filter_map(|(name, h)| record(name, h, now))
+                .collect())
         })
     }
 }

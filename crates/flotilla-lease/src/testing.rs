@@ -356,3 +356,145 @@ pub async fn the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t: &dy
     );
     again.shutdown().await;
 }
+
+/// Wraps a real backend and injects [`TransientFault`]s into its next calls, so that the
+/// "failed" and "applied but answer lost" cases run against real servers too.
+pub struct Faulty<B> {
+    inner: B,
+    faults: std::sync::Mutex<(u32, u32)>,
+}
+
+impl<B: LeaseBackend> Faulty<B> {
+    /// `inner`, with no fault pending.
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            faults: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The next calls get `fault`.
+    pub fn inject(&self, fault: TransientFault) {
+        let mut f = self
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fault {
+            TransientFault::FailNext(n) => f.0 = n,
+            TransientFault::AppliedButLostNext(n) => f.1 = n,
+        }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// Runs `call` under the pending fault, if any.
+    async fn call<'a>(&'a self, call: BoxFuture<'a, BackendReply>) -> BackendReply {
+        let fault = {
+            let mut f = self
+                .faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if f.0 > 0 {
+                f.0 -= 1;
+                Some(false)
+            } else if f.1 > 0 {
+                f.1 -= 1;
+                Some(true)
+            } else {
+                None
+            }
+        };
+        match fault {
+            None => call.await,
+            Some(false) => BackendReply::Unknown {
+                reason: "injected failure".into(),
+            },
+            Some(true) => {
+                let applied = call.await;
+                BackendReply::Unknown {
+                    reason: format!("injected: the answer {applied:?} was lost"),
+                }
+            }
+        }
+    }
+}
+
+impl<B: LeaseBackend> LeaseBackend for Faulty<B> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(self.call(self.inner.acquire(lease, owner, ttl)))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        ttl: Duration,
+        token: crate::backend::FencingToken,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(self.call(self.inner.renew(lease, owner, ttl, token)))
+    }
+
+    fn release<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+        token: Option<crate::backend::FencingToken>,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(self.call(self.inner.release(lease, owner, token)))
+    }
+
+    fn describe<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+    ) -> BoxFuture<'a, Result<Option<crate::backend::LeaseRecord>, String>> {
+        self.inner.describe(lease)
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<crate::backend::LeaseRecord>, String>> {
+        self.inner.list()
+    }
+}
+
+/// Declares one test per conformance check. `$make` builds a fresh [`Target`] for each (it may
+/// `.await`); the attribute is the test attribute to use:
+///
+/// ```text
+/// flotilla_lease::conformance_tests!(#[tokio::test(start_paused = true)] Memory::new());
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    (#[$attr:meta] $make:expr) => {
+        $crate::conformance_tests!(@each #[$attr] $make;
+            contenders_get_exactly_one_grant,
+            release_lets_another_owner_in_at_once_with_a_higher_token,
+            a_crashed_holders_lease_is_free_after_the_ttl_and_not_before,
+            a_lease_taken_over_on_the_server_is_lost_once_within_an_interval,
+            transient_renewal_failures_keep_the_lease,
+            an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie,
+            release_is_idempotent,
+            the_same_owner_gets_its_unexpired_lease_back_after_a_restart,
+        );
+    };
+    (@each #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {$(
+        #[$attr]
+        async fn $check() {
+            $crate::testing::$check(&$make).await;
+        }
+    )*};
+}

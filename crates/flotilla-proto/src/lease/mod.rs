@@ -27,7 +27,13 @@
 //! - **No zombie from an uncertain acquire.** An `Unknown` answer, or no answer within
 //!   `lease-operation-timeout`, is reported as unknown (not acquired) and the lease is released in
 //!   case the backend did grant it; a grant that arrives after its acquisition was given up is
-//!   released too. A new acquisition waits until that clean-up is done.
+//!   released too. A new acquisition waits until that clean-up is done. Because a request held
+//!   up in the network (or in a paused server) can still be applied after that release was
+//!   answered, the holder keeps **sweeping** — one ownerless release every heartbeat interval —
+//!   until a sweep removes a hold, or until one TTL has passed since the uncertain attempt was
+//!   sent (a hold created from it expires by then unless renewed, and nobody renews it). A sweep
+//!   runs only while the lease is released here; a new acquisition ends it (a late grant then
+//!   simply is this owner's hold), after the sweep in flight, if any, has answered.
 //! - **Release is awaited and bounded.** It is retried with backoff until
 //!   `lease-operation-timeout`; releasing a lease not held answers `NotHeld`. A release asked for
 //!   while an acquisition is in flight waits for its answer first, so the release cannot overtake
@@ -302,6 +308,14 @@ pub struct LeaseHolder {
     /// Acquisitions given up as unknown whose reply has not come yet: a grant among them is
     /// released (unless this owner holds or is acquiring the lease again by then).
     abandoned: BTreeSet<OpId>,
+    /// Sweeping for a zombie of an uncertain acquisition until this instant.
+    sweep_until: Option<Instant>,
+    /// When the next sweep is due.
+    sweep_due: Option<Instant>,
+    /// The sweep on its way, if any.
+    sweep_op: Option<OpId>,
+    /// An acquisition was asked for while a sweep was on its way: start it after the answer.
+    acquire_after_sweep: bool,
     outputs: VecDeque<HolderOutput>,
 }
 
@@ -313,6 +327,10 @@ impl LeaseHolder {
             state: State::Released,
             next_op: 0,
             abandoned: BTreeSet::new(),
+            sweep_until: None,
+            sweep_due: None,
+            sweep_op: None,
+            acquire_after_sweep: false,
             outputs: VecDeque::new(),
         }
     }
@@ -359,7 +377,46 @@ impl LeaseHolder {
         self.outputs.push_back(HolderOutput::Event(e));
     }
 
+    /// Whether a sweep for a zombie grant is still going on.
+    pub fn sweeping(&self) -> bool {
+        self.sweep_until.is_some()
+    }
+
+    /// An acquisition sent at `sent` got no certain answer: sweep for one TTL from then.
+    fn start_sweep(&mut self, sent: Instant, first_due: Instant) {
+        let until = sent + self.settings.heartbeat_timeout;
+        self.sweep_until = Some(self.sweep_until.map_or(until, |u| u.max(until)));
+        self.sweep_due = Some(first_due);
+    }
+
+    fn end_sweep(&mut self) {
+        self.sweep_until = None;
+        self.sweep_due = None;
+        // A sweep still in flight is answered into the void: nothing depends on it.
+        self.sweep_op = None;
+    }
+
+    fn on_sweep_reply(&mut self, now: Instant, reply: BackendReply) {
+        self.sweep_op = None;
+        if self.acquire_after_sweep {
+            self.acquire_after_sweep = false;
+            self.end_sweep();
+            self.start_acquiring(now);
+            return;
+        }
+        match reply {
+            BackendReply::Released { was_held: true } => self.end_sweep(),
+            _ => self.sweep_due = Some(now + self.settings.heartbeat_interval),
+        }
+    }
+
     fn start_acquiring(&mut self, now: Instant) {
+        if self.sweep_op.is_some() {
+            // Let the ownerless release in flight answer first, or it could remove this grant.
+            self.acquire_after_sweep = true;
+            return;
+        }
+        self.end_sweep();
         let op = self.op(LeaseOp::Acquire);
         self.state = State::Acquiring {
             op,
@@ -414,6 +471,7 @@ impl LeaseHolder {
 
     fn on_acquire(&mut self, now: Instant) {
         match &mut self.state {
+            State::Released if self.acquire_after_sweep => {} // joins the acquisition waiting
             State::Released => self.start_acquiring(now),
             State::Acquiring { .. } => {} // joins the acquisition in progress
             State::Held { token, .. } => {
@@ -426,6 +484,14 @@ impl LeaseHolder {
 
     fn on_release(&mut self, now: Instant) {
         match &mut self.state {
+            State::Released if self.acquire_after_sweep => {
+                // The waiting acquisition is called off: it was never sent.
+                self.acquire_after_sweep = false;
+                self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
+                    reason: "released before the acquisition was sent".into(),
+                }));
+                self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld));
+            }
             State::Released => self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld)),
             State::Acquiring { then_release, .. } => *then_release = true,
             State::Held { token, .. } => {
@@ -444,6 +510,10 @@ impl LeaseHolder {
     fn on_reply(&mut self, now: Instant, op: OpId, reply: BackendReply) {
         if self.abandoned.remove(&op) {
             self.on_abandoned_reply(now, reply);
+            return;
+        }
+        if self.sweep_op == Some(op) {
+            self.on_sweep_reply(now, reply);
             return;
         }
         match &self.state {
@@ -514,6 +584,7 @@ impl LeaseHolder {
                     reason,
                 }));
                 self.start_releasing(now, None, then_release);
+                self.start_sweep(sent, now + self.settings.heartbeat_interval);
             }
             other @ (BackendReply::Renewed | BackendReply::Released { .. }) => {
                 self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
@@ -665,12 +736,18 @@ impl LeaseHolder {
 
     fn finish_release(&mut self, now: Instant, outcome: ReleaseOutcome) {
         let State::Releasing {
-            owed, then_acquire, ..
+            owed,
+            then_acquire,
+            token,
+            ..
         } = self.state
         else {
             return;
         };
         self.state = State::Released;
+        if token.is_none() && outcome == ReleaseOutcome::Released {
+            self.end_sweep(); // the clean-up removed the zombie itself
+        }
         if owed {
             self.emit(HolderOutput::ReleaseDone(outcome));
         }
@@ -716,17 +793,27 @@ impl StateMachine for LeaseHolder {
 
     fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
-            State::Released => {}
+            State::Released => {
+                if self.sweep_until.is_some_and(|until| now >= until) {
+                    if self.sweep_op.is_none() {
+                        self.end_sweep();
+                    }
+                } else if self.sweep_op.is_none() && self.sweep_due.is_some_and(|d| now >= d) {
+                    self.sweep_due = None;
+                    self.sweep_op = Some(self.op(LeaseOp::Release { token: None }));
+                }
+            }
             State::Acquiring {
                 op,
+                sent,
                 deadline,
                 then_release,
-                ..
             } => {
                 if now >= *deadline {
-                    let (op, then_release) = (*op, *then_release);
+                    let (op, then_release, sent) = (*op, *then_release, *sent);
                     self.abandoned.insert(op);
                     self.state = State::Released;
+                    self.start_sweep(sent, now);
                     let reason = format!(
                         "no answer within {:?}",
                         self.settings.lease_operation_timeout
@@ -793,7 +880,11 @@ impl StateMachine for LeaseHolder {
 
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Released => None,
+            State::Released if self.sweep_op.is_some() => None,
+            State::Released => self
+                .sweep_due
+                .zip(self.sweep_until)
+                .map(|(due, until)| due.min(until)),
             State::Acquiring { deadline, .. } => Some(*deadline),
             State::Held {
                 confirmed, renewal, ..

@@ -562,3 +562,86 @@ fn replies_to_superseded_operations_change_nothing() {
         Some(&HolderOutput::ReleaseDone(ReleaseOutcome::Released))
     );
 }
+
+#[test]
+fn an_unanswered_acquire_is_swept_every_interval_for_one_ttl() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    the_op(&input(&mut h, t0, HolderInput::Acquire));
+    tick(&mut h, t0 + OP_TIMEOUT);
+    assert!(h.sweeping());
+    // The first sweep goes out at once, then one per interval while nothing was removed.
+    let mut sweeps = 0;
+    let mut now = t0 + OP_TIMEOUT;
+    while let Some(at) = h.poll_timeout() {
+        assert!(at >= now, "time runs forwards");
+        now = at;
+        let out = tick(&mut h, now);
+        if out.is_empty() {
+            continue;
+        }
+        let (op, what) = the_op(&out);
+        assert_eq!(what, LeaseOp::Release { token: None });
+        sweeps += 1;
+        reply(
+            &mut h,
+            now + ms(10),
+            op,
+            BackendReply::Released { was_held: false },
+        );
+        now += ms(10);
+    }
+    assert!(!h.sweeping(), "the sweep ends one TTL after the attempt");
+    assert!(now <= t0 + TTL + INTERVAL, "swept until {now:?}");
+    // t0+1s, then every 2s until t0+10s: 1, 3, 5, 7, 9.
+    assert_eq!(sweeps, 5);
+}
+
+#[test]
+fn a_sweep_that_removes_the_zombie_ends_the_sweep() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    let (op, _) = the_op(&input(&mut h, t0, HolderInput::Acquire));
+    // The backend answers "unknown" (the write was in fact applied later).
+    let out = reply(&mut h, t0 + ms(100), op, unknown("connection reset"));
+    let (cleanup, _) = the_op(&out);
+    reply(
+        &mut h,
+        t0 + ms(200),
+        cleanup,
+        BackendReply::Released { was_held: false },
+    );
+    assert!(h.sweeping());
+    let (sweep, what) = the_op(&tick(&mut h, t0 + ms(100) + INTERVAL));
+    assert_eq!(what, LeaseOp::Release { token: None });
+    reply(
+        &mut h,
+        t0 + s(3),
+        sweep,
+        BackendReply::Released { was_held: true },
+    );
+    assert!(!h.sweeping());
+    assert_eq!(h.poll_timeout(), None);
+}
+
+#[test]
+fn an_acquire_waits_for_the_sweep_in_flight_then_ends_the_sweep() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    the_op(&input(&mut h, t0, HolderInput::Acquire));
+    tick(&mut h, t0 + OP_TIMEOUT);
+    let (sweep, _) = the_op(&tick(&mut h, t0 + OP_TIMEOUT));
+    assert_eq!(
+        input(&mut h, t0 + s(2), HolderInput::Acquire),
+        vec![],
+        "the ownerless release must answer before a new grant can be taken"
+    );
+    let out = reply(
+        &mut h,
+        t0 + s(2) + ms(50),
+        sweep,
+        BackendReply::Released { was_held: false },
+    );
+    assert_eq!(the_op(&out).1, LeaseOp::Acquire);
+    assert!(!h.sweeping(), "a new acquisition ends the sweep");
+}

@@ -1,0 +1,239 @@
+//! The lease conformance suite and etcd-specific behaviour, against a real etcd server started
+//! on 127.0.0.1 for each test.
+
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use flotilla_core::LeaseSettings;
+use flotilla_lease::backend::{BackendReply, BoxFuture};
+use flotilla_lease::testing::{Faulty, Target, TransientFault};
+use flotilla_lease::{
+    AcquireOutcome, LeaseBackend, LeaseClient, LeaseName, OwnerId, ReleaseOutcome,
+};
+use flotilla_lease_etcd::testing::{EtcdServer, take_over};
+use flotilla_lease_etcd::{EtcdBackend, EtcdError, EtcdSettings};
+
+const TTL: Duration = Duration::from_secs(4);
+
+struct Etcd {
+    server: EtcdServer,
+    backend: Arc<Faulty<EtcdBackend>>,
+}
+
+impl Etcd {
+    async fn start() -> Self {
+        let server = EtcdServer::start().await.unwrap();
+        let backend = EtcdBackend::connect(settings(&server)).await.unwrap();
+        Self {
+            server,
+            backend: Arc::new(Faulty::new(backend)),
+        }
+    }
+}
+
+fn settings(server: &EtcdServer) -> EtcdSettings {
+    EtcdSettings {
+        request_timeout: Duration::from_secs(1),
+        ..EtcdSettings::new([server.endpoint()])
+    }
+}
+
+fn lease_settings() -> LeaseSettings {
+    LeaseSettings::new(TTL, Duration::from_secs(1))
+        .unwrap()
+        .with_operation_timeout(Duration::from_secs(2))
+}
+
+impl Target for Etcd {
+    fn backend(&self) -> Arc<dyn LeaseBackend> {
+        Arc::clone(&self.backend) as Arc<dyn LeaseBackend>
+    }
+
+    fn settings(&self) -> LeaseSettings {
+        lease_settings()
+    }
+
+    fn take_over<'a>(&'a self, lease: &'a LeaseName, owner: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            take_over(self.backend.inner(), lease, owner, TTL)
+                .await
+                .unwrap();
+        })
+    }
+
+    fn disrupt(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.server.pause() })
+    }
+
+    fn restore(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.server.resume() })
+    }
+
+    fn inject(&self, fault: TransientFault) -> bool {
+        self.backend.inject(fault);
+        true
+    }
+}
+
+flotilla_lease::conformance_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    Etcd::start().await
+);
+
+fn name(n: &str) -> LeaseName {
+    LeaseName::new(n).unwrap()
+}
+
+fn owner(n: &str) -> OwnerId {
+    OwnerId::new(n).unwrap()
+}
+
+/// A holder keeps its lease across an etcd restart: renewals fail while etcd is down, succeed
+/// once it is back, and nothing is lost inside the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_keeps_its_lease_across_an_etcd_restart() {
+    let mut etcd = Etcd::start().await;
+    let client = LeaseClient::new(etcd.backend(), lease_settings(), owner("node-a")).unwrap();
+    let lease = client.lease(name("shard-1")).unwrap();
+    let lost = Arc::new(AtomicU32::new(0));
+    let l = Arc::clone(&lost);
+    let AcquireOutcome::Granted { token } = lease
+        .acquire(move |_| {
+            l.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+    else {
+        panic!("first acquire")
+    };
+    etcd.server.restart().await.unwrap();
+    // Renewals reach the restarted server; give them two intervals.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(lease.check_lease(), "the lease survives an etcd restart");
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
+    let record = etcd
+        .backend
+        .describe(&name("shard-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.owner.as_str(), record.token), ("node-a", token));
+    assert_eq!(lease.release().await, ReleaseOutcome::Released);
+    client.shutdown().await;
+}
+
+/// Documented etcd behaviour: a restart gives every lease its full TTL back, so a lease nobody
+/// renews outlives its TTL by up to the time it had already run before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restart_gives_unrenewed_leases_their_full_ttl_back() {
+    let mut etcd = Etcd::start().await;
+    let crashed = owner("crashed-node");
+    let started = tokio::time::Instant::now();
+    let reply = etcd.backend.acquire(&name("orphan"), &crashed, TTL).await;
+    assert!(matches!(reply, BackendReply::Granted { .. }), "{reply:?}");
+    tokio::time::sleep(TTL * 3 / 4).await;
+    etcd.server.restart().await.unwrap();
+    let restarted = tokio::time::Instant::now();
+    // Past the original expiry, the lease still stands...
+    tokio::time::sleep_until(started + TTL + Duration::from_millis(500)).await;
+    let still = etcd.backend.describe(&name("orphan")).await.unwrap();
+    assert_eq!(still.map(|r| r.owner), Some("crashed-node".to_owned()));
+    // ...until a full TTL after the restart.
+    let taker = owner("survivor");
+    loop {
+        match etcd.backend.acquire(&name("orphan"), &taker, TTL).await {
+            BackendReply::Granted { .. } => break,
+            BackendReply::Denied { .. } if restarted.elapsed() < TTL * 3 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("never freed after the restart: {other:?}"),
+        }
+    }
+    assert!(restarted.elapsed() >= TTL - Duration::from_millis(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_and_credentials_are_refused_at_connect() {
+    let no_scheme = EtcdBackend::connect(EtcdSettings::new(["127.0.0.1:2379"])).await;
+    assert!(
+        matches!(&no_scheme, Err(EtcdError::Config(m)) if m.contains("must be a URL")),
+        "{no_scheme:?}"
+    );
+    let empty = EtcdBackend::connect(EtcdSettings::new(Vec::<String>::new())).await;
+    assert!(matches!(empty, Err(EtcdError::Config(_))), "{empty:?}");
+    let malformed = EtcdBackend::connect(EtcdSettings::new(["http://[::1"])).await;
+    assert!(malformed.is_err(), "{malformed:?}");
+
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = tokio::time::Instant::now();
+    let unreachable = EtcdBackend::connect(EtcdSettings {
+        connect_timeout: Duration::from_millis(500),
+        ..EtcdSettings::new([format!("http://127.0.0.1:{port}")])
+    })
+    .await;
+    let err = unreachable.unwrap_err();
+    assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let etcd = EtcdServer::start().await.unwrap();
+    let with_user = EtcdBackend::connect(EtcdSettings {
+        user: Some("flotilla".into()),
+        password: Some("wrong".into()),
+        ..EtcdSettings::new([etcd.endpoint()])
+    })
+    .await;
+    let err = with_user.unwrap_err();
+    assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("authentication"), "{err}");
+    let half = EtcdBackend::connect(EtcdSettings {
+        user: Some("flotilla".into()),
+        ..EtcdSettings::new([etcd.endpoint()])
+    })
+    .await;
+    assert!(matches!(half, Err(EtcdError::Config(_))), "{half:?}");
+}
+
+/// Listing shows owner, token and time left; keys not written by Flotilla are never taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_and_foreign_keys() {
+    let etcd = Etcd::start().await;
+    let backend = etcd.backend.inner();
+    let a = owner("node-a");
+    let BackendReply::Granted { token } = backend.acquire(&name("shard-7"), &a, TTL).await else {
+        panic!("acquire")
+    };
+    let records = backend.list().await.unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.name.as_str(), r.owner.as_str(), r.token),
+        ("shard-7", "node-a", token)
+    );
+    assert!(r.expires_in.is_some_and(|e| e <= TTL));
+    assert!(r.acquired_at.is_some());
+
+    let mut raw = etcd_client::Client::connect([etcd.server.endpoint()], None)
+        .await
+        .unwrap();
+    raw.put("/flotilla/leases/manual", "someone-by-hand", None)
+        .await
+        .unwrap();
+    let reply = backend.acquire(&name("manual"), &a, TTL).await;
+    assert_eq!(
+        reply,
+        BackendReply::Denied {
+            holder: Some("someone-by-hand".into())
+        }
+    );
+    assert_eq!(
+        backend.release(&name("manual"), &a, None).await,
+        BackendReply::Released { was_held: false }
+    );
+}

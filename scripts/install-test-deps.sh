@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs, if missing, the servers and tools the test suite runs against:
+#   protoc       (Debian protobuf-compiler; the etcd client's build needs it)
+#   etcd         (Debian etcd-server and etcd-client)
+#   azurite      (npm, pinned; installed under .cache/azurite, run with the machine's Node)
+# Idempotent: a second run installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AZURITE_VERSION=3.35.0
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_packages=()
+command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "installing ${apt_packages[*]}"
+  as_root apt-get update -q
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${apt_packages[@]}"
+fi
+
+if [ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]; then
+  command -v npm >/dev/null 2>&1 || {
+    echo "npm is needed to install Azurite" >&2
+    exit 1
+  }
+  echo "installing azurite@${AZURITE_VERSION}"
+  mkdir -p .cache/azurite
+  npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error \
+    "azurite@${AZURITE_VERSION}" >/dev/null
+fi
+
+echo "protoc: $(protoc --version)"
+echo "etcd: $(etcd --version | head -n1)"
+echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"
