@@ -119,16 +119,6 @@ impl EtcdServer {
         }
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open, requests hang.
-    pub fn pause(&self) {
-        self.signal(Signal::SIGSTOP);
-    }
-
-    /// Resumes a paused server (SIGCONT).
-    pub fn resume(&self) {
-        self.signal(Signal::SIGCONT);
-    }
-
     /// Kills the server (SIGKILL) and waits for it to exit; its data stays.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -151,6 +141,17 @@ impl EtcdServer {
     }
 }
 
+/// SIGSTOP and SIGCONT.
+impl flotilla_lease::testing::Pausable for EtcdServer {
+    fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
@@ -159,7 +160,20 @@ impl Drop for EtcdServer {
 
 /// Gives `lease` to `owner` on the server side, as another cluster or an operator would:
 /// deletes the key and creates it again for `owner`, on a fresh etcd lease of `ttl`.
-pub async fn take_over(
+pub fn take_over<'a>(
+    backend: &'a crate::EtcdBackend,
+    lease: &'a flotilla_lease::LeaseName,
+    owner: &'a str,
+    ttl: Duration,
+) -> flotilla_lease::backend::BoxFuture<'a, Result<(), String>> {
+    Box::pin(async move {
+        take_over_now(backend, lease, owner, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn take_over_now(
     backend: &crate::EtcdBackend,
     lease: &flotilla_lease::LeaseName,
     owner: &str,

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flotilla_core::LeaseSettings;
-use flotilla_lease::backend::{BackendReply, BoxFuture};
-use flotilla_lease::testing::{Faulty, Target, TransientFault};
+use flotilla_lease::backend::BackendReply;
+use flotilla_lease::testing::{Faulty, ServerTarget, Target};
 use flotilla_lease::{
     AcquireOutcome, LeaseBackend, LeaseClient, LeaseName, OwnerId, ReleaseOutcome,
 };
@@ -18,19 +18,16 @@ use flotilla_lease_etcd::{EtcdBackend, EtcdError, EtcdSettings};
 
 const TTL: Duration = Duration::from_secs(4);
 
-struct Etcd {
-    server: EtcdServer,
-    backend: Arc<Faulty<EtcdBackend>>,
-}
+type Etcd = ServerTarget<EtcdBackend, EtcdServer>;
 
-impl Etcd {
-    async fn start() -> Self {
-        let server = EtcdServer::start().await.unwrap();
-        let backend = EtcdBackend::connect(settings(&server)).await.unwrap();
-        Self {
-            server,
-            backend: Arc::new(Faulty::new(backend)),
-        }
+async fn start() -> Etcd {
+    let server = EtcdServer::start().await.unwrap();
+    let backend = EtcdBackend::connect(settings(&server)).await.unwrap();
+    ServerTarget {
+        server,
+        backend: Arc::new(Faulty::new(backend)),
+        settings: lease_settings(),
+        take_over,
     }
 }
 
@@ -47,40 +44,9 @@ fn lease_settings() -> LeaseSettings {
         .with_operation_timeout(Duration::from_secs(2))
 }
 
-impl Target for Etcd {
-    fn backend(&self) -> Arc<dyn LeaseBackend> {
-        Arc::clone(&self.backend) as Arc<dyn LeaseBackend>
-    }
-
-    fn settings(&self) -> LeaseSettings {
-        lease_settings()
-    }
-
-    fn take_over<'a>(&'a self, lease: &'a LeaseName, owner: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            take_over(self.backend.inner(), lease, owner, TTL)
-                .await
-                .unwrap();
-        })
-    }
-
-    fn disrupt(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.server.pause() })
-    }
-
-    fn restore(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.server.resume() })
-    }
-
-    fn inject(&self, fault: TransientFault) -> bool {
-        self.backend.inject(fault);
-        true
-    }
-}
-
 flotilla_lease::conformance_tests!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    Etcd::start().await
+    start().await
 );
 
 fn name(n: &str) -> LeaseName {
@@ -95,7 +61,7 @@ fn owner(n: &str) -> OwnerId {
 /// once it is back, and nothing is lost inside the TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_keeps_its_lease_across_an_etcd_restart() {
-    let mut etcd = Etcd::start().await;
+    let mut etcd = start().await;
     let client = LeaseClient::new(etcd.backend(), lease_settings(), owner("node-a")).unwrap();
     let lease = client.lease(name("shard-1")).unwrap();
     let lost = Arc::new(AtomicU32::new(0));
@@ -128,7 +94,7 @@ async fn a_holder_keeps_its_lease_across_an_etcd_restart() {
 /// renews outlives its TTL by up to the time it had already run before the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_restart_gives_unrenewed_leases_their_full_ttl_back() {
-    let mut etcd = Etcd::start().await;
+    let mut etcd = start().await;
     let crashed = owner("crashed-node");
     let started = tokio::time::Instant::now();
     let reply = etcd.backend.acquire(&name("orphan"), &crashed, TTL).await;
@@ -203,7 +169,7 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
 /// Listing shows owner, token and time left; keys not written by Flotilla are never taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_and_foreign_keys() {
-    let etcd = Etcd::start().await;
+    let etcd = start().await;
     let backend = etcd.backend.inner();
     let a = owner("node-a");
     let BackendReply::Granted { token } = backend.acquire(&name("shard-7"), &a, TTL).await else {

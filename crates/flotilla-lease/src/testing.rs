@@ -498,3 +498,60 @@ macro_rules! conformance_tests {
         }
     )*};
 }
+
+/// A real server a test started, which it can freeze and thaw.
+pub trait Pausable: Send + Sync {
+    /// Freezes the server (its connections stay open; requests hang).
+    fn pause(&self);
+    /// Thaws it.
+    fn resume(&self);
+}
+
+/// Gives a lease to another owner on the server side.
+pub type TakeOver<B> =
+    for<'a> fn(&'a B, &'a LeaseName, &'a str, Duration) -> BoxFuture<'a, Result<(), String>>;
+
+/// A [`Target`] for a backend on a real server: faults are injected by a [`Faulty`] wrapper,
+/// disruption pauses the server.
+pub struct ServerTarget<B, S> {
+    /// The server.
+    pub server: S,
+    /// The backend, wrapped for fault injection.
+    pub backend: Arc<Faulty<B>>,
+    /// Lease settings short enough for tests, within what the backend supports.
+    pub settings: LeaseSettings,
+    /// Server-side takeover.
+    pub take_over: TakeOver<B>,
+}
+
+impl<B: LeaseBackend, S: Pausable> Target for ServerTarget<B, S> {
+    fn backend(&self) -> Arc<dyn LeaseBackend> {
+        Arc::clone(&self.backend) as Arc<dyn LeaseBackend>
+    }
+
+    fn settings(&self) -> LeaseSettings {
+        self.settings.clone()
+    }
+
+    fn take_over<'a>(&'a self, lease: &'a LeaseName, owner: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let ttl = self.settings.heartbeat_timeout;
+            (self.take_over)(self.backend.inner(), lease, owner, ttl)
+                .await
+                .unwrap_or_else(|e| panic!("server-side takeover failed: {e}"));
+        })
+    }
+
+    fn disrupt(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.server.pause() })
+    }
+
+    fn restore(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.server.resume() })
+    }
+
+    fn inject(&self, fault: TransientFault) -> bool {
+        self.backend.inject(fault);
+        true
+    }
+}

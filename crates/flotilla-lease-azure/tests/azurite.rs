@@ -1,0 +1,157 @@
+//! The lease conformance suite and Azure-specific behaviour, against a real Azurite blob service
+//! started on 127.0.0.1 for each test.
+
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::LeaseSettings;
+use flotilla_lease::backend::BackendReply;
+use flotilla_lease::testing::{Faulty, ServerTarget};
+use flotilla_lease::{LeaseBackend, LeaseName, OwnerId};
+use flotilla_lease_azure::auth::{DEV_ACCOUNT, DEV_KEY};
+use flotilla_lease_azure::testing::{AzuriteServer, take_over};
+use flotilla_lease_azure::{AzureBackend, AzureError, AzureSettings};
+
+const TTL: Duration = Duration::from_secs(4);
+
+type Azure = ServerTarget<AzureBackend, AzuriteServer>;
+
+fn settings(server: &AzuriteServer) -> AzureSettings {
+    AzureSettings {
+        connection_string: server.connection_string(),
+        request_timeout: Duration::from_secs(1),
+        ..AzureSettings::default()
+    }
+}
+
+async fn start() -> Azure {
+    let server = AzuriteServer::start().await.unwrap();
+    let backend = AzureBackend::connect(settings(&server)).await.unwrap();
+    ServerTarget {
+        server,
+        backend: Arc::new(Faulty::new(backend)),
+        settings: LeaseSettings::new(TTL, Duration::from_secs(1))
+            .unwrap()
+            .with_operation_timeout(Duration::from_secs(2)),
+        take_over,
+    }
+}
+
+flotilla_lease::conformance_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    start().await
+);
+
+fn name(n: &str) -> LeaseName {
+    LeaseName::new(n).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_and_wrong_credentials_are_refused_at_connect() {
+    let server = AzuriteServer::start().await.unwrap();
+    let wrong_key = AzureBackend::connect(AzureSettings {
+        connection_string: format!(
+            "AccountName={DEV_ACCOUNT};AccountKey={};BlobEndpoint={}",
+            DEV_KEY.replace('E', "F"),
+            server.blob_endpoint()
+        ),
+        ..AzureSettings::default()
+    })
+    .await;
+    let err = wrong_key.unwrap_err();
+    assert!(
+        matches!(err, AzureError::Unauthorized { status: 403, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("check the account"), "{err}");
+
+    for (cs, expect) in [
+        ("AccountName=x;AccountKey=%%%", "not valid base64"),
+        ("nonsense", "malformed connection string"),
+        ("AccountName=x", "has no AccountKey"),
+    ] {
+        let err = AzureBackend::connect(AzureSettings {
+            connection_string: cs.into(),
+            ..AzureSettings::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(expect), "{cs}: {err}");
+    }
+    let bad_container = AzureBackend::connect(AzureSettings {
+        container: "Bad_Name".into(),
+        ..settings(&server)
+    })
+    .await;
+    assert!(matches!(bad_container, Err(AzureError::Config(_))));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = AzureBackend::connect(AzureSettings {
+        connection_string: format!(
+            "AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};\
+             BlobEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT}"
+        ),
+        request_timeout: Duration::from_millis(500),
+        ..AzureSettings::default()
+    })
+    .await;
+    assert!(
+        matches!(unreachable, Err(AzureError::Unreachable { .. })),
+        "{unreachable:?}"
+    );
+}
+
+/// The record is never deleted, so tokens keep increasing across release and re-acquire by
+/// different owners; listing shows live holds only; another cluster's record is respected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_listing_and_foreign_blobs() {
+    let azure = start().await;
+    let backend = azure.backend.inner();
+    let (a, b) = (
+        OwnerId::new("node-a").unwrap(),
+        OwnerId::new("node-b").unwrap(),
+    );
+    let mut last = 0;
+    for (i, who) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let BackendReply::Granted { token } = backend.acquire(&name("shard-3"), who, TTL).await
+        else {
+            panic!("acquire {i}")
+        };
+        assert!(token.0 > last, "token {token} after {last}");
+        last = token.0;
+        if i < 3 {
+            assert_eq!(
+                backend.release(&name("shard-3"), who, Some(token)).await,
+                BackendReply::Released { was_held: true }
+            );
+        }
+    }
+    backend.acquire(&name("shard-4"), &a, TTL).await;
+    backend.release(&name("shard-4"), &a, None).await;
+    let records = backend.list().await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].name.as_str(), "shard-3");
+    assert_eq!(records[0].owner, "node-b");
+    assert!(
+        records[0]
+            .expires_in
+            .is_some_and(|e| e <= TTL + Duration::from_secs(1))
+    );
+
+    // A blob that is not a lease record is held by nobody we know: never overwritten.
+    let http = reqwest::Client::new();
+    let _ = http; // the record writer below uses the backend's own signed requests
+    take_over(backend, &name("foreign"), "x", TTL)
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend.acquire(&name("foreign"), &a, TTL).await,
+        BackendReply::Denied { .. }
+    ));
+}
