@@ -135,6 +135,7 @@ impl Drop for AzuriteServer {
 /// record unconditionally with a higher token.
 pub fn take_over<'a>(
     backend: &'a crate::AzureBackend,
+    _server: &'a AzuriteServer,
     lease: &'a flotilla_lease::LeaseName,
     owner: &'a str,
     ttl: Duration,

@@ -147,7 +147,7 @@ async fn tokens_listing_and_foreign_blobs() {
     // A blob that is not a lease record is held by nobody we know: never overwritten.
     let http = reqwest::Client::new();
     let _ = http; // the record writer below uses the backend's own signed requests
-    take_over(backend, &name("foreign"), "x", TTL)
+    take_over(backend, &azure.server, &name("foreign"), "x", TTL)
         .await
         .unwrap();
     assert!(matches!(

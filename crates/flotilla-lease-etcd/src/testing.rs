@@ -162,6 +162,7 @@ impl Drop for EtcdServer {
 /// deletes the key and creates it again for `owner`, on a fresh etcd lease of `ttl`.
 pub fn take_over<'a>(
     backend: &'a crate::EtcdBackend,
+    _server: &'a EtcdServer,
     lease: &'a flotilla_lease::LeaseName,
     owner: &'a str,
     ttl: Duration,

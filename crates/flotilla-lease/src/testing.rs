@@ -507,9 +507,9 @@ pub trait Pausable: Send + Sync {
     fn resume(&self);
 }
 
-/// Gives a lease to another owner on the server side.
-pub type TakeOver<B> =
-    for<'a> fn(&'a B, &'a LeaseName, &'a str, Duration) -> BoxFuture<'a, Result<(), String>>;
+/// Gives a lease to another owner on the server side, through the backend or the server.
+pub type TakeOver<B, S> =
+    for<'a> fn(&'a B, &'a S, &'a LeaseName, &'a str, Duration) -> BoxFuture<'a, Result<(), String>>;
 
 /// A [`Target`] for a backend on a real server: faults are injected by a [`Faulty`] wrapper,
 /// disruption pauses the server.
@@ -521,7 +521,7 @@ pub struct ServerTarget<B, S> {
     /// Lease settings short enough for tests, within what the backend supports.
     pub settings: LeaseSettings,
     /// Server-side takeover.
-    pub take_over: TakeOver<B>,
+    pub take_over: TakeOver<B, S>,
 }
 
 impl<B: LeaseBackend, S: Pausable> Target for ServerTarget<B, S> {
@@ -536,7 +536,7 @@ impl<B: LeaseBackend, S: Pausable> Target for ServerTarget<B, S> {
     fn take_over<'a>(&'a self, lease: &'a LeaseName, owner: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let ttl = self.settings.heartbeat_timeout;
-            (self.take_over)(self.backend.inner(), lease, owner, ttl)
+            (self.take_over)(self.backend.inner(), &self.server, lease, owner, ttl)
                 .await
                 .unwrap_or_else(|e| panic!("server-side takeover failed: {e}"));
         })
