@@ -1,7 +1,7 @@
 //! Flotilla: an actor cluster runtime for Rust.
 //!
 //! This facade re-exports the local actor runtime ([`flotilla_actor`]) and the shared values
-//! ([`core`]); remoting, cluster membership, leases and sharding join it as they land. The
+//! ([`core`]); and leases; remoting, cluster membership and sharding join it as they land. The
 //! `flotilla` binary built from this crate runs nodes and the demo (`flotilla demo`).
 //!
 //! # Layout
@@ -9,10 +9,18 @@
 //!   [`ActorRef`], [`Props`], [`SupervisorStrategy`], [`CoordinatedShutdown`], …
 //! - [`core`]: addresses, actor paths, configuration.
 //! - [`proto`]: the pure protocol state machines.
+//! - [`lease`]: the lease API and the in-memory backend; [`lease_etcd`], [`lease_azure`],
+//!   [`lease_kubernetes`]: the other backends.
 //! - [`demo`]: the supervised-pipeline demo behind `flotilla demo`.
+//! - [`leases`]: listing leases, behind `flotilla leases`.
 
 pub use flotilla_actor::*;
 pub use flotilla_core as core;
+pub use flotilla_lease as lease;
+pub use flotilla_lease_azure as lease_azure;
+pub use flotilla_lease_etcd as lease_etcd;
+pub use flotilla_lease_kubernetes as lease_kubernetes;
 pub use flotilla_proto as proto;
 
 pub mod demo;
+pub mod leases;

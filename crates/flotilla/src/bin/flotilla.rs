@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla::lease_azure::AzureSettings;
+use flotilla::lease_etcd::EtcdSettings;
+use flotilla::lease_kubernetes::KubernetesSettings;
+use flotilla::leases::BackendChoice;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +32,67 @@ enum Command {
         #[arg(long)]
         hold: bool,
     },
+    /// List the leases a backend holds: name, owner, fencing token, age, time to expiry.
+    Leases(LeasesArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    Etcd,
+    Azure,
+    Kubernetes,
+}
+
+#[derive(clap::Args)]
+struct LeasesArgs {
+    /// Which backend to read.
+    #[arg(long, value_enum)]
+    backend: BackendKind,
+    /// etcd: client URL(s) of the cluster (repeatable).
+    #[arg(long = "endpoint", default_value = "http://127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// etcd: the key prefix of the leases.
+    #[arg(long, default_value = "/flotilla/leases/")]
+    prefix: String,
+    /// Azure: the storage connection string (or $AZURE_STORAGE_CONNECTION_STRING).
+    #[arg(
+        long,
+        env = "AZURE_STORAGE_CONNECTION_STRING",
+        default_value = "UseDevelopmentStorage=true",
+        hide_env_values = true
+    )]
+    connection_string: String,
+    /// Azure: the container of the lease records.
+    #[arg(long, default_value = "flotilla-leases")]
+    container: String,
+    /// Kubernetes: the namespace (default: the kubeconfig's).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Kubernetes: an API server URL to use instead of the kubeconfig, without credentials.
+    #[arg(long)]
+    api_server: Option<String>,
+}
+
+impl LeasesArgs {
+    fn choice(self) -> BackendChoice {
+        match self.backend {
+            BackendKind::Etcd => BackendChoice::Etcd(EtcdSettings {
+                endpoints: self.endpoints,
+                prefix: self.prefix,
+                ..EtcdSettings::default()
+            }),
+            BackendKind::Azure => BackendChoice::Azure(AzureSettings {
+                connection_string: self.connection_string,
+                container: self.container,
+                ..AzureSettings::default()
+            }),
+            BackendKind::Kubernetes => BackendChoice::Kubernetes(KubernetesSettings {
+                namespace: self.namespace,
+                api_server: self.api_server,
+                ..KubernetesSettings::default()
+            }),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +132,20 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "summary: {} numbers summed to {}; the parser ran as {} incarnations; {} dead letter(s)",
                 summary.numbers, summary.total, summary.parser_incarnations, summary.dead_letters
+            );
+        }
+        Command::Leases(args) => {
+            let records = runtime.block_on(async {
+                let backend = flotilla::leases::connect(args.choice()).await?;
+                backend
+                    .list()
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("cannot list the {} leases", backend.kind()))
+            })?;
+            print!(
+                "{}",
+                flotilla::leases::table(&records, std::time::SystemTime::now())
             );
         }
     }

@@ -1,0 +1,140 @@
+//! Listing the leases a backend holds: `flotilla leases`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use flotilla_lease::{LeaseBackend, LeaseRecord};
+use flotilla_lease_azure::{AzureBackend, AzureSettings};
+use flotilla_lease_etcd::{EtcdBackend, EtcdSettings};
+use flotilla_lease_kubernetes::{KubernetesBackend, KubernetesSettings};
+
+/// A backend to connect to, with its settings.
+#[derive(Debug, Clone)]
+pub enum BackendChoice {
+    /// etcd.
+    Etcd(EtcdSettings),
+    /// Azure Blob Storage.
+    Azure(AzureSettings),
+    /// Kubernetes Lease objects.
+    Kubernetes(KubernetesSettings),
+}
+
+/// Connects to the chosen backend; errors say which backend and why.
+pub async fn connect(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBackend>> {
+    Ok(match choice {
+        BackendChoice::Etcd(s) => Arc::new(
+            EtcdBackend::connect(s)
+                .await
+                .context("cannot use the etcd lease backend")?,
+        ),
+        BackendChoice::Azure(s) => Arc::new(
+            AzureBackend::connect(s)
+                .await
+                .context("cannot use the Azure lease backend")?,
+        ),
+        BackendChoice::Kubernetes(s) => Arc::new(
+            KubernetesBackend::connect(s)
+                .await
+                .context("cannot use the Kubernetes lease backend")?,
+        ),
+    })
+}
+
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..10 => format!("{:.1}s", d.as_secs_f64()),
+        10..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// The leases as a table: name, owner, fencing token, age (since acquired) and time to expiry.
+pub fn table(records: &[LeaseRecord], now: SystemTime) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "NAME".into(),
+        "OWNER".into(),
+        "TOKEN".into(),
+        "AGE".into(),
+        "EXPIRES IN".into(),
+    ]];
+    let mut sorted: Vec<&LeaseRecord> = records.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in sorted {
+        let age = r
+            .acquired_at
+            .and_then(|at| now.duration_since(at).ok())
+            .map_or_else(|| "-".into(), human);
+        let expires = r.expires_in.map_or_else(|| "-".into(), human);
+        rows.push([
+            r.name.to_string(),
+            r.owner.clone(),
+            r.token.to_string(),
+            age,
+            expires,
+        ]);
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if records.is_empty() {
+        out.push_str("(no lease is held)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_lease::{FencingToken, LeaseName};
+
+    #[test]
+    fn the_table_aligns_columns_and_says_when_nothing_is_held() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let records = [
+            LeaseRecord {
+                name: LeaseName::new("shard-2").unwrap_or_else(|e| panic!("{e}")),
+                owner: "flotilla://orders@10.0.0.2:2552".into(),
+                token: FencingToken(17),
+                acquired_at: Some(now - Duration::from_secs(125)),
+                expires_in: Some(Duration::from_millis(118_500)),
+            },
+            LeaseRecord {
+                name: LeaseName::new("shard-10").unwrap_or_else(|e| panic!("{e}")),
+                owner: "b".into(),
+                token: FencingToken(3),
+                acquired_at: None,
+                expires_in: Some(Duration::from_secs(7200)),
+            },
+        ];
+        assert_eq!(
+            table(&records, now),
+            "NAME      OWNER                            TOKEN  AGE    EXPIRES IN\n\
+             shard-10  b                                3      -      2h00m\n\
+             shard-2   flotilla://orders@10.0.0.2:2552  17     2m05s  1m58s\n"
+        );
+        assert_eq!(
+            table(&[], now),
+            "NAME  OWNER  TOKEN  AGE  EXPIRES IN\n(no lease is held)\n"
+        );
+    }
+}
