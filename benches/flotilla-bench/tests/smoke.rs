@@ -50,3 +50,24 @@ fn a_tiny_run_reports_every_subject_in_both_flavours() {
         6
     );
 }
+
+#[test]
+fn a_tiny_lease_run_reports_every_backend() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla-lease-bench"))
+        .args(["--iterations", "5", "--ttl", "2s", "--takeovers", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for backend in ["memory", "etcd", "azure (Azurite)", "kubernetes"] {
+        assert_eq!(
+            stdout.matches(&format!("| {backend}")).count(),
+            3,
+            "{backend}: {stdout}"
+        );
+    }
+}

@@ -359,6 +359,10 @@ pub struct LeaseSettings {
     /// How long before the TTL runs out the holder stops trusting its lease (default TTL / 10).
     #[serde(with = "humantime_serde")]
     pub safety_margin: Option<Duration>,
+    /// Who this node is to the lease backends. It must stay the same across restarts of the
+    /// node, so that a restarted node gets its own unexpired leases back at once (default: the
+    /// node's address without its incarnation UID, `flotilla://<system>@<host>:<port>`).
+    pub owner: Option<String>,
 }
 
 impl Default for LeaseSettings {
@@ -368,6 +372,7 @@ impl Default for LeaseSettings {
             heartbeat_interval: Duration::from_secs(12),
             lease_operation_timeout: Duration::from_secs(5),
             safety_margin: None,
+            owner: None,
         }
     }
 }

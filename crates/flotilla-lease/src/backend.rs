@@ -93,6 +93,18 @@ impl OwnerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The configured `lease.owner`, or else the node's address without its incarnation UID:
+    /// the same before and after a restart of the node.
+    pub fn for_node(
+        settings: &flotilla_core::LeaseSettings,
+        node: &flotilla_core::Address,
+    ) -> Result<Self, NameError> {
+        match &settings.owner {
+            Some(owner) => Self::new(owner),
+            None => Self::new(&node.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for OwnerId {
@@ -174,5 +186,23 @@ mod tests {
         assert!(OwnerId::new("flotilla://demo@10.0.0.1:2552").is_ok());
         assert!(OwnerId::new("").is_err());
         assert!(OwnerId::new("a\nb").is_err());
+    }
+
+    #[test]
+    fn the_owner_is_configured_or_the_node_address_without_its_uid() {
+        let node = flotilla_core::Address::remote("orders", "10.0.0.7", 2552)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut settings = flotilla_core::LeaseSettings::default();
+        assert_eq!(
+            OwnerId::for_node(&settings, &node).map(|o| o.0),
+            Ok("flotilla://orders@10.0.0.7:2552".to_owned())
+        );
+        settings.owner = Some("orders-7".into());
+        assert_eq!(
+            OwnerId::for_node(&settings, &node).map(|o| o.0),
+            Ok("orders-7".to_owned())
+        );
+        settings.owner = Some(String::new());
+        assert!(OwnerId::for_node(&settings, &node).is_err());
     }
 }

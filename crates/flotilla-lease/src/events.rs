@@ -36,7 +36,11 @@ pub(crate) fn report(
         }
         LeaseEvent::Lost { cause } => {
             tracing::error!(backend, %lease, %owner, %cause, "lease {lease} lost by {owner}: {cause}");
-            metrics::counter!("flotilla_lease_lost_total", "backend" => backend, "lease" => lease_label).increment(1);
+            let kind = match cause {
+                flotilla_proto::lease::LostCause::Expired { .. } => "expired",
+                flotilla_proto::lease::LostCause::TakenOver { .. } => "taken-over",
+            };
+            metrics::counter!("flotilla_lease_lost_total", "backend" => backend, "lease" => lease_label, "cause" => kind).increment(1);
         }
         LeaseEvent::Released { took } => {
             tracing::info!(backend, %lease, %owner, ?took, "lease {lease} released by {owner} in {took:?}");
