@@ -171,6 +171,24 @@ fn ratio(d: Duration, base: Duration) -> String {
     format!("{:.1}x", d.as_secs_f64() / base.as_secs_f64())
 }
 
+/// Prints one latency table: median, p99, and the median's ratio to the first (in-memory) row.
+fn latency_table(title: &str, figures: &[Figures], pick: fn(&Figures) -> (Duration, Duration)) {
+    let base = figures.first().map_or(Duration::ZERO, |f| pick(f).0);
+    println!("{title}\n");
+    println!("| backend | median | p99 | median vs memory |");
+    println!("| --- | ---: | ---: | ---: |");
+    for f in figures {
+        let (median, p99) = pick(f);
+        println!(
+            "| {} | {} | {} | {} |",
+            f.name,
+            ms(median),
+            ms(p99),
+            ratio(median, base)
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let opts = Opts::parse();
@@ -211,35 +229,14 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown backend {other:?}: use etcd, azure, kubernetes"),
         }
     }
-    let base = &figures[0];
     println!(
         "# Lease backends: {} sequential operations per latency figure, takeover TTL {:?} (median of {})\n",
         opts.iterations, opts.ttl, opts.takeovers
     );
-    println!("## acquire + release (through the holder)\n");
-    println!("| backend | median | p99 | median vs memory |");
-    println!("| --- | ---: | ---: | ---: |");
-    for f in &figures {
-        println!(
-            "| {} | {} | {} | {} |",
-            f.name,
-            ms(f.acquire_release.0),
-            ms(f.acquire_release.1),
-            ratio(f.acquire_release.0, base.acquire_release.0)
-        );
-    }
-    println!("\n## renewal (one backend call)\n");
-    println!("| backend | median | p99 | median vs memory |");
-    println!("| --- | ---: | ---: | ---: |");
-    for f in &figures {
-        println!(
-            "| {} | {} | {} | {} |",
-            f.name,
-            ms(f.renew.0),
-            ms(f.renew.1),
-            ratio(f.renew.0, base.renew.0)
-        );
-    }
+    latency_table("## acquire + release (through the holder)", &figures, |f| {
+        f.acquire_release
+    });
+    latency_table("\n## renewal (one backend call)", &figures, |f| f.renew);
     println!("\n## takeover of a crashed holder's lease\n");
     println!("| backend | time until another owner holds it | vs TTL |");
     println!("| --- | ---: | ---: |");
