@@ -353,9 +353,11 @@ pub struct LeaseSettings {
     /// How often the holder renews (default 12 s); must be less than `heartbeat_timeout / 2`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// How long acquire and release may take, retries included (default 5 s).
+    /// How long acquire and release may take, retries included (default: the backend's
+    /// recommendation, 5 s for most and 15 s for Azure Blob Storage; see
+    /// [`LeaseSettings::operation_timeout`]).
     #[serde(with = "humantime_serde")]
-    pub lease_operation_timeout: Duration,
+    pub lease_operation_timeout: Option<Duration>,
     /// How long before the TTL runs out the holder stops trusting its lease (default TTL / 10).
     #[serde(with = "humantime_serde")]
     pub safety_margin: Option<Duration>,
@@ -370,7 +372,7 @@ impl Default for LeaseSettings {
         Self {
             heartbeat_timeout: Duration::from_secs(120),
             heartbeat_interval: Duration::from_secs(12),
-            lease_operation_timeout: Duration::from_secs(5),
+            lease_operation_timeout: None,
             safety_margin: None,
             owner: None,
         }
@@ -392,11 +394,21 @@ impl LeaseSettings {
         Ok(settings)
     }
 
+    /// The operation timeout used when neither the configuration nor the backend sets one.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// Sets the operation timeout (builder style); validate afterwards.
     #[must_use]
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.lease_operation_timeout = timeout;
+        self.lease_operation_timeout = Some(timeout);
         self
+    }
+
+    /// The operation timeout in force: the configured one, or 5 s. A lease client fills in its
+    /// backend's recommendation when none is configured.
+    pub fn operation_timeout(&self) -> Duration {
+        self.lease_operation_timeout
+            .unwrap_or(Self::DEFAULT_OPERATION_TIMEOUT)
     }
 
     /// Sets the safety margin (builder style); validate afterwards.
@@ -433,7 +445,7 @@ impl LeaseSettings {
                 ),
             );
         }
-        if self.lease_operation_timeout.is_zero() {
+        if self.operation_timeout().is_zero() {
             return bad(
                 "lease-operation-timeout",
                 "must be greater than zero".into(),
@@ -462,7 +474,7 @@ mod lease_tests {
         let s = LeaseSettings::default();
         assert_eq!(s.heartbeat_timeout, Duration::from_secs(120));
         assert_eq!(s.heartbeat_interval, Duration::from_secs(12));
-        assert_eq!(s.lease_operation_timeout, Duration::from_secs(5));
+        assert_eq!(s.operation_timeout(), Duration::from_secs(5));
         assert_eq!(s.effective_safety_margin(), Duration::from_secs(12));
         s.validate().unwrap();
     }

@@ -34,8 +34,8 @@
 //! # Timeouts
 //!
 //! One backend call (several HTTP requests at most) is bounded by `request-timeout`, 6 s by
-//! default; Azure deployments should allow a `lease-operation-timeout` of 15 s
-//! ([`DEFAULT_OPERATION_TIMEOUT`]).
+//! default. When `lease-operation-timeout` is not configured, a lease client on this backend uses
+//! 15 s ([`DEFAULT_OPERATION_TIMEOUT`]), so that a retried request still fits.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -595,6 +595,10 @@ impl LeaseBackend for AzureBackend {
 
     fn request_timeout(&self) -> Duration {
         self.settings.request_timeout
+    }
+
+    fn default_operation_timeout(&self) -> Duration {
+        DEFAULT_OPERATION_TIMEOUT
     }
 
     fn acquire<'a>(

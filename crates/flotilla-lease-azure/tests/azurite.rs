@@ -44,6 +44,32 @@ flotilla_lease::conformance_tests!(
     start().await
 );
 
+/// Without a configured operation timeout, a client on Azure uses the backend's 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operation_timeout_defaults_to_azures_fifteen_seconds() {
+    let azure = start().await;
+    let client = flotilla_lease::LeaseClient::new(
+        Arc::clone(&azure.backend) as Arc<dyn LeaseBackend>,
+        LeaseSettings::default(),
+        OwnerId::new("node-a").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        client.settings().operation_timeout(),
+        Duration::from_secs(15)
+    );
+    let configured = flotilla_lease::LeaseClient::new(
+        Arc::clone(&azure.backend) as Arc<dyn LeaseBackend>,
+        LeaseSettings::default().with_operation_timeout(Duration::from_secs(7)),
+        OwnerId::new("node-a").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        configured.settings().operation_timeout(),
+        Duration::from_secs(7)
+    );
+}
+
 fn name(n: &str) -> LeaseName {
     LeaseName::new(n).unwrap()
 }

@@ -148,16 +148,27 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
     assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    // A server with authentication on: a wrong password is refused at connect, the right one works.
     let etcd = EtcdServer::start().await.unwrap();
-    let with_user = EtcdBackend::connect(EtcdSettings {
-        user: Some("flotilla".into()),
-        password: Some("wrong".into()),
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let with_user = |password: &str| EtcdSettings {
+        user: Some("root".into()),
+        password: Some(password.into()),
         ..EtcdSettings::new([etcd.endpoint()])
-    })
-    .await;
-    let err = with_user.unwrap_err();
+    };
+    let err = EtcdBackend::connect(with_user("wrong")).await.unwrap_err();
     assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
-    assert!(err.to_string().contains("authentication"), "{err}");
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    let backend = EtcdBackend::connect(with_user("s3cret")).await.unwrap();
+    let reply = backend
+        .acquire(&name("secured"), &owner("node-a"), TTL)
+        .await;
+    assert!(matches!(reply, BackendReply::Granted { .. }), "{reply:?}");
     let half = EtcdBackend::connect(EtcdSettings {
         user: Some("flotilla".into()),
         ..EtcdSettings::new([etcd.endpoint()])

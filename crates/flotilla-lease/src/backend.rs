@@ -136,6 +136,11 @@ pub trait LeaseBackend: Send + Sync + 'static {
     /// The timeout the driver puts on each call.
     fn request_timeout(&self) -> Duration;
 
+    /// The `lease-operation-timeout` this backend recommends, used when none is configured.
+    fn default_operation_timeout(&self) -> Duration {
+        flotilla_core::LeaseSettings::DEFAULT_OPERATION_TIMEOUT
+    }
+
     /// Takes `lease` for `owner` for `ttl`, or reports who holds it.
     fn acquire<'a>(
         &'a self,

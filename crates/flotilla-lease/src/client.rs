@@ -57,9 +57,12 @@ impl LeaseClient {
     /// A client on its own, outside any actor system. Call [`LeaseClient::shutdown`] yourself.
     pub fn new(
         backend: Arc<dyn LeaseBackend>,
-        settings: LeaseSettings,
+        mut settings: LeaseSettings,
         owner: OwnerId,
     ) -> Result<Self, LeaseError> {
+        if settings.lease_operation_timeout.is_none() {
+            settings.lease_operation_timeout = Some(backend.default_operation_timeout());
+        }
         settings.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| LeaseError::NoRuntime)?;
         Ok(Self {
@@ -115,6 +118,11 @@ impl LeaseClient {
             )
         });
         Ok(entry.0.clone())
+    }
+
+    /// The settings in force (with the backend's operation timeout filled in if none was set).
+    pub fn settings(&self) -> &LeaseSettings {
+        &self.inner.settings
     }
 
     /// The owner identity this client acquires for.

@@ -270,7 +270,7 @@ pub async fn transient_renewal_failures_keep_the_lease(t: &dyn Target) {
 pub async fn an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie(t: &dyn Target) {
     let name = unique_lease("unreachable");
     let settings = t.settings();
-    let bound = settings.lease_operation_timeout + Duration::from_millis(500);
+    let bound = settings.operation_timeout() + Duration::from_millis(500);
     let a = client(t, "node-a");
     let la = a.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
     t.disrupt().await;
@@ -288,7 +288,7 @@ pub async fn an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie(
     assert!(!la.check_lease());
     t.restore().await;
     // The holder releases in case the unanswered acquire was applied; give it its time.
-    tokio::time::sleep(settings.lease_operation_timeout * 2).await;
+    tokio::time::sleep(settings.operation_timeout() * 2).await;
     let record = t
         .backend()
         .describe(&name)
@@ -429,6 +429,10 @@ impl<B: LeaseBackend> LeaseBackend for Faulty<B> {
 
     fn request_timeout(&self) -> Duration {
         self.inner.request_timeout()
+    }
+
+    fn default_operation_timeout(&self) -> Duration {
+        self.inner.default_operation_timeout()
     }
 
     fn acquire<'a>(

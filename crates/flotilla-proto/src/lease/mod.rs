@@ -421,7 +421,7 @@ impl LeaseHolder {
         self.state = State::Acquiring {
             op,
             sent: now,
-            deadline: now + self.settings.lease_operation_timeout,
+            deadline: now + self.settings.operation_timeout(),
             then_release: false,
         };
     }
@@ -434,7 +434,7 @@ impl LeaseHolder {
             retry_at: None,
             attempt: 1,
             started: now,
-            deadline: now + self.settings.lease_operation_timeout,
+            deadline: now + self.settings.operation_timeout(),
             owed,
             then_acquire: false,
             last_error: None,
@@ -722,12 +722,9 @@ impl LeaseHolder {
         let State::Releasing { last_error, .. } = &self.state else {
             return;
         };
-        let reason = last_error.clone().unwrap_or_else(|| {
-            format!(
-                "no answer within {:?}",
-                self.settings.lease_operation_timeout
-            )
-        });
+        let reason = last_error
+            .clone()
+            .unwrap_or_else(|| format!("no answer within {:?}", self.settings.operation_timeout()));
         self.event(LeaseEvent::ReleaseFailed {
             reason: reason.clone(),
         });
@@ -814,10 +811,8 @@ impl StateMachine for LeaseHolder {
                     self.abandoned.insert(op);
                     self.state = State::Released;
                     self.start_sweep(sent, now);
-                    let reason = format!(
-                        "no answer within {:?}",
-                        self.settings.lease_operation_timeout
-                    );
+                    let reason =
+                        format!("no answer within {:?}", self.settings.operation_timeout());
                     self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
                         reason: reason.clone(),
                     }));
