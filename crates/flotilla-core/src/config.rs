@@ -510,3 +510,93 @@ mod lease_tests {
         );
     }
 }
+
+/// Phi-accrual failure detector settings (defaults as Akka's remote watch failure detector).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailureDetectorSettings {
+    /// How often heartbeats are sent (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Phi above which the monitored node counts as unavailable (default 10.0; 8 to 12 are
+    /// usual — lower detects faster and errs more often).
+    pub threshold: f64,
+    /// How many heartbeat intervals the detector remembers (default 200).
+    pub max_sample_size: usize,
+    /// The least standard deviation assumed, so that very regular heartbeats do not make the
+    /// detector jumpy (default 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub min_std_deviation: Duration,
+    /// A pause in heartbeats that is tolerated as normal, e.g. a GC or a network hiccup; added to
+    /// the mean interval (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub acceptable_heartbeat_pause: Duration,
+    /// The interval assumed before two heartbeats have arrived (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub first_heartbeat_estimate: Duration,
+}
+
+impl Default for FailureDetectorSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            threshold: 10.0,
+            max_sample_size: 200,
+            min_std_deviation: Duration::from_millis(100),
+            acceptable_heartbeat_pause: Duration::from_secs(10),
+            first_heartbeat_estimate: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FailureDetectorSettings {
+    /// Checks every value's range; `section` names the TOML table in errors.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("{section}.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return bad("threshold", "must be a positive number");
+        }
+        if self.max_sample_size == 0 {
+            return bad("max-sample-size", "must be at least 1");
+        }
+        if self.min_std_deviation.is_zero() {
+            return bad("min-std-deviation", "must be greater than zero");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat-interval", "must be greater than zero");
+        }
+        if self.first_heartbeat_estimate.is_zero() {
+            return bad("first-heartbeat-estimate", "must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod failure_detector_tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_akkas_and_bad_values_are_named() {
+        let s = FailureDetectorSettings::default();
+        assert_eq!(s.threshold, 10.0);
+        assert_eq!(s.max_sample_size, 200);
+        assert_eq!(s.acceptable_heartbeat_pause, Duration::from_secs(10));
+        s.validate("remote.watch-failure-detector").unwrap();
+        let bad = FailureDetectorSettings {
+            threshold: f64::NAN,
+            ..s
+        };
+        let err = bad.validate("remote.watch-failure-detector").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("remote.watch-failure-detector.threshold"),
+            "{err}"
+        );
+    }
+}

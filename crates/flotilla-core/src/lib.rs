@@ -19,8 +19,8 @@ pub mod path;
 
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use config::{
-    ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings, FlotillaConfig,
-    LeaseSettings, Phase, PhaseSettings,
+    ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
+    FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`supervision`]: the restart budget of a supervised actor — exponential backoff and "at most
 //!   N restarts within a window".
+//! - [`failure_detector`]: the phi-accrual failure detector and a registry of detectors per
+//!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
 //!   tokens and no zombie leases.
 //! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
@@ -17,6 +19,7 @@
 //! `cargo tree`). It never reads a clock, never draws OS randomness and never iterates a
 //! hash-ordered collection, so the same inputs always give the same outputs.
 
+pub mod failure_detector;
 pub mod lease;
 pub mod shutdown;
 pub mod supervision;
