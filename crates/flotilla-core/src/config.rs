@@ -56,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// The root of Flotilla's configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FlotillaConfig {
     /// Local actor runtime settings.
@@ -65,6 +65,8 @@ pub struct FlotillaConfig {
     pub coordinated_shutdown: CoordinatedShutdownSettings,
     /// Lease timing shared by every lease backend.
     pub lease: LeaseSettings,
+    /// Remoting: associations, system messages, remote deathwatch.
+    pub remote: RemoteSettings,
 }
 
 impl FlotillaConfig {
@@ -78,6 +80,7 @@ impl FlotillaConfig {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.lease.validate()?;
+        self.remote.validate()?;
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {
@@ -596,6 +599,116 @@ mod failure_detector_tests {
         assert!(
             err.to_string()
                 .contains("remote.watch-failure-detector.threshold"),
+            "{err}"
+        );
+    }
+}
+
+/// Remoting settings (`[remote]`; defaults as Akka's where Akka has the same setting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RemoteSettings {
+    /// After a recoverable failure, how long no outbound connection is attempted to that remote
+    /// and outbound messages go to dead letters (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_gate_closed_for: Duration,
+    /// How long a connection may take to complete its handshake (default 20 s).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A remote silent for longer than this is quarantined (default 2 days).
+    #[serde(with = "humantime_serde")]
+    pub quarantine_after_silence: Duration,
+    /// Ordinary messages queued per remote while a connection is being made (default 3072);
+    /// more go to dead letters.
+    pub outbound_message_queue_size: usize,
+    /// Unacknowledged system messages kept per remote incarnation; an overflow quarantines it
+    /// (default 20000).
+    pub system_message_buffer_size: usize,
+    /// A system message unacknowledged for this long quarantines the remote (default 6 h).
+    #[serde(with = "humantime_serde")]
+    pub give_up_system_message_after: Duration,
+    /// How often unacknowledged system messages are sent again (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub system_message_resend_interval: Duration,
+    /// The largest frame sent or accepted, in bytes (default 256 KiB).
+    pub maximum_frame_size: usize,
+    /// The failure detector of remote deathwatch.
+    pub watch_failure_detector: FailureDetectorSettings,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        Self {
+            retry_gate_closed_for: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(20),
+            quarantine_after_silence: Duration::from_secs(2 * 24 * 3600),
+            outbound_message_queue_size: 3072,
+            system_message_buffer_size: 20_000,
+            give_up_system_message_after: Duration::from_secs(6 * 3600),
+            system_message_resend_interval: Duration::from_secs(1),
+            maximum_frame_size: 256 * 1024,
+            watch_failure_detector: FailureDetectorSettings::default(),
+        }
+    }
+}
+
+impl RemoteSettings {
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("remote.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        for (key, d) in [
+            ("retry-gate-closed-for", self.retry_gate_closed_for),
+            ("handshake-timeout", self.handshake_timeout),
+            ("quarantine-after-silence", self.quarantine_after_silence),
+            (
+                "give-up-system-message-after",
+                self.give_up_system_message_after,
+            ),
+            (
+                "system-message-resend-interval",
+                self.system_message_resend_interval,
+            ),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be greater than zero");
+            }
+        }
+        if self.system_message_buffer_size == 0 {
+            return bad("system-message-buffer-size", "must be at least 1");
+        }
+        if self.maximum_frame_size < 1024 {
+            return bad("maximum-frame-size", "must be at least 1024 bytes");
+        }
+        self.watch_failure_detector
+            .validate("remote.watch-failure-detector")
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    #[test]
+    fn remote_defaults_and_toml() {
+        let c = FlotillaConfig::from_toml_str(
+            "[remote]\nretry-gate-closed-for = \"2s\"\n[remote.watch-failure-detector]\nthreshold = 12.0\n",
+        )
+        .unwrap();
+        assert_eq!(c.remote.retry_gate_closed_for, Duration::from_secs(2));
+        assert_eq!(c.remote.watch_failure_detector.threshold, 12.0);
+        assert_eq!(c.remote.maximum_frame_size, 256 * 1024);
+        assert_eq!(
+            c.remote.quarantine_after_silence,
+            Duration::from_secs(172_800)
+        );
+        let err = FlotillaConfig::from_toml_str("[remote]\nmaximum-frame-size = 10\n").unwrap_err();
+        assert!(
+            err.to_string().contains("remote.maximum-frame-size"),
             "{err}"
         );
     }

@@ -20,7 +20,7 @@ pub mod path;
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
-    FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings,
+    FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings, RemoteSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`supervision`]: the restart budget of a supervised actor — exponential backoff and "at most
 //!   N restarts within a window".
+//! - [`association`]: the lifecycle of the link to one remote address — Idle, Active, Gated,
+//!   Quarantined — with per-incarnation quarantine.
 //! - [`failure_detector`]: the phi-accrual failure detector and a registry of detectors per
 //!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
@@ -19,6 +21,7 @@
 //! `cargo tree`). It never reads a clock, never draws OS randomness and never iterates a
 //! hash-ordered collection, so the same inputs always give the same outputs.
 
+pub mod association;
 pub mod failure_detector;
 pub mod lease;
 pub mod shutdown;
