@@ -389,6 +389,16 @@ impl<M> Association<M> {
         }
     }
 
+    /// Quarantined, with the next probe for a restarted remote one gate period away.
+    fn quarantined_waiting(&self, now: Instant, uid: u64) -> State {
+        State::Quarantined {
+            uid,
+            probe: Probe::Idle {
+                next: now + self.settings.retry_gate_closed_for,
+            },
+        }
+    }
+
     fn connect(&mut self, now: Instant) -> State {
         self.outputs.push_back(AssociationOutput::Connect);
         State::Connecting {
@@ -444,15 +454,8 @@ impl<M> Association<M> {
             self.outputs
                 .push_back(AssociationOutput::Disconnect { uid: Some(uid) });
             self.dead_letter_queue(&DeadLetterReason::Quarantined { uid });
-            let next = now + self.settings.retry_gate_closed_for;
-            self.go(
-                now,
-                State::Quarantined {
-                    uid,
-                    probe: Probe::Idle { next },
-                },
-                Cause::Quarantined { uid, reason },
-            );
+            let quarantined = self.quarantined_waiting(now, uid);
+            self.go(now, quarantined, Cause::Quarantined { uid, reason });
             return;
         }
         if let State::Active { uid: old } = self.state
@@ -482,15 +485,8 @@ impl<M> Association<M> {
                 });
             self.outputs
                 .push_back(AssociationOutput::Disconnect { uid: Some(uid) });
-            let next = now + self.settings.retry_gate_closed_for;
-            self.go(
-                now,
-                State::Quarantined {
-                    uid,
-                    probe: Probe::Idle { next },
-                },
-                Cause::Quarantined { uid, reason },
-            );
+            let quarantined = self.quarantined_waiting(now, uid);
+            self.go(now, quarantined, Cause::Quarantined { uid, reason });
         }
     }
 
@@ -540,12 +536,7 @@ impl<M> Association<M> {
         match self.state {
             State::Connecting { .. } | State::Active { .. } => self.gate(now, cause),
             State::Quarantined { uid, .. } => {
-                self.state = State::Quarantined {
-                    uid,
-                    probe: Probe::Idle {
-                        next: now + self.settings.retry_gate_closed_for,
-                    },
-                };
+                self.state = self.quarantined_waiting(now, uid);
             }
             State::Idle | State::Gated { .. } => {}
         }
@@ -621,12 +612,7 @@ impl<M> StateMachine for Association<M> {
             } if now >= deadline => {
                 self.outputs
                     .push_back(AssociationOutput::Disconnect { uid: None });
-                self.state = State::Quarantined {
-                    uid,
-                    probe: Probe::Idle {
-                        next: now + self.settings.retry_gate_closed_for,
-                    },
-                };
+                self.state = self.quarantined_waiting(now, uid);
             }
             _ => {}
         }
