@@ -14,6 +14,8 @@
 //!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
 //!   tokens and no zombie leases.
+//! - [`system_messages`]: exactly-once, in-order delivery of system messages between two
+//!   incarnations, with resend and the give-up rules that lead to quarantine.
 //! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
 //!
 //! # What this crate is not
@@ -26,6 +28,7 @@ pub mod failure_detector;
 pub mod lease;
 pub mod shutdown;
 pub mod supervision;
+pub mod system_messages;
 
 #[cfg(test)]
 pub(crate) mod testing {
