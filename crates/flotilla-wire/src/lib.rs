@@ -1,0 +1,60 @@
+//! Flotilla's wire format, version 1: frames ([`frame`]) and the protocol data units of remoting
+//! ([`pdu`]). See `docs/design/remoting.md` for the whole protocol.
+//!
+//! # What this crate is not
+//! No I/O and no runtime: it turns bytes into values and back, so it can be fuzzed and reused by
+//! the transport, the simulator and tools alike. Decoding never panics and never allocates more
+//! than the configured maximum frame size for one frame.
+
+pub mod frame;
+pub mod pdu;
+
+pub use frame::{Frame, FrameDecoder, FrameError};
+pub use pdu::{
+    Handshake, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, QuarantineNotice,
+    SystemAck, SystemEnvelope, UserEnvelope, WireAddress, WireError, WireUniqueAddress,
+};
+
+/// What a frame's body is. The byte values are part of the wire format: never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`Handshake`]: the first frame on every connection, from the connecting side.
+    Handshake = 0x01,
+    /// [`HandshakeReply`]: the accepting side's answer.
+    HandshakeReply = 0x02,
+    /// [`Heartbeat`] of remote deathwatch.
+    Heartbeat = 0x03,
+    /// [`HeartbeatReply`].
+    HeartbeatReply = 0x04,
+    /// [`SystemEnvelope`]: a reliably delivered system message.
+    System = 0x05,
+    /// [`SystemAck`]: cumulative acknowledgement of system messages.
+    SystemAck = 0x06,
+    /// [`QuarantineNotice`]: "I have quarantined you".
+    QuarantineNotice = 0x07,
+    /// [`UserEnvelope`]: an ordinary message, at most once.
+    User = 0x10,
+}
+
+impl Kind {
+    /// The kind for a byte, if it is one.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0x01 => Self::Handshake,
+            0x02 => Self::HandshakeReply,
+            0x03 => Self::Heartbeat,
+            0x04 => Self::HeartbeatReply,
+            0x05 => Self::System,
+            0x06 => Self::SystemAck,
+            0x07 => Self::QuarantineNotice,
+            0x10 => Self::User,
+            _ => return None,
+        })
+    }
+
+    /// Whether frames of this kind travel on the control lane (never behind user traffic).
+    pub fn is_control(self) -> bool {
+        self != Self::User
+    }
+}

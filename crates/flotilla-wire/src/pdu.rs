@@ -1,0 +1,379 @@
+//! The protocol data units, encoded with postcard (compact, varint integers, no field names).
+//!
+//! Every struct here is part of wire format version [`VERSION`]: a change that older nodes
+//! cannot read needs a new version number, and [`Handshake::check`] refuses peers of another
+//! version with a message that names both.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Kind;
+use crate::frame::{self, FrameError};
+
+/// The first four bytes of every handshake body.
+pub const MAGIC: [u8; 4] = *b"FLTL";
+
+/// The wire format version this crate speaks.
+pub const VERSION: u16 = 1;
+
+/// Why bytes could not be turned into a PDU, or a PDU into a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The body is not a valid PDU of the frame's kind.
+    #[error("undecodable {kind:?} frame: {reason}")]
+    Undecodable {
+        /// The frame's kind.
+        kind: Kind,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The frame could not be built.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The PDU could not be encoded.
+    #[error("cannot encode a {kind:?} frame: {reason}")]
+    Encode {
+        /// The frame's kind.
+        kind: Kind,
+        /// What the encoder said.
+        reason: String,
+    },
+}
+
+/// Appends `pdu` as one frame of `kind` to `out`.
+pub fn encode<T: Serialize>(
+    kind: Kind,
+    pdu: &T,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let body = postcard::to_stdvec(pdu).map_err(|e| WireError::Encode {
+        kind,
+        reason: e.to_string(),
+    })?;
+    frame::encode(kind, &body, max_frame, out)?;
+    Ok(())
+}
+
+/// Decodes the body of a frame of `kind`.
+pub fn decode<T: DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Undecodable {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// A node's address on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WireAddress {
+    /// The actor system's name.
+    pub system: String,
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A node's address and incarnation UID on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WireUniqueAddress {
+    /// Where.
+    pub address: WireAddress,
+    /// Which incarnation.
+    pub uid: u64,
+}
+
+/// The first frame on a connection, from the side that connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// [`MAGIC`]: tells a Flotilla peer from anything else that connects.
+    pub magic: [u8; 4],
+    /// The sender's wire format version.
+    pub version: u16,
+    /// Who is connecting.
+    pub from: WireUniqueAddress,
+    /// Whom it means to reach.
+    pub to: WireAddress,
+    /// Proof of the shared cluster secret, if one is configured (an HMAC computed by the
+    /// transport; compared in constant time there).
+    pub secret_proof: Option<Vec<u8>>,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum HandshakeRefusal {
+    /// Not a Flotilla peer.
+    #[error("not a Flotilla handshake (magic bytes {0:02x?})")]
+    BadMagic([u8; 4]),
+    /// Another wire format version.
+    #[error("incompatible wire format: the peer speaks version {theirs}, this node {ours}")]
+    IncompatibleVersion {
+        /// The peer's.
+        theirs: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// Another actor system.
+    #[error("wrong actor system: the peer is {theirs:?}, this node is {ours:?}")]
+    WrongSystem {
+        /// The peer's.
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
+    /// The handshake was meant for another address.
+    #[error("the peer meant to reach {meant}, but this node is {actual}")]
+    WrongAddress {
+        /// Whom the peer meant.
+        meant: String,
+        /// Who this node is.
+        actual: String,
+    },
+    /// The cluster secret did not match (or one side has none).
+    #[error("wrong or missing cluster secret")]
+    WrongSecret,
+    /// This node has quarantined the connecting incarnation.
+    #[error("this node has quarantined uid {uid}: restart that node")]
+    Quarantined {
+        /// The connecting incarnation.
+        uid: u64,
+    },
+}
+
+impl Handshake {
+    /// A handshake for wire format [`VERSION`].
+    pub fn new(from: WireUniqueAddress, to: WireAddress, secret_proof: Option<Vec<u8>>) -> Self {
+        Self {
+            magic: MAGIC,
+            version: VERSION,
+            from,
+            to,
+            secret_proof,
+        }
+    }
+
+    /// Checks magic, version, system name and target address against this node (`local`).
+    /// The secret is checked by the transport, which knows the key.
+    pub fn check(&self, local: &WireAddress) -> Result<(), HandshakeRefusal> {
+        if self.magic != MAGIC {
+            return Err(HandshakeRefusal::BadMagic(self.magic));
+        }
+        if self.version != VERSION {
+            return Err(HandshakeRefusal::IncompatibleVersion {
+                theirs: self.version,
+                ours: VERSION,
+            });
+        }
+        if self.from.address.system != local.system {
+            return Err(HandshakeRefusal::WrongSystem {
+                theirs: self.from.address.system.clone(),
+                ours: local.system.clone(),
+            });
+        }
+        if self.to.system != local.system || self.to.port != local.port {
+            return Err(HandshakeRefusal::WrongAddress {
+                meant: format!("{}@{}:{}", self.to.system, self.to.host, self.to.port),
+                actual: format!("{}@{}:{}", local.system, local.host, local.port),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The accepting side's answer to a [`Handshake`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandshakeReply {
+    /// Accepted; here is who answered.
+    Accepted {
+        /// The accepting node.
+        from: WireUniqueAddress,
+    },
+    /// Refused, and why; the connection closes after this frame.
+    Refused(HandshakeRefusal),
+}
+
+/// A heartbeat of remote deathwatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's UID.
+    pub from_uid: u64,
+    /// A counter, echoed in the reply.
+    pub seq: u64,
+}
+
+/// The answer to a [`Heartbeat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The replier's UID.
+    pub from_uid: u64,
+    /// The heartbeat's counter.
+    pub seq: u64,
+}
+
+/// A reliably delivered system message between two incarnations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemEnvelope {
+    /// The sender's UID.
+    pub from_uid: u64,
+    /// The recipient's UID: a message for another incarnation is dropped.
+    pub to_uid: u64,
+    /// The sequence number (1, 2, …) for this pair of incarnations.
+    pub seq: u64,
+    /// The serializer manifest of `payload`.
+    pub manifest: String,
+    /// The serialized message.
+    pub payload: Vec<u8>,
+}
+
+/// Cumulative acknowledgement of system messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemAck {
+    /// The acknowledging incarnation.
+    pub from_uid: u64,
+    /// Everything up to and including this sequence number arrived.
+    pub upto: u64,
+}
+
+/// "I have quarantined you": the receiver publishes it and tells its operator to restart it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineNotice {
+    /// The quarantining node.
+    pub from: WireUniqueAddress,
+    /// The quarantined incarnation.
+    pub to_uid: u64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// An ordinary message, delivered at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEnvelope {
+    /// The recipient's actor path.
+    pub recipient: String,
+    /// The sender's actor path, if there is one to reply to.
+    pub sender: Option<String>,
+    /// The serializer manifest of `payload`.
+    pub manifest: String,
+    /// The serialized message.
+    pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FrameDecoder;
+
+    fn addr(system: &str, port: u16) -> WireAddress {
+        WireAddress {
+            system: system.into(),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn unique(system: &str, port: u16, uid: u64) -> WireUniqueAddress {
+        WireUniqueAddress {
+            address: addr(system, port),
+            uid,
+        }
+    }
+
+    #[test]
+    fn a_handshake_round_trips_and_is_checked_field_by_field() {
+        let hs = Handshake::new(unique("orders", 2551, 7), addr("orders", 2552), None);
+        let mut out = Vec::new();
+        encode(Kind::Handshake, &hs, 1024, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&out);
+        let frame = d
+            .next_frame()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a frame"));
+        assert_eq!(frame.kind, Kind::Handshake);
+        let back: Handshake = decode(frame.kind, &frame.body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, hs);
+        assert_eq!(back.check(&addr("orders", 2552)), Ok(()));
+
+        let err = back.check(&addr("billing", 2552)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "wrong actor system: the peer is \"orders\", this node is \"billing\""
+        );
+        let err = back.check(&addr("orders", 2553)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("meant to reach orders@127.0.0.1:2552"),
+            "{err}"
+        );
+        let old = Handshake {
+            version: 0,
+            ..hs.clone()
+        };
+        assert_eq!(
+            old.check(&addr("orders", 2552)).unwrap_err().to_string(),
+            "incompatible wire format: the peer speaks version 0, this node 1"
+        );
+        let http = Handshake {
+            magic: *b"GET ",
+            ..hs
+        };
+        assert!(matches!(
+            http.check(&addr("orders", 2552)),
+            Err(HandshakeRefusal::BadMagic(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors_that_name_the_kind() {
+        let err = decode::<Handshake>(Kind::Handshake, b"\xff\xff\xff").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::Undecodable {
+                    kind: Kind::Handshake,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(decode::<SystemEnvelope>(Kind::System, &[]).is_err());
+    }
+
+    #[test]
+    fn every_pdu_round_trips() {
+        let sys = SystemEnvelope {
+            from_uid: 1,
+            to_uid: 2,
+            seq: 9,
+            manifest: "flotilla.Watch".into(),
+            payload: vec![1, 2, 3],
+        };
+        let back: SystemEnvelope =
+            decode(Kind::System, &postcard::to_stdvec(&sys).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, sys);
+        let reply = HandshakeReply::Refused(HandshakeRefusal::Quarantined { uid: 7 });
+        let back: HandshakeReply = decode(
+            Kind::HandshakeReply,
+            &postcard::to_stdvec(&reply).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, reply);
+        let user = UserEnvelope {
+            recipient: "/user/counter".into(),
+            sender: None,
+            manifest: "demo.Add".into(),
+            payload: vec![0; 100],
+        };
+        let bytes = postcard::to_stdvec(&user).unwrap_or_default();
+        assert!(
+            bytes.len() < 130,
+            "compact: {} bytes for a 100-byte payload",
+            bytes.len()
+        );
+        let back: UserEnvelope = decode(Kind::User, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, user);
+    }
+}
