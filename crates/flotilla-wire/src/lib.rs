@@ -7,6 +7,7 @@
 //! than the configured maximum frame size for one frame.
 
 pub mod frame;
+pub mod fuzzing;
 pub mod pdu;
 
 pub use frame::{Frame, FrameDecoder, FrameError};
