@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Writes hand-made seed inputs for the `frames` fuzz target into fuzz/corpus/frames.
+
+Each seed is one byte (the piece size the target feeds the decoder with) followed by real
+wire-format-1 frames, encoded here by hand in postcard's format (LEB128 varints, length-prefixed
+strings and byte vectors, 0/1 option tags, varint enum variant indices), so the fuzzer starts
+deep inside the PDU decoders. `crates/flotilla-wire/tests/corpus.rs` checks that they decode.
+"""
+import os
+import struct
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "fuzz", "corpus", "frames")
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def s(x):
+    x = x.encode()
+    return varint(len(x)) + x
+
+
+def addr(system, host, port):
+    return s(system) + s(host) + varint(port)
+
+
+def uaddr(system, host, port, uid):
+    return addr(system, host, port) + varint(uid)
+
+
+def frame(kind, body):
+    return struct.pack(">I", len(body) + 1) + bytes([kind]) + body
+
+
+def handshake(version=1, system="fuzz", secret=None):
+    proof = b"\x00" if secret is None else b"\x01" + varint(len(secret)) + secret
+    return (b"FLTL" + varint(version) + uaddr(system, "127.0.0.1", 2551, 7)
+            + addr(system, "127.0.0.1", 2552) + proof)
+
+
+hb = varint(7) + varint(1)
+sysenv = varint(7) + varint(9) + varint(1) + s("flotilla.Watch") + varint(3) + b"abc"
+ack = varint(9) + varint(1)
+notice = uaddr("fuzz", "127.0.0.1", 2552, 9) + varint(7) + s("failure detector")
+user = s("/user/counter") + b"\x01" + s("/user/client") + s("demo.Add") + varint(100) + bytes(100)
+
+SEEDS = {
+    "handshake": frame(1, handshake()),
+    "handshake-secret": frame(1, handshake(secret=bytes(range(32)))),
+    "handshake-wrong-system": frame(1, handshake(system="other")),
+    "handshake-old-version": frame(1, handshake(version=0)),
+    "reply-accepted": frame(2, varint(0) + uaddr("fuzz", "127.0.0.1", 2552, 9)),
+    "reply-refused": frame(2, varint(1) + varint(6) + varint(7)),
+    "heartbeat": frame(3, hb),
+    "heartbeat-reply": frame(4, hb),
+    "system": frame(5, sysenv),
+    "system-ack": frame(6, ack),
+    "quarantine-notice": frame(7, notice),
+    "user": frame(0x10, user),
+    "conversation": frame(1, handshake()) + frame(3, hb) + frame(5, sysenv) + frame(0x10, user) + frame(6, ack),
+    "oversized-prefix": b"\xff\xff\xff\xff\x01",
+    "empty-frame": b"\x00\x00\x00\x00",
+    "unknown-kind": frame(0xEE, b"x"),
+    "http-request": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "truncated": frame(0x10, user)[:40],
+}
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    for name, data in SEEDS.items():
+        with open(os.path.join(OUT, f"seed-{name}-1"), "wb") as f:
+            f.write(bytes([1]) + data)
+    print(f"{len(SEEDS)} seeds written to {os.path.normpath(OUT)}")
