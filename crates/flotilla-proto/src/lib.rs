@@ -10,6 +10,8 @@
 //!   N restarts within a window".
 //! - [`association`]: the lifecycle of the link to one remote address — Idle, Active, Gated,
 //!   Quarantined — with per-incarnation quarantine.
+//! - [`remoting`]: one node's remoting — associations, reliable system messages and quarantine
+//!   notices composed — tested on a seeded simulated network.
 //! - [`failure_detector`]: the phi-accrual failure detector and a registry of detectors per
 //!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
@@ -26,6 +28,7 @@
 pub mod association;
 pub mod failure_detector;
 pub mod lease;
+pub mod remoting;
 pub mod shutdown;
 pub mod supervision;
 pub mod system_messages;

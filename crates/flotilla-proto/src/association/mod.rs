@@ -195,6 +195,8 @@ pub enum DeadLetterReason {
 pub enum AssociationInput<M> {
     /// An ordinary message to send to the remote.
     Send(M),
+    /// Something else needs the connection (a system message): connect if Idle.
+    Open,
     /// Our outbound connection completed its handshake with incarnation `uid`.
     Connected {
         /// The remote's UID.
@@ -550,6 +552,12 @@ impl<M> StateMachine for Association<M> {
     fn handle(&mut self, now: Instant, input: AssociationInput<M>) {
         match input {
             AssociationInput::Send(msg) => self.on_send(now, msg),
+            AssociationInput::Open => {
+                if let State::Idle = self.state {
+                    let connecting = self.connect(now);
+                    self.go(now, connecting, Cause::FirstOutboundMessage);
+                }
+            }
             AssociationInput::Connected { uid } => match self.state {
                 State::Connecting { .. } | State::Quarantined { .. } | State::Gated { .. } => {
                     self.reached(now, uid, Cause::NewIncarnation { uid });
@@ -570,11 +578,12 @@ impl<M> StateMachine for Association<M> {
             AssociationInput::ConnectFailed { reason } => {
                 self.on_connect_failed(now, Cause::ConnectFailed(reason));
             }
-            AssociationInput::ConnectionLost { reason } => {
-                if let State::Active { .. } = self.state {
-                    self.gate(now, Cause::ConnectionLost(reason));
-                }
-            }
+            AssociationInput::ConnectionLost { reason } => match self.state {
+                State::Active { .. } => self.gate(now, Cause::ConnectionLost(reason)),
+                // Lost before the handshake finished: the connect failed.
+                State::Connecting { .. } => self.gate(now, Cause::ConnectFailed(reason)),
+                _ => {}
+            },
             AssociationInput::Heard { uid } => {
                 if self.quarantined.contains_key(&uid) {
                     self.outputs

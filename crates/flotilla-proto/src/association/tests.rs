@@ -46,6 +46,18 @@ fn s(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// What an Idle association says when something first needs the connection.
+fn connecting() -> Vec<Out> {
+    vec![
+        AssociationOutput::Connect,
+        transition(
+            StateName::Idle,
+            StateName::Active,
+            Cause::FirstOutboundMessage,
+        ),
+    ]
+}
+
 /// Idle → Active: connect, buffer, flush in order once the handshake is done.
 fn active(t0: Instant, uid: u64) -> Association<&'static str> {
     let mut a = assoc(t0);
@@ -59,17 +71,7 @@ fn the_first_message_connects_and_messages_wait_for_the_handshake_in_order() {
     let t0 = crate::testing::epoch();
     let mut a = assoc(t0);
     assert_eq!(a.state(), StateName::Idle);
-    assert_eq!(
-        send(&mut a, t0, "one"),
-        vec![
-            AssociationOutput::Connect,
-            transition(
-                StateName::Idle,
-                StateName::Active,
-                Cause::FirstOutboundMessage
-            )
-        ]
-    );
+    assert_eq!(send(&mut a, t0, "one"), connecting());
     assert_eq!(
         send(&mut a, t0, "two"),
         vec![],
@@ -379,4 +381,16 @@ fn the_snapshot_reports_state_uid_since_and_cause() {
     assert_eq!(snap.since, t0 + s(3));
     assert_eq!(snap.last_cause, Some(Cause::ConnectionLost("eof".into())));
     assert_eq!(snap.uid, None);
+}
+
+#[test]
+fn open_connects_an_idle_association_without_a_message() {
+    let t0 = crate::testing::epoch();
+    let mut a = assoc(t0);
+    assert_eq!(input(&mut a, t0, AssociationInput::Open), connecting());
+    assert_eq!(
+        input(&mut a, t0, AssociationInput::Open),
+        vec![],
+        "already connecting"
+    );
 }
