@@ -9,8 +9,10 @@
 //!                    reconnect and every interval)   resends what is lost)
 //!  frame from addr#uid ─▶ quarantined uid? dropped and counted
 //!                      ─▶ User → DeliverUser, System → Receiver → DeliverSystem + SystemAck,
-//!                         SystemAck → Sender, QuarantineNotice for this node → ThisSystemQuarantined
+//!                         SystemAck → Sender, QuarantineNotice for this node → ThisSystemQuarantined,
+//!                         Heartbeat → HeartbeatReply, HeartbeatReply → the watched node's detector
 //!  Sender gave up ─▶ quarantine addr#uid (system message delivery failed)
+//!  watched node's detector says dead ─▶ AddressTerminated, quarantine addr#uid
 //! ```
 //!
 //! The transport (a tokio driver, or the simulator) turns [`RemoteOutput::Connect`] into a
@@ -29,6 +31,7 @@ use crate::association::{
     Association, AssociationEvent, AssociationInput, AssociationOutput, AssociationSnapshot,
     DeadLetterReason, QuarantineReason, StateName,
 };
+use crate::failure_detector::PhiAccrual;
 use crate::system_messages::{Received, Receiver, Sender, SenderInput, SenderOutput, Seq};
 
 #[cfg(test)]
@@ -50,6 +53,16 @@ pub enum Pdu<M, S> {
     SystemAck {
         /// Everything up to here arrived.
         upto: Seq,
+    },
+    /// A heartbeat of remote deathwatch (control lane).
+    Heartbeat {
+        /// A counter, echoed in the reply.
+        seq: u64,
+    },
+    /// The answer to a heartbeat (control lane).
+    HeartbeatReply {
+        /// The heartbeat's counter.
+        seq: u64,
     },
     /// "I have quarantined you" (control lane).
     QuarantineNotice {
@@ -110,6 +123,17 @@ pub enum RemoteInput<M, S> {
         from: UniqueAddress,
         /// The frame's content.
         pdu: Pdu<M, S>,
+    },
+    /// Start watching node `remote` (one more actor there is watched): heartbeats begin and
+    /// feed a failure detector.
+    WatchNode {
+        /// The remote node.
+        remote: Address,
+    },
+    /// One watch of node `remote` fewer; at zero the heartbeats stop.
+    UnwatchNode {
+        /// The remote node.
+        remote: Address,
     },
     /// Quarantine `remote` (failure detector, cluster removal, an explicit call).
     Quarantine {
@@ -172,6 +196,14 @@ pub enum RemoteOutput<M, S> {
     },
     /// An association changed state.
     Association(AssociationEvent),
+    /// The failure detector declared a watched node dead: every watcher of an actor there gets
+    /// `Terminated`. Its incarnation, if one was known, is quarantined.
+    AddressTerminated {
+        /// The node.
+        remote: Address,
+        /// Its incarnation, if one was ever reached.
+        uid: Option<u64>,
+    },
     /// A remote node quarantined this one: only a restart (a new UID) recovers.
     ThisSystemQuarantined {
         /// The quarantining node.
@@ -191,11 +223,25 @@ struct Peer<M, S> {
     receivers: BTreeMap<u64, Receiver>,
 }
 
+/// Remote deathwatch of one node.
+struct Watched {
+    watches: usize,
+    detector: PhiAccrual,
+    /// Since when it is watched: without any reply by `first-heartbeat-estimate` later, the
+    /// detector starts anyway, so a node that never answers is still declared dead.
+    since: Instant,
+    next_beat: Instant,
+    seq: u64,
+    /// The incarnation that last answered.
+    uid: Option<u64>,
+}
+
 /// One node's remoting. See the [module docs](self).
 pub struct Remoting<M, S> {
     local: UniqueAddress,
     settings: RemoteSettings,
     peers: BTreeMap<Address, Peer<M, S>>,
+    watched: BTreeMap<Address, Watched>,
     quarantined_by: BTreeMap<UniqueAddress, String>,
     outputs: VecDeque<RemoteOutput<M, S>>,
 }
@@ -216,6 +262,7 @@ impl<M, S: Clone> Remoting<M, S> {
             local,
             settings,
             peers: BTreeMap::new(),
+            watched: BTreeMap::new(),
             quarantined_by: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
@@ -432,7 +479,76 @@ impl<M, S: Clone> Remoting<M, S> {
                 }
                 self.route_sender(now, &remote);
             }
+            Pdu::Heartbeat { seq } => self.outputs.push_back(RemoteOutput::Transmit {
+                to: from,
+                pdu: Pdu::HeartbeatReply { seq },
+            }),
+            Pdu::HeartbeatReply { .. } => {
+                if let Some(w) = self.watched.get_mut(&remote) {
+                    w.detector.heartbeat(now);
+                    w.uid = Some(uid);
+                }
+            }
             Pdu::QuarantineNotice { .. } => {}
+        }
+    }
+
+    /// Sends due heartbeats and declares dead the watched nodes whose detector says so.
+    fn watch_tick(&mut self, now: Instant) {
+        let interval = self.settings.watch_failure_detector.heartbeat_interval;
+        let first_estimate = self
+            .settings
+            .watch_failure_detector
+            .first_heartbeat_estimate;
+        let mut dead = Vec::new();
+        let mut beats = Vec::new();
+        for (remote, w) in &mut self.watched {
+            if !w.detector.is_monitoring() && now >= w.since + first_estimate {
+                // No answer yet: start the clock as if one had come, as Akka does.
+                w.detector.heartbeat(now);
+            }
+            if w.detector.is_monitoring() && !w.detector.is_available(now) {
+                dead.push((remote.clone(), w.uid));
+                continue;
+            }
+            if now >= w.next_beat {
+                w.seq += 1;
+                w.next_beat = now + interval;
+                beats.push((remote.clone(), w.seq));
+            }
+        }
+        for (remote, seq) in beats {
+            let target = self.peers.get(&remote).and_then(|p| {
+                (p.association.state() == StateName::Active)
+                    .then(|| p.association.uid())
+                    .flatten()
+            });
+            match target {
+                Some(uid) => self.outputs.push_back(RemoteOutput::Transmit {
+                    to: Self::unique(&remote, uid),
+                    pdu: Pdu::Heartbeat { seq },
+                }),
+                None => self.associate(now, &remote, AssociationInput::Open),
+            }
+        }
+        for (remote, answered) in dead {
+            self.watched.remove(&remote);
+            let uid =
+                answered.or_else(|| self.peers.get(&remote).and_then(|p| p.association.uid()));
+            self.outputs.push_back(RemoteOutput::AddressTerminated {
+                remote: remote.clone(),
+                uid,
+            });
+            if let Some(uid) = uid {
+                self.associate(
+                    now,
+                    &remote,
+                    AssociationInput::Quarantine {
+                        uid,
+                        reason: QuarantineReason::FailureDetector,
+                    },
+                );
+            }
         }
     }
 }
@@ -474,6 +590,29 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                 self.associate(now, &remote, AssociationInput::ConnectionLost { reason });
             }
             RemoteInput::Received { from, pdu } => self.on_received(now, from, pdu),
+            RemoteInput::WatchNode { remote } => {
+                let settings = self.settings.watch_failure_detector.clone();
+                self.watched
+                    .entry(remote)
+                    .or_insert_with(|| Watched {
+                        watches: 0,
+                        detector: PhiAccrual::new(settings),
+                        since: now,
+                        next_beat: now,
+                        seq: 0,
+                        uid: None,
+                    })
+                    .watches += 1;
+                self.watch_tick(now);
+            }
+            RemoteInput::UnwatchNode { remote } => {
+                if let Some(w) = self.watched.get_mut(&remote) {
+                    w.watches = w.watches.saturating_sub(1);
+                    if w.watches == 0 {
+                        self.watched.remove(&remote);
+                    }
+                }
+            }
             RemoteInput::Quarantine { remote, reason } => {
                 self.associate(
                     now,
@@ -488,6 +627,9 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.watched.values().any(|w| now >= w.next_beat) {
+            self.watch_tick(now);
+        }
         let due: Vec<Address> = self
             .peers
             .iter()
@@ -527,6 +669,7 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                     p.sender.as_ref().and_then(|(_, s)| s.poll_timeout()),
                 ]
             })
+            .chain(self.watched.values().map(|w| Some(w.next_beat)))
             .flatten()
             .min()
     }

@@ -598,3 +598,128 @@ fn a_run_replays_exactly_from_its_seed() {
     }
     assert_ne!(run(1).0, run(2).0, "different seeds, different runs");
 }
+
+fn terminated(sim: &Sim, of: usize) -> Vec<(Address, Option<u64>)> {
+    sim.nodes[of]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RemoteOutput::AddressTerminated { remote, uid } => Some((remote.clone(), *uid)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_watched_node_that_dies_is_declared_dead_after_the_acceptable_pause() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+        sim.run_for(s(5));
+        assert!(
+            terminated(&sim, 0).is_empty(),
+            "seed {seed}: alive and answering"
+        );
+        let uid = sim.uid(1);
+        sim.kill(1);
+        let killed = sim.now;
+        sim.run_for(s(10));
+        assert!(
+            terminated(&sim, 0).is_empty(),
+            "seed {seed}: within the acceptable pause"
+        );
+        sim.run_for(s(10));
+        assert_eq!(
+            terminated(&sim, 0),
+            [(address(1), Some(uid))],
+            "seed {seed}"
+        );
+        let when = sim.nodes[0]
+            .events
+            .iter()
+            .position(|e| matches!(e, RemoteOutput::AddressTerminated { .. }));
+        assert!(when.is_some());
+        assert!(sim.now - killed <= s(20));
+        assert!(
+            sim.nodes[0].remoting.associations()[0]
+                .quarantined
+                .contains(&uid),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_healthy_watched_node_is_never_declared_dead() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+        for i in 0..120 {
+            sim.send_user(1, 0, &format!("busy {i}"));
+            sim.run_for(Duration::from_millis(500));
+        }
+        assert!(terminated(&sim, 0).is_empty(), "seed {seed}");
+        let replies = sim.nodes[1]
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    RemoteOutput::Transmit {
+                        pdu: Pdu::HeartbeatReply { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(
+            replies >= 55,
+            "seed {seed}: about one heartbeat a second, got {replies}"
+        );
+    }
+}
+
+#[test]
+fn a_watched_node_that_never_answers_is_declared_dead_too() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        sim.blackholes.insert((0, 1));
+        sim.blackholes.insert((1, 0));
+        sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+        sim.run_for(s(30));
+        assert_eq!(terminated(&sim, 0), [(address(1), None)], "seed {seed}");
+    }
+}
+
+#[test]
+fn unwatching_stops_the_heartbeats() {
+    let mut sim = Sim::new(7, 2, settings());
+    sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+    sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+    sim.run_for(s(3));
+    sim.input(0, RemoteInput::UnwatchNode { remote: address(1) });
+    sim.run_for(s(3));
+    let beats = |sim: &Sim| {
+        sim.nodes[0]
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    RemoteOutput::Transmit {
+                        pdu: Pdu::Heartbeat { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let still = beats(&sim);
+    assert!(still >= 5, "one watch is left: heartbeats go on ({still})");
+    sim.input(0, RemoteInput::UnwatchNode { remote: address(1) });
+    let before = beats(&sim);
+    sim.kill(1);
+    sim.run_for(s(30));
+    assert_eq!(beats(&sim), before, "no watch left: no heartbeat");
+    assert!(terminated(&sim, 0).is_empty(), "and nobody to tell");
+}
