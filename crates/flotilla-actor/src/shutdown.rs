@@ -185,9 +185,14 @@ impl CoordinatedShutdown {
 
     /// Starts shutdown on SIGTERM or Ctrl-C (SIGINT), with reason [`ShutdownReason::Signal`].
     pub fn install_signal_handlers(&self) {
+        // Register before returning, so a signal that arrives right after this call is caught.
+        let listener = {
+            let _guard = self.inner.runtime.enter();
+            SignalListener::register()
+        };
         let cs = self.clone();
         self.inner.runtime.spawn(async move {
-            let signal = wait_for_signal().await;
+            let signal = listener.wait().await;
             cs.run(ShutdownReason::Signal(signal.to_owned())).await;
         });
     }
@@ -204,26 +209,55 @@ fn lock(inner: &Inner) -> MutexGuard<'_, State> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// SIGTERM and SIGINT listeners, registered with the OS at once.
 #[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT (Ctrl-C)",
-        },
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C starts shutdown");
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT (Ctrl-C)"
+struct SignalListener {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl SignalListener {
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())
+            .map_err(|e| tracing::warn!("cannot listen for SIGTERM ({e})"))
+            .ok();
+        let int = signal(SignalKind::interrupt())
+            .map_err(|e| tracing::warn!("cannot listen for SIGINT ({e})"))
+            .ok();
+        Self { term, int }
+    }
+
+    async fn wait(mut self) -> &'static str {
+        async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(self.term.as_mut()) => "SIGTERM",
+            () = recv(self.int.as_mut()) => "SIGINT (Ctrl-C)",
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
+struct SignalListener;
+
+#[cfg(not(unix))]
+impl SignalListener {
+    fn register() -> Self {
+        Self
+    }
+
+    async fn wait(self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 fn now() -> std::time::Instant {

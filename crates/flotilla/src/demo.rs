@@ -312,8 +312,8 @@ pub async fn run(options: DemoOptions, narrator: Narrator) -> anyhow::Result<Dem
     let (total, numbers) = sink.ask(SinkMsg::Total, Duration::from_secs(5)).await?;
 
     let outcome = if options.hold {
-        narrator.say("  pipeline done; running until SIGTERM or Ctrl-C");
         cs.install_signal_handlers();
+        narrator.say("  pipeline done; running until SIGTERM or Ctrl-C");
         cs.completed().await
     } else {
         narrator.say("  pipeline done; running coordinated shutdown");
