@@ -1,0 +1,13 @@
+//! Flotilla remoting on tokio.
+//!
+//! This crate moves bytes; the decisions — association lifecycle, reliable system messages,
+//! quarantine, remote deathwatch — are made by the pure machine
+//! [`flotilla_proto::remoting::Remoting`]. See `docs/design/remoting.md`.
+//!
+//! - [`handshake`]: the first exchange on every connection, checked field by field; a refusal
+//!   says exactly what was wrong, on both sides.
+//! - [`io`]: reading frames from a stream, and writing them in batches, control lane first.
+
+pub mod convert;
+pub mod handshake;
+pub mod io;
