@@ -7,7 +7,12 @@
 //! - [`handshake`]: the first exchange on every connection, checked field by field; a refusal
 //!   says exactly what was wrong, on both sides.
 //! - [`io`]: reading frames from a stream, and writing them in batches, control lane first.
+//! - [`node`]: [`RemoteNode`] — the listener, the connections and the driver of the machine, on
+//!   remoting's own runtime threads.
 
 pub mod convert;
 pub mod handshake;
 pub mod io;
+pub mod node;
+
+pub use node::{Inbound, RemoteNode, SendError, StartError, SystemPayload};

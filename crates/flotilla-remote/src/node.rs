@@ -1,0 +1,776 @@
+//! A node's remoting: the listener, the connections and the driver of the pure
+//! [`Remoting`] machine, all on remoting's own runtime threads.
+//!
+//! ```text
+//!  RemoteNode (handle) ──commands──▶ control task ◀──connection events── reader tasks
+//!                                     │ owns Remoting (pure)               (one per connection)
+//!                                     │ Transmit → encode → lane ──▶ writer tasks (batched,
+//!                                     │                               control lane first)
+//!                                     │ Connect → connect task (TCP + handshake, bounded)
+//!                                     └ deliveries, events ──▶ the inbound channel
+//! ```
+//!
+//! The runtime is separate from the user's: actors that saturate theirs cannot delay heartbeats,
+//! acknowledgements or failure detection here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_core::{Address, RemoteSettings, StateMachine, UniqueAddress};
+use flotilla_proto::association::{AssociationSnapshot, QuarantineReason, StateName};
+use flotilla_proto::remoting::{Pdu, RemoteInput, RemoteOutput, Remoting};
+use flotilla_wire::pdu::{self, HandshakeReply};
+use flotilla_wire::{
+    FrameDecoder, Heartbeat, HeartbeatReply, Kind, QuarantineNotice, SystemAck, SystemEnvelope,
+    UserEnvelope,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::convert::to_wire_unique;
+use crate::handshake::{accept, initiate};
+use crate::io::{Lanes, ReadError, read_frame, write_frames};
+
+/// A system message's payload: what the runtime serialized, and how to read it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemPayload {
+    /// The serializer manifest.
+    pub manifest: String,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What remoting hands to the local runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// An ordinary message for a local actor.
+    User {
+        /// The sending incarnation.
+        from: UniqueAddress,
+        /// The message.
+        envelope: UserEnvelope,
+    },
+    /// A system message, exactly once and in order per incarnation.
+    System {
+        /// The sending incarnation.
+        from: UniqueAddress,
+        /// The message.
+        payload: SystemPayload,
+    },
+    /// A watched node was declared dead by the failure detector.
+    AddressTerminated {
+        /// The node.
+        remote: Address,
+        /// Its incarnation, if one was reached.
+        uid: Option<u64>,
+    },
+    /// A remote node quarantined this one: restart this node.
+    ThisSystemQuarantined {
+        /// The quarantining node.
+        by: UniqueAddress,
+        /// Its reason.
+        reason: String,
+    },
+    /// An ordinary message could not be sent.
+    DeadLetter {
+        /// Its destination.
+        to: Address,
+        /// The message.
+        envelope: UserEnvelope,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An association changed state.
+    Association {
+        /// The remote node.
+        remote: Address,
+        /// The state before.
+        from: StateName,
+        /// The state after.
+        to: StateName,
+        /// Why, in words.
+        cause: String,
+    },
+}
+
+/// Why a message was not accepted for sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Larger than `maximum-frame-size`.
+    #[error("a message of {len} bytes exceeds remote.maximum-frame-size ({max} bytes)")]
+    TooLarge {
+        /// The encoded frame's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The node has shut down.
+    #[error("remoting has shut down")]
+    Stopped,
+    /// The destination has no host and port.
+    #[error("{0} is not a network address")]
+    NotRemote(Address),
+}
+
+/// Why remoting could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The address has no host and port.
+    #[error("{0} is not a network address (flotilla://system@host:port)")]
+    NotRemote(Address),
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime threads could not start.
+    #[error("cannot start remoting's threads: {0}")]
+    Runtime(std::io::Error),
+}
+
+enum Command {
+    SendUser(Address, UserEnvelope),
+    SendSystem(Address, SystemPayload),
+    WatchNode(Address),
+    UnwatchNode(Address),
+    Quarantine(UniqueAddress, QuarantineReason),
+    Associations(oneshot::Sender<Vec<AssociationSnapshot>>),
+}
+
+enum ConnEvent {
+    Up {
+        remote: UniqueAddress,
+        outbound: bool,
+        conn: Conn,
+    },
+    ConnectFailed {
+        remote: Address,
+        reason: String,
+    },
+    Received {
+        from: UniqueAddress,
+        conn_id: u64,
+        pdu: Pdu<UserEnvelope, SystemPayload>,
+    },
+    Lost {
+        remote: Address,
+        conn_id: u64,
+        reason: String,
+    },
+}
+
+/// An established connection. Dropping it stops reading at once and closes the lanes: the
+/// writer sends what is already queued (a quarantine notice, say) and then closes the socket.
+struct Conn {
+    id: u64,
+    uid: u64,
+    control: mpsc::UnboundedSender<Vec<u8>>,
+    ordinary: mpsc::Sender<Vec<u8>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A running node's remoting. Dropping the last handle stops it.
+#[derive(Clone)]
+pub struct RemoteNode {
+    local: UniqueAddress,
+    max_frame: usize,
+    commands: mpsc::UnboundedSender<Command>,
+    _runtime: Arc<RuntimeGuard>,
+}
+
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteNode")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl RemoteNode {
+    /// Binds `address` (port 0 picks a free one) and starts remoting on `threads` dedicated
+    /// worker threads. Returns the handle and the channel of what arrives for the local runtime.
+    pub fn start(
+        address: &Address,
+        settings: RemoteSettings,
+        threads: usize,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+        let (Some(host), Some(port)) = (address.host(), address.port()) else {
+            return Err(StartError::NotRemote(address.clone()));
+        };
+        let bind = format!("{host}:{port}");
+        let std_listener =
+            std::net::TcpListener::bind(&bind).map_err(|source| StartError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let port = std_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: bind.clone(),
+                source,
+            })?
+            .port();
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let local = UniqueAddress {
+            address: Address::remote(address.system(), host, port)
+                .map_err(|_| StartError::NotRemote(address.clone()))?,
+            uid: rand::random::<u64>(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("flotilla-remote")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(std_listener)
+                .map_err(|source| StartError::Bind { addr: bind, source })?
+        };
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let max_frame = settings.maximum_frame_size;
+        let control = Control {
+            remoting: Remoting::new(local.clone(), settings.clone()),
+            settings,
+            conns: BTreeMap::new(),
+            events_tx: events_tx.clone(),
+            inbound: inbound_tx,
+        };
+        runtime.spawn(accept_loop(
+            listener,
+            local.clone(),
+            control.settings.clone(),
+            events_tx,
+        ));
+        runtime.spawn(control.run(command_rx, events));
+        tracing::info!(%local, "remoting listening on {}", local.address);
+        Ok((
+            Self {
+                local,
+                max_frame,
+                commands,
+                _runtime: Arc::new(RuntimeGuard(Some(runtime))),
+            },
+            inbound,
+        ))
+    }
+
+    /// This node's unique address (with the port actually bound).
+    pub fn local(&self) -> &UniqueAddress {
+        &self.local
+    }
+
+    /// Sends an ordinary message, at most once. Refuses one larger than the maximum frame size.
+    pub fn send_user(&self, to: &Address, envelope: UserEnvelope) -> Result<(), SendError> {
+        if to.port().is_none() {
+            return Err(SendError::NotRemote(to.clone()));
+        }
+        let mut probe = Vec::new();
+        if let Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
+            len,
+            max,
+        })) = pdu::encode(Kind::User, &envelope, self.max_frame, &mut probe)
+        {
+            return Err(SendError::TooLarge { len, max });
+        }
+        self.command(Command::SendUser(to.clone(), envelope))
+    }
+
+    /// Sends a system message reliably: exactly once, in order, to the incarnation at `to`.
+    pub fn send_system(&self, to: &Address, payload: SystemPayload) -> Result<(), SendError> {
+        self.command(Command::SendSystem(to.clone(), payload))
+    }
+
+    /// Watches node `remote` (heartbeats and the failure detector); counted per call.
+    pub fn watch_node(&self, remote: &Address) -> Result<(), SendError> {
+        self.command(Command::WatchNode(remote.clone()))
+    }
+
+    /// Undoes one [`RemoteNode::watch_node`].
+    pub fn unwatch_node(&self, remote: &Address) -> Result<(), SendError> {
+        self.command(Command::UnwatchNode(remote.clone()))
+    }
+
+    /// Quarantines an incarnation for good.
+    pub fn quarantine(&self, remote: &UniqueAddress, reason: &str) -> Result<(), SendError> {
+        self.command(Command::Quarantine(
+            remote.clone(),
+            QuarantineReason::Explicit(reason.to_owned()),
+        ))
+    }
+
+    /// Every association: state, UID, since-when, last cause, quarantined UIDs.
+    pub async fn associations(&self) -> Result<Vec<AssociationSnapshot>, SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Associations(tx))?;
+        rx.await.map_err(|_| SendError::Stopped)
+    }
+
+    fn command(&self, c: Command) -> Result<(), SendError> {
+        self.commands.send(c).map_err(|_| SendError::Stopped)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    local: UniqueAddress,
+    settings: RemoteSettings,
+    events: mpsc::UnboundedSender<ConnEvent>,
+) {
+    let (max_frame, timeout) = (settings.maximum_frame_size, settings.handshake_timeout);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (local, events) = (local.clone(), events.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut stream = stream;
+            let mut decoder = FrameDecoder::new(max_frame);
+            let shake = accept(&mut stream, &mut decoder, &local, |_| false, max_frame);
+            match tokio::time::timeout(timeout, shake).await {
+                Ok(Ok(remote)) => {
+                    let conn = open(stream, decoder, remote.clone(), &events);
+                    let _ = events.send(ConnEvent::Up {
+                        remote,
+                        outbound: false,
+                        conn,
+                    });
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
+                    tracing::warn!(%peer, "inbound connection from {peer} refused: {e}");
+                }
+                Err(_) => {
+                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
+                    tracing::warn!(%peer, "inbound connection from {peer} sent no handshake in time; closed");
+                }
+            }
+        });
+    }
+}
+
+/// Starts the reader and writer of an established connection.
+fn open(
+    stream: TcpStream,
+    mut decoder: FrameDecoder,
+    remote: UniqueAddress,
+    events: &mpsc::UnboundedSender<ConnEvent>,
+) -> Conn {
+    let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
+    let (mut reader, mut writer) = stream.into_split();
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (ordinary, ordinary_rx) = mpsc::channel(4096);
+    let lanes = Lanes {
+        control: control_rx,
+        ordinary: ordinary_rx,
+    };
+    tokio::spawn(async move {
+        let _ = write_frames(&mut writer, lanes).await;
+    });
+    let events = events.clone();
+    let uid = remote.uid;
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let reason = loop {
+            match read_frame(&mut reader, &mut decoder, &mut buf).await {
+                Ok(frame) => match decode(&frame.kind, &frame.body) {
+                    Ok(Some(pdu)) => {
+                        let _ = events.send(ConnEvent::Received {
+                            from: remote.clone(),
+                            conn_id: id,
+                            pdu,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
+                        tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
+                    }
+                },
+                Err(ReadError::Frame(e)) => {
+                    metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
+                    break format!("closed: {e}");
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = events.send(ConnEvent::Lost {
+            remote: remote.address.clone(),
+            conn_id: id,
+            reason,
+        });
+    });
+    Conn {
+        id,
+        uid,
+        control,
+        ordinary,
+        reader,
+    }
+}
+
+/// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take.
+fn decode(
+    kind: &Kind,
+    body: &[u8],
+) -> Result<Option<Pdu<UserEnvelope, SystemPayload>>, flotilla_wire::WireError> {
+    let kind = *kind;
+    Ok(Some(match kind {
+        Kind::User => Pdu::User(pdu::decode(kind, body)?),
+        Kind::System => {
+            let s: SystemEnvelope = pdu::decode(kind, body)?;
+            Pdu::System {
+                seq: s.seq,
+                msg: SystemPayload {
+                    manifest: s.manifest,
+                    payload: s.payload,
+                },
+            }
+        }
+        Kind::SystemAck => Pdu::SystemAck {
+            upto: pdu::decode::<SystemAck>(kind, body)?.upto,
+        },
+        Kind::Heartbeat => Pdu::Heartbeat {
+            seq: pdu::decode::<Heartbeat>(kind, body)?.seq,
+        },
+        Kind::HeartbeatReply => Pdu::HeartbeatReply {
+            seq: pdu::decode::<HeartbeatReply>(kind, body)?.seq,
+        },
+        Kind::QuarantineNotice => {
+            let n: QuarantineNotice = pdu::decode(kind, body)?;
+            Pdu::QuarantineNotice {
+                to_uid: n.to_uid,
+                reason: n.reason,
+            }
+        }
+        Kind::Handshake | Kind::HandshakeReply => {
+            let _ = pdu::decode::<HandshakeReply>(kind, body);
+            return Ok(None);
+        }
+    }))
+}
+
+struct Control {
+    remoting: Remoting<UserEnvelope, SystemPayload>,
+    settings: RemoteSettings,
+    conns: BTreeMap<Address, Conn>,
+    events_tx: mpsc::UnboundedSender<ConnEvent>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+}
+
+impl Control {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+    ) {
+        loop {
+            let deadline = self.remoting.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => self.on_command(c),
+                    None => return, // every handle is gone
+                },
+                Some(e) = events.recv() => self.on_event(e),
+                () = sleep => self.remoting.handle_timeout(now()),
+            }
+            self.carry_out();
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        let input = match c {
+            Command::SendUser(to, msg) => RemoteInput::SendUser { to, msg },
+            Command::SendSystem(to, msg) => RemoteInput::SendSystem { to, msg },
+            Command::WatchNode(remote) => RemoteInput::WatchNode { remote },
+            Command::UnwatchNode(remote) => RemoteInput::UnwatchNode { remote },
+            Command::Quarantine(remote, reason) => RemoteInput::Quarantine { remote, reason },
+            Command::Associations(reply) => {
+                let _ = reply.send(self.remoting.associations());
+                return;
+            }
+        };
+        self.remoting.handle(now(), input);
+    }
+
+    fn on_event(&mut self, e: ConnEvent) {
+        let input = match e {
+            ConnEvent::Up {
+                remote,
+                outbound,
+                conn,
+            } => {
+                self.conns.insert(remote.address.clone(), conn);
+                if outbound {
+                    RemoteInput::Connected {
+                        remote: remote.address,
+                        uid: remote.uid,
+                    }
+                } else {
+                    RemoteInput::Accepted { remote }
+                }
+            }
+            ConnEvent::ConnectFailed { remote, reason } => {
+                RemoteInput::ConnectFailed { remote, reason }
+            }
+            ConnEvent::Received { from, conn_id, pdu } => {
+                let _ = conn_id;
+                RemoteInput::Received { from, pdu }
+            }
+            ConnEvent::Lost {
+                remote,
+                conn_id,
+                reason,
+            } => {
+                // Only the connection in use counts; a replaced one closing changes nothing.
+                if self.conns.get(&remote).is_none_or(|c| c.id != conn_id) {
+                    return;
+                }
+                self.conns.remove(&remote);
+                RemoteInput::ConnectionLost { remote, reason }
+            }
+        };
+        self.remoting.handle(now(), input);
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(out) = self.remoting.poll_output() {
+            match out {
+                RemoteOutput::Connect { to } => self.connect(to),
+                RemoteOutput::Transmit { to, pdu } => self.transmit(&to, pdu),
+                RemoteOutput::Disconnect { remote, uid } => {
+                    if let Some(c) = self.conns.get(&remote)
+                        && uid.is_none_or(|u| u == c.uid)
+                    {
+                        self.conns.remove(&remote);
+                    }
+                }
+                RemoteOutput::DeliverUser { from, msg } => {
+                    let _ = self.inbound.send(Inbound::User {
+                        from,
+                        envelope: msg,
+                    });
+                }
+                RemoteOutput::DeliverSystem { from, msg } => {
+                    let _ = self.inbound.send(Inbound::System { from, payload: msg });
+                }
+                RemoteOutput::DeadLetter { to, msg, reason } => {
+                    metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+                    let reason = format!("{reason:?}");
+                    tracing::debug!(remote = %to, "message to {} dropped to dead letters: {reason}", msg.recipient);
+                    let _ = self.inbound.send(Inbound::DeadLetter {
+                        to,
+                        envelope: msg,
+                        reason,
+                    });
+                }
+                RemoteOutput::DroppedInbound { from } => {
+                    metrics::counter!("flotilla_remote_quarantined_frames_dropped_total")
+                        .increment(1);
+                    tracing::debug!(%from, "dropped a frame from quarantined {from}");
+                }
+                RemoteOutput::Association(e) => {
+                    metrics::counter!("flotilla_remote_association_transitions_total", "to" => e.to.to_string()).increment(1);
+                    match e.to {
+                        StateName::Quarantined => {
+                            tracing::warn!(remote = %e.remote, "association with {} {} -> {}: {}", e.remote, e.from, e.to, e.cause)
+                        }
+                        StateName::Gated => {
+                            tracing::warn!(remote = %e.remote, "association with {} {} -> {}: {}; no connection attempt for {:?}", e.remote, e.from, e.to, e.cause, self.settings.retry_gate_closed_for)
+                        }
+                        _ => {
+                            tracing::info!(remote = %e.remote, "association with {} {} -> {}: {}", e.remote, e.from, e.to, e.cause)
+                        }
+                    }
+                    let _ = self.inbound.send(Inbound::Association {
+                        remote: e.remote,
+                        from: e.from,
+                        to: e.to,
+                        cause: e.cause.to_string(),
+                    });
+                }
+                RemoteOutput::AddressTerminated { remote, uid } => {
+                    tracing::warn!(%remote, "the failure detector declared {remote} dead");
+                    let _ = self
+                        .inbound
+                        .send(Inbound::AddressTerminated { remote, uid });
+                }
+                RemoteOutput::ThisSystemQuarantined { by, reason } => {
+                    tracing::error!(%by, "this node was quarantined by {by} ({reason}); it cannot talk to that node again until this node restarts");
+                    let _ = self
+                        .inbound
+                        .send(Inbound::ThisSystemQuarantined { by, reason });
+                }
+            }
+        }
+    }
+
+    fn transmit(&self, to: &UniqueAddress, pdu: Pdu<UserEnvelope, SystemPayload>) {
+        let Some(conn) = self.conns.get(&to.address).filter(|c| c.uid == to.uid) else {
+            return; // no connection to that incarnation: system messages are resent later
+        };
+        let local_uid = self.remoting.local().uid;
+        let max = self.settings.maximum_frame_size;
+        let mut frame = Vec::new();
+        let encoded = match &pdu {
+            Pdu::User(env) => pdu::encode(Kind::User, env, max, &mut frame),
+            Pdu::System { seq, msg } => pdu::encode(
+                Kind::System,
+                &SystemEnvelope {
+                    from_uid: local_uid,
+                    to_uid: to.uid,
+                    seq: *seq,
+                    manifest: msg.manifest.clone(),
+                    payload: msg.payload.clone(),
+                },
+                max,
+                &mut frame,
+            ),
+            Pdu::SystemAck { upto } => pdu::encode(
+                Kind::SystemAck,
+                &SystemAck {
+                    from_uid: local_uid,
+                    upto: *upto,
+                },
+                max,
+                &mut frame,
+            ),
+            Pdu::Heartbeat { seq } => pdu::encode(
+                Kind::Heartbeat,
+                &Heartbeat {
+                    from_uid: local_uid,
+                    seq: *seq,
+                },
+                max,
+                &mut frame,
+            ),
+            Pdu::HeartbeatReply { seq } => pdu::encode(
+                Kind::HeartbeatReply,
+                &HeartbeatReply {
+                    from_uid: local_uid,
+                    seq: *seq,
+                },
+                max,
+                &mut frame,
+            ),
+            Pdu::QuarantineNotice { to_uid, reason } => match to_wire_unique(self.remoting.local())
+            {
+                Some(from) => pdu::encode(
+                    Kind::QuarantineNotice,
+                    &QuarantineNotice {
+                        from,
+                        to_uid: *to_uid,
+                        reason: reason.clone(),
+                    },
+                    max,
+                    &mut frame,
+                ),
+                None => return,
+            },
+        };
+        if let Err(e) = encoded {
+            tracing::warn!(remote = %to, "cannot encode a frame for {to}: {e}");
+            return;
+        }
+        if matches!(pdu, Pdu::User(_)) {
+            if conn.ordinary.try_send(frame).is_err() {
+                metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+                tracing::debug!(remote = %to, "the ordinary lane to {to} is full; message dropped");
+            }
+        } else {
+            let _ = conn.control.send(frame);
+        }
+    }
+
+    fn connect(&self, to: Address) {
+        let local = self.remoting.local().clone();
+        let events = self.events_tx.clone();
+        let timeout = self.settings.handshake_timeout;
+        let max_frame = self.settings.maximum_frame_size;
+        tokio::spawn(async move {
+            let attempt = async {
+                let (Some(host), Some(port)) = (to.host(), to.port()) else {
+                    return Err(format!("{to} is not a network address"));
+                };
+                let addr: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                    .collect();
+                let mut stream = TcpStream::connect(&addr[..])
+                    .await
+                    .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
+                let _ = stream.set_nodelay(true);
+                let mut decoder = FrameDecoder::new(max_frame);
+                let remote = initiate(&mut stream, &mut decoder, &local, &to, max_frame)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((stream, decoder, remote))
+            };
+            let event = match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok((stream, decoder, remote))) => {
+                    let conn = open(stream, decoder, remote.clone(), &events);
+                    ConnEvent::Up {
+                        remote,
+                        outbound: true,
+                        conn,
+                    }
+                }
+                Ok(Err(reason)) => ConnEvent::ConnectFailed { remote: to, reason },
+                Err(_) => ConnEvent::ConnectFailed {
+                    remote: to,
+                    reason: format!("no handshake within {timeout:?}"),
+                },
+            };
+            let _ = events.send(event);
+        });
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
