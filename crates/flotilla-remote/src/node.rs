@@ -492,7 +492,9 @@ fn decode(
 struct Control {
     remoting: Remoting<UserEnvelope, SystemPayload>,
     settings: RemoteSettings,
-    conns: BTreeMap<Address, Conn>,
+    /// Open connections per remote, by id: both nodes may connect at once, and either
+    /// connection serves; the oldest is used for writing.
+    conns: BTreeMap<Address, BTreeMap<u64, Conn>>,
     events_tx: mpsc::UnboundedSender<ConnEvent>,
     inbound: mpsc::UnboundedSender<Inbound>,
 }
@@ -545,7 +547,10 @@ impl Control {
                 outbound,
                 conn,
             } => {
-                self.conns.insert(remote.address.clone(), conn);
+                self.conns
+                    .entry(remote.address.clone())
+                    .or_default()
+                    .insert(conn.id, conn);
                 if outbound {
                     RemoteInput::Connected {
                         remote: remote.address,
@@ -567,8 +572,14 @@ impl Control {
                 conn_id,
                 reason,
             } => {
-                // Only the connection in use counts; a replaced one closing changes nothing.
-                if self.conns.get(&remote).is_none_or(|c| c.id != conn_id) {
+                // The association is lost only with its last connection.
+                let Some(open) = self.conns.get_mut(&remote) else {
+                    return;
+                };
+                if open.remove(&conn_id).is_none() {
+                    return;
+                }
+                if !open.is_empty() {
                     return;
                 }
                 self.conns.remove(&remote);
@@ -584,10 +595,11 @@ impl Control {
                 RemoteOutput::Connect { to } => self.connect(to),
                 RemoteOutput::Transmit { to, pdu } => self.transmit(&to, pdu),
                 RemoteOutput::Disconnect { remote, uid } => {
-                    if let Some(c) = self.conns.get(&remote)
-                        && uid.is_none_or(|u| u == c.uid)
-                    {
-                        self.conns.remove(&remote);
+                    if let Some(open) = self.conns.get_mut(&remote) {
+                        open.retain(|_, c| uid.is_some_and(|u| u != c.uid));
+                        if open.is_empty() {
+                            self.conns.remove(&remote);
+                        }
                     }
                 }
                 RemoteOutput::DeliverUser { from, msg } => {
@@ -651,7 +663,13 @@ impl Control {
     }
 
     fn transmit(&self, to: &UniqueAddress, pdu: Pdu<UserEnvelope, SystemPayload>) {
-        let Some(conn) = self.conns.get(&to.address).filter(|c| c.uid == to.uid) else {
+        // The oldest connection, so that the one in use changes only when it dies: messages to
+        // one recipient never overtake each other on two connections.
+        let oldest = self
+            .conns
+            .get(&to.address)
+            .and_then(|open| open.values().find(|c| c.uid == to.uid));
+        let Some(conn) = oldest else {
             return; // no connection to that incarnation: system messages are resent later
         };
         let local_uid = self.remoting.local().uid;
