@@ -221,6 +221,8 @@ struct Peer<M, S> {
     pending: Vec<S>,
     /// Reliable receivers, per incarnation heard from.
     receivers: BTreeMap<u64, Receiver>,
+    /// The last incarnation this node was associated with (it outlives a gate).
+    last_uid: Option<u64>,
 }
 
 /// Remote deathwatch of one node.
@@ -298,6 +300,7 @@ impl<M, S: Clone> Remoting<M, S> {
             sender: None,
             pending: Vec::new(),
             receivers: BTreeMap::new(),
+            last_uid: None,
         })
     }
 
@@ -330,6 +333,9 @@ impl<M, S: Clone> Remoting<M, S> {
             outputs.push(o);
         }
         let after = (peer.association.state(), peer.association.uid());
+        if after.0 == StateName::Active && after.1.is_some() {
+            peer.last_uid = after.1;
+        }
         for o in outputs {
             let out = match o {
                 AssociationOutput::Connect => RemoteOutput::Connect { to: remote.clone() },
@@ -533,8 +539,7 @@ impl<M, S: Clone> Remoting<M, S> {
         }
         for (remote, answered) in dead {
             self.watched.remove(&remote);
-            let uid =
-                answered.or_else(|| self.peers.get(&remote).and_then(|p| p.association.uid()));
+            let uid = answered.or_else(|| self.peers.get(&remote).and_then(|p| p.last_uid));
             self.outputs.push_back(RemoteOutput::AddressTerminated {
                 remote: remote.clone(),
                 uid,

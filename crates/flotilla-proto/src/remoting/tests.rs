@@ -723,3 +723,21 @@ fn unwatching_stops_the_heartbeats() {
     assert_eq!(beats(&sim), before, "no watch left: no heartbeat");
     assert!(terminated(&sim, 0).is_empty(), "and nobody to tell");
 }
+
+#[test]
+fn a_node_that_dies_before_its_first_heartbeat_reply_is_named_by_its_last_incarnation() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+        sim.send_user(0, 1, "hello");
+        sim.run_for(Duration::from_millis(50)); // associated; no heartbeat answered yet
+        let uid = sim.uid(1);
+        sim.kill(1);
+        sim.run_for(s(30));
+        assert_eq!(
+            terminated(&sim, 0),
+            [(address(1), Some(uid))],
+            "seed {seed}"
+        );
+    }
+}

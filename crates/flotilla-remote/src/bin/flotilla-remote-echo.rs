@@ -1,0 +1,36 @@
+//! A node that echoes every user message back to its sender: a peer process for real-process
+//! tests and benchmarks of remoting.
+//!
+//! `flotilla-remote-echo <system> <port>` prints `listening <unique address>` once ready, then
+//! runs until killed.
+
+use std::time::Duration;
+
+use flotilla_core::{Address, RemoteSettings};
+use flotilla_remote::{Inbound, RemoteNode};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(system), Some(port)) = (args.next(), args.next()) else {
+        return Err("usage: flotilla-remote-echo <system> <port>".into());
+    };
+    let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let address = Address::remote(&system, "127.0.0.1", port)?;
+        let settings = RemoteSettings {
+            retry_gate_closed_for: Duration::from_millis(500),
+            ..RemoteSettings::default()
+        };
+        let (node, mut inbound) = RemoteNode::start(&address, settings, 1)?;
+        println!("listening {}", node.local());
+        while let Some(item) = inbound.recv().await {
+            if let Inbound::User { from, envelope } = item {
+                let _ = node.send_user(&from.address, envelope);
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
