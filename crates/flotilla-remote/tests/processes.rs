@@ -3,15 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flotilla_core::{Address, FailureDetectorSettings, RemoteSettings};
+use common::{fast_settings, next};
+use flotilla_core::Address;
 use flotilla_proto::association::StateName;
 use flotilla_remote::{Inbound, RemoteNode};
 use flotilla_wire::UserEnvelope;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// An echo node process, killed when dropped.
 struct Echo(Child);
@@ -53,21 +55,6 @@ fn msg(n: u32) -> UserEnvelope {
     }
 }
 
-async fn next<T>(
-    rx: &mut UnboundedReceiver<Inbound>,
-    mut pick: impl FnMut(Inbound) -> Option<T>,
-) -> T {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(t) = pick(rx.recv().await.expect("remoting stopped")) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("nothing arrived in time")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_then_restart_with_a_new_uid() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -76,16 +63,7 @@ async fn kill_dash_nine_then_restart_with_a_new_uid() {
         .unwrap()
         .port();
     let remote = Address::remote("sim", "127.0.0.1", port).unwrap();
-    let settings = RemoteSettings {
-        retry_gate_closed_for: Duration::from_millis(300),
-        watch_failure_detector: FailureDetectorSettings {
-            heartbeat_interval: Duration::from_millis(100),
-            acceptable_heartbeat_pause: Duration::from_millis(500),
-            first_heartbeat_estimate: Duration::from_millis(100),
-            ..FailureDetectorSettings::default()
-        },
-        ..RemoteSettings::default()
-    };
+    let settings = fast_settings();
     let (me, mut inbound) = RemoteNode::start(
         &Address::remote("sim", "127.0.0.1", 0).unwrap(),
         settings,

@@ -2,31 +2,20 @@
 
 #![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
 
+mod common;
+
 use std::time::Duration;
 
-use flotilla_core::{Address, FailureDetectorSettings, RemoteSettings};
+use common::{fast_settings, next};
+use flotilla_core::Address;
 use flotilla_proto::association::StateName;
 use flotilla_remote::{Inbound, RemoteNode, SendError, SystemPayload};
 use flotilla_wire::UserEnvelope;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn settings() -> RemoteSettings {
-    RemoteSettings {
-        retry_gate_closed_for: Duration::from_millis(500),
-        handshake_timeout: Duration::from_secs(2),
-        watch_failure_detector: FailureDetectorSettings {
-            heartbeat_interval: Duration::from_millis(100),
-            acceptable_heartbeat_pause: Duration::from_millis(500),
-            first_heartbeat_estimate: Duration::from_millis(100),
-            ..FailureDetectorSettings::default()
-        },
-        ..RemoteSettings::default()
-    }
-}
-
 fn start(system: &str) -> (RemoteNode, UnboundedReceiver<Inbound>) {
     let address = Address::remote(system, "127.0.0.1", 0).unwrap();
-    RemoteNode::start(&address, settings(), 1).unwrap()
+    RemoteNode::start(&address, fast_settings(), 1).unwrap()
 }
 
 fn user(recipient: &str, payload: &[u8]) -> UserEnvelope {
@@ -36,23 +25,6 @@ fn user(recipient: &str, payload: &[u8]) -> UserEnvelope {
         manifest: "test.Bytes".into(),
         payload: payload.to_vec(),
     }
-}
-
-/// The next inbound item that `pick` accepts, within 10 s.
-async fn next<T>(
-    rx: &mut UnboundedReceiver<Inbound>,
-    mut pick: impl FnMut(Inbound) -> Option<T>,
-) -> T {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let item = rx.recv().await.expect("remoting stopped");
-            if let Some(t) = pick(item) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("nothing arrived in time")
 }
 
 /// Waits until an association of this node enters `state`; returns the cause.
