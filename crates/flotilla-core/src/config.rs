@@ -605,7 +605,7 @@ mod failure_detector_tests {
 }
 
 /// Remoting settings (`[remote]`; defaults as Akka's where Akka has the same setting).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RemoteSettings {
     /// After a recoverable failure, how long no outbound connection is attempted to that remote
@@ -634,6 +634,39 @@ pub struct RemoteSettings {
     pub maximum_frame_size: usize,
     /// The failure detector of remote deathwatch.
     pub watch_failure_detector: FailureDetectorSettings,
+    /// A secret shared by every node of the cluster; a peer that cannot prove it knows the same
+    /// secret cannot associate (default: none). It keeps clusters apart; it does not encrypt —
+    /// use mutual TLS for that. Never logged.
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for RemoteSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteSettings")
+            .field("retry_gate_closed_for", &self.retry_gate_closed_for)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("quarantine_after_silence", &self.quarantine_after_silence)
+            .field(
+                "outbound_message_queue_size",
+                &self.outbound_message_queue_size,
+            )
+            .field(
+                "system_message_buffer_size",
+                &self.system_message_buffer_size,
+            )
+            .field(
+                "give_up_system_message_after",
+                &self.give_up_system_message_after,
+            )
+            .field(
+                "system_message_resend_interval",
+                &self.system_message_resend_interval,
+            )
+            .field("maximum_frame_size", &self.maximum_frame_size)
+            .field("watch_failure_detector", &self.watch_failure_detector)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for RemoteSettings {
@@ -648,6 +681,7 @@ impl Default for RemoteSettings {
             system_message_resend_interval: Duration::from_secs(1),
             maximum_frame_size: 256 * 1024,
             watch_failure_detector: FailureDetectorSettings::default(),
+            secret: None,
         }
     }
 }
@@ -681,6 +715,9 @@ impl RemoteSettings {
         if self.system_message_buffer_size == 0 {
             return bad("system-message-buffer-size", "must be at least 1");
         }
+        if self.secret.as_ref().is_some_and(String::is_empty) {
+            return bad("secret", "must not be empty (leave it out for no secret)");
+        }
         if self.maximum_frame_size < 1024 {
             return bad("maximum-frame-size", "must be at least 1024 bytes");
         }
@@ -705,6 +742,11 @@ mod remote_tests {
         assert_eq!(
             c.remote.quarantine_after_silence,
             Duration::from_secs(172_800)
+        );
+        let secret = FlotillaConfig::from_toml_str("[remote]\nsecret = \"hunter2\"\n").unwrap();
+        assert!(
+            !format!("{:?}", secret.remote).contains("hunter2"),
+            "never printed"
         );
         let err = FlotillaConfig::from_toml_str("[remote]\nmaximum-frame-size = 10\n").unwrap_err();
         assert!(

@@ -12,6 +12,8 @@ use std::time::Duration;
 use flotilla_core::{Address, UniqueAddress};
 use flotilla_wire::pdu::{self, HandshakeRefusal, HandshakeReply};
 use flotilla_wire::{FrameDecoder, Handshake, Kind};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::convert::{from_wire_unique, to_wire, to_wire_unique};
@@ -60,12 +62,27 @@ async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(
     stream.flush().await.map_err(HandshakeError::Write)
 }
 
-/// Connecting side: sends our handshake and waits for the answer. Returns who answered.
+/// The proof that the connecting side knows the cluster secret: HMAC-SHA256 under the secret
+/// over the wire version, the connecting incarnation and the target address. It keeps nodes of
+/// other clusters out; it is no protection against someone who can read the traffic (use TLS).
+fn proof(secret: &[u8], from: &UniqueAddress, to: &Address) -> Hmac<Sha256> {
+    #[allow(clippy::expect_used)] // reason: HMAC accepts keys of any length; this cannot fail
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(b"flotilla-handshake-v1\0");
+    mac.update(from.to_string().as_bytes());
+    mac.update(b"\0");
+    mac.update(format!("{}@{}", to.system(), to.port().unwrap_or(0)).as_bytes());
+    mac
+}
+
+/// Connecting side: sends our handshake (with the secret's proof, if a secret is set) and waits
+/// for the answer. Returns who answered.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     local: &UniqueAddress,
     target: &Address,
+    secret: Option<&[u8]>,
     max_frame: usize,
 ) -> Result<UniqueAddress, HandshakeError> {
     let from = to_wire_unique(local)
@@ -75,7 +92,11 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     send(
         stream,
         Kind::Handshake,
-        &Handshake::new(from, to, None),
+        &Handshake::new(
+            from,
+            to,
+            secret.map(|s| proof(s, local, target).finalize().into_bytes().to_vec()),
+        ),
         max_frame,
     )
     .await?;
@@ -104,12 +125,14 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Accepting side: reads the peer's handshake, checks it against this node (`local`) and
-/// `is_quarantined`, answers, and returns who connected.
+/// Accepting side: reads the peer's handshake, checks it against this node (`local`), the
+/// cluster secret (compared in constant time) and `is_quarantined`, answers, and returns who
+/// connected.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     local: &UniqueAddress,
+    secret: Option<&[u8]>,
     is_quarantined: impl Fn(&UniqueAddress) -> bool,
     max_frame: usize,
 ) -> Result<UniqueAddress, HandshakeError> {
@@ -131,6 +154,13 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .map_err(|_| HandshakeRefusal::BadMagic(first_four(&frame.body)))?;
         hs.check(&local_wire.address)?;
         let peer = from_wire_unique(&hs.from).map_err(|_| HandshakeRefusal::BadMagic(hs.magic))?;
+        match (secret, &hs.secret_proof) {
+            (None, None) => {}
+            (Some(secret), Some(given)) => proof(secret, &peer, &local.address)
+                .verify_slice(given)
+                .map_err(|_| HandshakeRefusal::WrongSecret)?,
+            _ => return Err(HandshakeRefusal::WrongSecret),
+        }
         if is_quarantined(&peer) {
             return Err(HandshakeRefusal::Quarantined { uid: peer.uid });
         }

@@ -351,6 +351,7 @@ async fn accept_loop(
     events: mpsc::UnboundedSender<ConnEvent>,
 ) {
     let (max_frame, timeout) = (settings.maximum_frame_size, settings.handshake_timeout);
+    let secret = Arc::new(settings.secret.clone());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -360,12 +361,20 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (local, events) = (local.clone(), events.clone());
+        let (local, events, secret) = (local.clone(), events.clone(), Arc::clone(&secret));
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
             let mut decoder = FrameDecoder::new(max_frame);
-            let shake = accept(&mut stream, &mut decoder, &local, |_| false, max_frame);
+            let secret = secret.as_deref().map(str::as_bytes);
+            let shake = accept(
+                &mut stream,
+                &mut decoder,
+                &local,
+                secret,
+                |_| false,
+                max_frame,
+            );
             match tokio::time::timeout(timeout, shake).await {
                 Ok(Ok(remote)) => {
                     let conn = open(stream, decoder, remote.clone(), &events);
@@ -750,6 +759,7 @@ impl Control {
         let events = self.events_tx.clone();
         let timeout = self.settings.handshake_timeout;
         let max_frame = self.settings.maximum_frame_size;
+        let secret = self.settings.secret.clone();
         tokio::spawn(async move {
             let attempt = async {
                 let (Some(host), Some(port)) = (to.host(), to.port()) else {
@@ -764,7 +774,8 @@ impl Control {
                     .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
                 let _ = stream.set_nodelay(true);
                 let mut decoder = FrameDecoder::new(max_frame);
-                let remote = initiate(&mut stream, &mut decoder, &local, &to, max_frame)
+                let secret = secret.as_deref().map(str::as_bytes);
+                let remote = initiate(&mut stream, &mut decoder, &local, &to, secret, max_frame)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok((stream, decoder, remote))

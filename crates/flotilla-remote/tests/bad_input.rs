@@ -51,6 +51,7 @@ async fn an_oversized_frame_closes_that_connection_only() {
         &mut FrameDecoder::new(1 << 20),
         &me,
         &node.local().address,
+        None,
         1 << 20,
     )
     .await

@@ -28,6 +28,17 @@ async fn server(
     u16,
     tokio::task::JoinHandle<Result<UniqueAddress, HandshakeError>>,
 ) {
+    server_with_secret(system, quarantined, None).await
+}
+
+async fn server_with_secret(
+    system: &'static str,
+    quarantined: Option<u64>,
+    secret: Option<&'static [u8]>,
+) -> (
+    u16,
+    tokio::task::JoinHandle<Result<UniqueAddress, HandshakeError>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -38,6 +49,7 @@ async fn server(
             &mut stream,
             &mut decoder,
             &me,
+            secret,
             |p| Some(p.uid) == quarantined,
             MAX,
         )
@@ -52,9 +64,16 @@ async fn both_sides_learn_who_the_other_is() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let me = node("orders", 2551, 7);
     let target = Address::remote("orders", "127.0.0.1", port).unwrap();
-    let peer = initiate(&mut stream, &mut FrameDecoder::new(MAX), &me, &target, MAX)
-        .await
-        .unwrap();
+    let peer = initiate(
+        &mut stream,
+        &mut FrameDecoder::new(MAX),
+        &me,
+        &target,
+        None,
+        MAX,
+    )
+    .await
+    .unwrap();
     assert_eq!(peer, node("orders", port, 42));
     assert_eq!(accepted.await.unwrap().unwrap(), me);
 }
@@ -69,6 +88,7 @@ async fn a_wrong_system_name_is_refused_and_both_sides_say_why() {
         &mut FrameDecoder::new(MAX),
         &node("billing", 2551, 7),
         &target,
+        None,
         MAX,
     )
     .await
@@ -96,6 +116,7 @@ async fn a_quarantined_incarnation_is_refused_with_what_to_do() {
         &mut FrameDecoder::new(MAX),
         &node("orders", 2551, 7),
         &target,
+        None,
         MAX,
     )
     .await
@@ -143,4 +164,55 @@ async fn accept_waits_for_a_silent_peer_so_the_transport_must_bound_it() {
         outcome.is_err(),
         "still waiting: a slow-loris peer is bounded by the caller's timeout"
     );
+}
+
+#[tokio::test]
+async fn the_cluster_secret_must_match_on_both_sides() {
+    let target = |port| Address::remote("orders", "127.0.0.1", port).unwrap();
+    let me = node("orders", 2551, 7);
+    // The same secret: accepted.
+    let (port, accepted) = server_with_secret("orders", None, Some(b"s3cret")).await;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    initiate(
+        &mut stream,
+        &mut FrameDecoder::new(MAX),
+        &me,
+        &target(port),
+        Some(b"s3cret"),
+        MAX,
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.await.unwrap().unwrap(), me);
+    // Another secret, or none where one is required, or one where none is expected: refused.
+    for (theirs, ours) in [
+        (Some(&b"s3cret"[..]), Some(&b"other"[..])),
+        (Some(&b"s3cret"[..]), None),
+        (None, Some(&b"s3cret"[..])),
+    ] {
+        let (port, accepted) = server_with_secret("orders", None, theirs).await;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let err = initiate(
+            &mut stream,
+            &mut FrameDecoder::new(MAX),
+            &me,
+            &target(port),
+            ours,
+            MAX,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HandshakeError::RefusedByPeer(HandshakeRefusal::WrongSecret)
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("wrong or missing cluster secret"),
+            "{err}"
+        );
+        assert!(accepted.await.unwrap().is_err());
+    }
 }
