@@ -638,6 +638,33 @@ pub struct RemoteSettings {
     /// secret cannot associate (default: none). It keeps clusters apart; it does not encrypt —
     /// use mutual TLS for that. Never logged.
     pub secret: Option<String>,
+    /// Mutual TLS for every connection (default: off).
+    pub tls: Option<TlsSettings>,
+}
+
+/// Mutual TLS (`[remote.tls]`): every node presents its certificate and accepts only peers whose
+/// certificate is signed by the trusted CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    /// This node's certificate chain, PEM.
+    pub certificate: std::path::PathBuf,
+    /// This node's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+    /// The CA certificates peers must chain to, PEM.
+    pub trusted_ca: std::path::PathBuf,
+    /// How often the three files are checked for changes and reloaded (default 1 min).
+    #[serde(
+        default = "TlsSettings::default_reload_interval",
+        with = "humantime_serde"
+    )]
+    pub reload_interval: Duration,
+}
+
+impl TlsSettings {
+    fn default_reload_interval() -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 impl fmt::Debug for RemoteSettings {
@@ -665,6 +692,7 @@ impl fmt::Debug for RemoteSettings {
             .field("maximum_frame_size", &self.maximum_frame_size)
             .field("watch_failure_detector", &self.watch_failure_detector)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -682,6 +710,7 @@ impl Default for RemoteSettings {
             maximum_frame_size: 256 * 1024,
             watch_failure_detector: FailureDetectorSettings::default(),
             secret: None,
+            tls: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub use address::{Address, AddressParseError, UniqueAddress};
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
     FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings, RemoteSettings,
+    TlsSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::convert::to_wire_unique;
 use crate::handshake::{accept, initiate};
 use crate::io::{Lanes, ReadError, read_frame, write_frames};
+use crate::tls::Tls;
 
 /// A system message's payload: what the runtime serialized, and how to read it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,9 @@ pub enum StartError {
     /// The runtime threads could not start.
     #[error("cannot start remoting's threads: {0}")]
     Runtime(std::io::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("cannot use TLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 enum Command {
@@ -258,6 +262,10 @@ impl RemoteNode {
             TcpListener::from_std(std_listener)
                 .map_err(|source| StartError::Bind { addr: bind, source })?
         };
+        let tls = match &settings.tls {
+            Some(t) => Some(Arc::new(Tls::new(t.clone()).map_err(StartError::Tls)?)),
+            None => None,
+        };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -265,6 +273,7 @@ impl RemoteNode {
         let control = Control {
             remoting: Remoting::new(local.clone(), settings.clone()),
             settings,
+            tls: tls.clone(),
             conns: BTreeMap::new(),
             events_tx: events_tx.clone(),
             inbound: inbound_tx,
@@ -273,8 +282,19 @@ impl RemoteNode {
             listener,
             local.clone(),
             control.settings.clone(),
+            tls.clone(),
             events_tx,
         ));
+        if let Some(tls) = tls {
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(tls.reload_interval());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    tls.reload_if_changed();
+                }
+            });
+        }
         runtime.spawn(control.run(command_rx, events));
         tracing::info!(%local, "remoting listening on {}", local.address);
         Ok((
@@ -344,16 +364,22 @@ impl RemoteNode {
     }
 }
 
+/// A connection's byte stream: plain TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+
 async fn accept_loop(
     listener: TcpListener,
     local: UniqueAddress,
     settings: RemoteSettings,
+    tls: Option<Arc<Tls>>,
     events: mpsc::UnboundedSender<ConnEvent>,
 ) {
     let (max_frame, timeout) = (settings.maximum_frame_size, settings.handshake_timeout);
     let secret = Arc::new(settings.secret.clone());
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a connection failed");
@@ -362,21 +388,35 @@ async fn accept_loop(
             }
         };
         let (local, events, secret) = (local.clone(), events.clone(), Arc::clone(&secret));
+        let tls = tls.as_ref().map(|t| t.configs().server);
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut stream = stream;
-            let mut decoder = FrameDecoder::new(max_frame);
-            let secret = secret.as_deref().map(str::as_bytes);
-            let shake = accept(
-                &mut stream,
-                &mut decoder,
-                &local,
-                secret,
-                |_| false,
-                max_frame,
-            );
+            let _ = tcp.set_nodelay(true);
+            let shake = async {
+                let mut stream: Stream = match tls {
+                    Some(server) => Box::new(
+                        tokio_rustls::TlsAcceptor::from(server)
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?,
+                    ),
+                    None => Box::new(tcp),
+                };
+                let mut decoder = FrameDecoder::new(max_frame);
+                let secret = secret.as_deref().map(str::as_bytes);
+                let remote = accept(
+                    &mut stream,
+                    &mut decoder,
+                    &local,
+                    secret,
+                    |_| false,
+                    max_frame,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok::<_, String>((stream, decoder, remote))
+            };
             match tokio::time::timeout(timeout, shake).await {
-                Ok(Ok(remote)) => {
+                Ok(Ok((stream, decoder, remote))) => {
                     let conn = open(stream, decoder, remote.clone(), &events);
                     let _ = events.send(ConnEvent::Up {
                         remote,
@@ -399,13 +439,13 @@ async fn accept_loop(
 
 /// Starts the reader and writer of an established connection.
 fn open(
-    stream: TcpStream,
+    stream: Stream,
     mut decoder: FrameDecoder,
     remote: UniqueAddress,
     events: &mpsc::UnboundedSender<ConnEvent>,
 ) -> Conn {
     let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (control, control_rx) = mpsc::unbounded_channel();
     let (ordinary, ordinary_rx) = mpsc::channel(4096);
     let lanes = Lanes {
@@ -501,6 +541,7 @@ fn decode(
 struct Control {
     remoting: Remoting<UserEnvelope, SystemPayload>,
     settings: RemoteSettings,
+    tls: Option<Arc<Tls>>,
     /// Open connections per remote, by id: both nodes may connect at once, and either
     /// connection serves; the oldest is used for writing.
     conns: BTreeMap<Address, BTreeMap<u64, Conn>>,
@@ -760,6 +801,7 @@ impl Control {
         let timeout = self.settings.handshake_timeout;
         let max_frame = self.settings.maximum_frame_size;
         let secret = self.settings.secret.clone();
+        let tls = self.tls.as_ref().map(|t| t.configs().client);
         tokio::spawn(async move {
             let attempt = async {
                 let (Some(host), Some(port)) = (to.host(), to.port()) else {
@@ -769,10 +811,27 @@ impl Control {
                     .await
                     .map_err(|e| format!("cannot resolve {host}: {e}"))?
                     .collect();
-                let mut stream = TcpStream::connect(&addr[..])
+                let tcp = TcpStream::connect(&addr[..])
                     .await
                     .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
-                let _ = stream.set_nodelay(true);
+                let _ = tcp.set_nodelay(true);
+                let mut stream: Stream = match tls {
+                    Some(client) => {
+                        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                            .map_err(|e| {
+                                format!("{host} cannot be checked against a certificate: {e}")
+                            })?;
+                        Box::new(
+                            tokio_rustls::TlsConnector::from(client)
+                                .connect(name, tcp)
+                                .await
+                                .map_err(|e| {
+                                    format!("TLS handshake with {host}:{port} failed: {e}")
+                                })?,
+                        )
+                    }
+                    None => Box::new(tcp),
+                };
                 let mut decoder = FrameDecoder::new(max_frame);
                 let secret = secret.as_deref().map(str::as_bytes);
                 let remote = initiate(&mut stream, &mut decoder, &local, &to, secret, max_frame)
