@@ -3,6 +3,7 @@
 #   protoc       (Debian protobuf-compiler; the etcd client's build needs it)
 #   etcd         (Debian etcd-server and etcd-client)
 #   azurite      (npm, pinned; installed under .cache/azurite, run with the machine's Node)
+#   erlang       (Debian erlang-base: the remoting benchmark compares with Erlang distribution)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ apt_packages=()
 command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
+command -v erl >/dev/null 2>&1 || apt_packages+=(erlang-base)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]}"
   as_root apt-get update -q
@@ -37,3 +39,4 @@ fi
 echo "protoc: $(protoc --version)"
 echo "etcd: $(etcd --version | head -n1)"
 echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"
+echo "erlang/otp: $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().')"

@@ -5,10 +5,23 @@
 
 use std::process::Command;
 
+/// Runs a benchmark binary to success and returns what it printed.
+fn run(exe: &str, args: &[&str]) -> String {
+    let out = Command::new(exe).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn a_tiny_run_reports_every_subject_in_both_flavours() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla-bench"))
-        .args([
+    let stdout = run(
+        env!("CARGO_BIN_EXE_flotilla-bench"),
+        &[
             "--messages",
             "2000",
             "--asks",
@@ -17,14 +30,7 @@ fn a_tiny_run_reports_every_subject_in_both_flavours() {
             "50",
             "--runs",
             "1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     for flavour in ["multi-thread", "current-thread"] {
         for workload in [
@@ -53,15 +59,9 @@ fn a_tiny_run_reports_every_subject_in_both_flavours() {
 
 #[test]
 fn a_tiny_lease_run_reports_every_backend() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla-lease-bench"))
-        .args(["--iterations", "5", "--ttl", "2s", "--takeovers", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run(
+        env!("CARGO_BIN_EXE_flotilla-lease-bench"),
+        &["--iterations", "5", "--ttl", "2s", "--takeovers", "1"],
     );
     for backend in ["memory", "etcd", "azure (Azurite)", "kubernetes"] {
         assert_eq!(
@@ -69,5 +69,25 @@ fn a_tiny_lease_run_reports_every_backend() {
             3,
             "{backend}: {stdout}"
         );
+    }
+}
+
+#[test]
+fn a_tiny_remoting_run_reports_every_subject_against_both_references() {
+    let stdout = run(
+        env!("CARGO_BIN_EXE_flotilla-remote-bench"),
+        &["--messages", "5000", "--rounds", "50"],
+    );
+    for subject in [
+        "raw tokio TCP (baseline)",
+        "flotilla (TCP)",
+        "flotilla (mutual TLS)",
+        "Erlang/OTP distribution",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {subject} |")))
+            .unwrap_or_else(|| panic!("{subject}: {stdout}"));
+        assert_eq!(row.matches('x').count(), 4, "four ratios: {row}");
     }
 }

@@ -640,6 +640,9 @@ pub struct RemoteSettings {
     pub secret: Option<String>,
     /// Mutual TLS for every connection (default: off).
     pub tls: Option<TlsSettings>,
+    /// Worker threads of remoting's own runtime, apart from the actors' (default 2): connections,
+    /// heartbeats and failure detection run there, so busy actors cannot delay them.
+    pub threads: usize,
 }
 
 /// Mutual TLS (`[remote.tls]`): every node presents its certificate and accepts only peers whose
@@ -693,6 +696,7 @@ impl fmt::Debug for RemoteSettings {
             .field("watch_failure_detector", &self.watch_failure_detector)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -711,6 +715,7 @@ impl Default for RemoteSettings {
             watch_failure_detector: FailureDetectorSettings::default(),
             secret: None,
             tls: None,
+            threads: 2,
         }
     }
 }
@@ -749,6 +754,9 @@ impl RemoteSettings {
         }
         if self.maximum_frame_size < 1024 {
             return bad("maximum-frame-size", "must be at least 1024 bytes");
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1");
         }
         self.watch_failure_detector
             .validate("remote.watch-failure-detector")

@@ -100,8 +100,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
         max_frame,
     )
     .await?;
-    let mut buf = Vec::new();
-    let frame = read_frame(stream, decoder, &mut buf).await?;
+    let frame = read_frame(stream, decoder).await?;
     if frame.kind != Kind::HandshakeReply {
         return Err(HandshakeError::Protocol(format!(
             "expected a handshake reply, got a {:?} frame",
@@ -138,12 +137,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<UniqueAddress, HandshakeError> {
     let local_wire = to_wire_unique(local)
         .ok_or_else(|| HandshakeError::Address(format!("{local} has no host and port")))?;
-    let mut buf = Vec::new();
     let refuse = |why: HandshakeRefusal| HandshakeError::Refused(why);
-    let first = match read_frame(stream, decoder, &mut buf).await {
+    let first = match read_frame(stream, decoder).await {
         Ok(frame) => Ok(frame),
         // Garbage that breaks the framing: not a Flotilla peer.
-        Err(ReadError::Frame(_)) => Err(HandshakeRefusal::BadMagic(first_four(&buf))),
+        Err(ReadError::Frame(_)) => Err(HandshakeRefusal::BadMagic(first_four(decoder.pending()))),
         Err(e) => return Err(e.into()),
     };
     let checked = first.and_then(|frame| {

@@ -21,23 +21,32 @@ pub enum ReadError {
     Closed,
 }
 
+/// Bytes asked of the socket per read.
+pub const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads until `decoder` yields a frame.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     stream: &mut R,
     decoder: &mut FrameDecoder,
-    buf: &mut Vec<u8>,
 ) -> Result<Frame, ReadError> {
     loop {
         if let Some(frame) = decoder.next_frame()? {
             return Ok(frame);
         }
-        buf.resize(16 * 1024, 0);
-        let n = stream.read(buf).await?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
-        decoder.extend(&buf[..n]);
+        fill(stream, decoder).await?;
     }
+}
+
+/// Reads once from `stream` straight into `decoder`'s buffer (up to [`READ_CHUNK`] bytes).
+pub async fn fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    decoder: &mut FrameDecoder,
+) -> Result<(), ReadError> {
+    let n = stream.read_buf(decoder.read_buffer(READ_CHUNK)).await?;
+    if n == 0 {
+        return Err(ReadError::Closed);
+    }
+    Ok(())
 }
 
 /// Encoded frames waiting to be written, by lane.

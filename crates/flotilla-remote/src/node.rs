@@ -12,12 +12,21 @@
 //!
 //! The runtime is separate from the user's: actors that saturate theirs cannot delay heartbeats,
 //! acknowledgements or failure detection here.
+//!
+//! Ordinary messages take a fast path while an association is Active: the sending handle writes
+//! the encoded frame straight into the connection's ordinary lane, and the reader hands a decoded
+//! message straight to the local runtime. The control task decides when a path is open (it
+//! installs a node's lane once the association is Active with an incarnation, and admits a
+//! connection's reader only for that incarnation) and everything else — connecting, buffering,
+//! gating, quarantine, dead letters — goes through the machine. Each side counts the messages it
+//! handed to the control task and takes the fast path only when none are outstanding, so a message
+//! never overtakes an earlier one from the same sender.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use flotilla_core::{Address, RemoteSettings, StateMachine, UniqueAddress};
 use flotilla_proto::association::{AssociationSnapshot, QuarantineReason, StateName};
@@ -32,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::to_wire_unique;
 use crate::handshake::{accept, initiate};
-use crate::io::{Lanes, ReadError, read_frame, write_frames};
+use crate::io::{Lanes, fill, write_frames};
 use crate::tls::Tls;
 
 /// A system message's payload: what the runtime serialized, and how to read it back.
@@ -115,6 +124,9 @@ pub enum SendError {
     /// The destination has no host and port.
     #[error("{0} is not a network address")]
     NotRemote(Address),
+    /// The message could not be encoded.
+    #[error("cannot encode the message: {0}")]
+    Encode(String),
 }
 
 /// Why remoting could not start.
@@ -161,8 +173,13 @@ enum ConnEvent {
     },
     Received {
         from: UniqueAddress,
-        conn_id: u64,
         pdu: Pdu<UserEnvelope, SystemPayload>,
+        /// For an ordinary message: the reader's state, whose in-flight count this message holds.
+        reader: Option<Arc<ReaderShared>>,
+    },
+    /// Ordinary messages from `from` were delivered directly (reported about once a second).
+    Heard {
+        from: UniqueAddress,
     },
     Lost {
         remote: Address,
@@ -178,7 +195,39 @@ struct Conn {
     uid: u64,
     control: mpsc::UnboundedSender<Vec<u8>>,
     ordinary: mpsc::Sender<Vec<u8>>,
+    shared: Arc<ReaderShared>,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// What a connection's reader shares with the control task.
+#[derive(Debug, Default)]
+struct ReaderShared {
+    /// The association is Active with this connection's incarnation: ordinary messages may go
+    /// straight to the local runtime.
+    admitted: AtomicBool,
+    /// Ordinary messages this reader handed to the control task and that it has not processed
+    /// yet: the reader delivers directly only when there are none, so nothing overtakes.
+    in_flight: AtomicUsize,
+}
+
+/// The path of ordinary messages to one remote node, shared by the handles and the control task.
+#[derive(Debug, Default)]
+struct Path {
+    /// Messages handed to the control task and not processed yet: while there are any, later
+    /// messages follow them the same way, so nothing overtakes.
+    slow: AtomicUsize,
+    /// The ordinary lane of the connection in use, while the association is Active.
+    lane: RwLock<Option<mpsc::Sender<Vec<u8>>>>,
+}
+
+type Paths = Arc<RwLock<HashMap<Address, Arc<Path>>>>;
+
+fn path(paths: &Paths, to: &Address) -> Arc<Path> {
+    if let Some(p) = paths.read().unwrap_or_else(|e| e.into_inner()).get(to) {
+        return Arc::clone(p);
+    }
+    let mut all = paths.write().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(all.entry(to.clone()).or_default())
 }
 
 impl Drop for Conn {
@@ -193,6 +242,8 @@ pub struct RemoteNode {
     local: UniqueAddress,
     max_frame: usize,
     commands: mpsc::UnboundedSender<Command>,
+    paths: Paths,
+    inbound: mpsc::UnboundedSender<Inbound>,
     _runtime: Arc<RuntimeGuard>,
 }
 
@@ -217,12 +268,12 @@ impl std::fmt::Debug for RemoteNode {
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl RemoteNode {
-    /// Binds `address` (port 0 picks a free one) and starts remoting on `threads` dedicated
-    /// worker threads. Returns the handle and the channel of what arrives for the local runtime.
+    /// Binds `address` (port 0 picks a free one) and starts remoting on `remote.threads`
+    /// dedicated worker threads. Returns the handle and the channel of what arrives for the local
+    /// runtime.
     pub fn start(
         address: &Address,
         settings: RemoteSettings,
-        threads: usize,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
         let (Some(host), Some(port)) = (address.host(), address.port()) else {
             return Err(StartError::NotRemote(address.clone()));
@@ -252,7 +303,7 @@ impl RemoteNode {
             uid: rand::random::<u64>(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
+            .worker_threads(settings.threads.max(1))
             .thread_name("flotilla-remote")
             .enable_all()
             .build()
@@ -270,20 +321,26 @@ impl RemoteNode {
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let max_frame = settings.maximum_frame_size;
+        let paths = Paths::default();
         let control = Control {
             remoting: Remoting::new(local.clone(), settings.clone()),
             settings,
             tls: tls.clone(),
             conns: BTreeMap::new(),
+            paths: Arc::clone(&paths),
+            touched: BTreeSet::new(),
             events_tx: events_tx.clone(),
-            inbound: inbound_tx,
+            inbound: inbound_tx.clone(),
         };
         runtime.spawn(accept_loop(
             listener,
             local.clone(),
             control.settings.clone(),
             tls.clone(),
-            events_tx,
+            Wiring {
+                events: events_tx,
+                inbound: inbound_tx.clone(),
+            },
         ));
         if let Some(tls) = tls {
             runtime.spawn(async move {
@@ -302,6 +359,8 @@ impl RemoteNode {
                 local,
                 max_frame,
                 commands,
+                paths,
+                inbound: inbound_tx,
                 _runtime: Arc::new(RuntimeGuard(Some(runtime))),
             },
             inbound,
@@ -314,18 +373,47 @@ impl RemoteNode {
     }
 
     /// Sends an ordinary message, at most once. Refuses one larger than the maximum frame size.
+    ///
+    /// While the association is Active the frame goes straight to the connection's ordinary lane;
+    /// when that lane already holds `outbound-message-queue-size` frames the message goes to dead
+    /// letters (the reader of the inbound channel gets [`Inbound::DeadLetter`]).
     pub fn send_user(&self, to: &Address, envelope: UserEnvelope) -> Result<(), SendError> {
         if to.port().is_none() {
             return Err(SendError::NotRemote(to.clone()));
         }
-        let mut probe = Vec::new();
-        if let Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
-            len,
-            max,
-        })) = pdu::encode(Kind::User, &envelope, self.max_frame, &mut probe)
-        {
-            return Err(SendError::TooLarge { len, max });
+        let mut frame = Vec::new();
+        match pdu::encode(Kind::User, &envelope, self.max_frame, &mut frame) {
+            Ok(()) => {}
+            Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
+                len,
+                max,
+            })) => return Err(SendError::TooLarge { len, max }),
+            Err(e) => return Err(SendError::Encode(e.to_string())),
         }
+        let path = path(&self.paths, to);
+        if path.slow.load(Ordering::SeqCst) == 0 {
+            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(lane) = lane.as_ref() {
+                match lane.try_send(frame) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+                        tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
+                        let _ = self.inbound.send(Inbound::DeadLetter {
+                            to: to.clone(),
+                            envelope,
+                            reason:
+                                "the outbound queue is full (remote.outbound-message-queue-size)"
+                                    .to_owned(),
+                        });
+                        return Ok(());
+                    }
+                    // The connection just closed: the control task knows what comes next.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        path.slow.fetch_add(1, Ordering::SeqCst);
         self.command(Command::SendUser(to.clone(), envelope))
     }
 
@@ -369,14 +457,23 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 type Stream = Box<dyn Io>;
 
+/// Where connections report: the control task, and (for directly delivered messages) the local
+/// runtime.
+#[derive(Clone)]
+struct Wiring {
+    events: mpsc::UnboundedSender<ConnEvent>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     local: UniqueAddress,
     settings: RemoteSettings,
     tls: Option<Arc<Tls>>,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    wiring: Wiring,
 ) {
     let (max_frame, timeout) = (settings.maximum_frame_size, settings.handshake_timeout);
+    let queue = settings.outbound_message_queue_size;
     let secret = Arc::new(settings.secret.clone());
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -387,7 +484,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (local, events, secret) = (local.clone(), events.clone(), Arc::clone(&secret));
+        let (local, wiring, secret) = (local.clone(), wiring.clone(), Arc::clone(&secret));
         let tls = tls.as_ref().map(|t| t.configs().server);
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
@@ -417,8 +514,8 @@ async fn accept_loop(
             };
             match tokio::time::timeout(timeout, shake).await {
                 Ok(Ok((stream, decoder, remote))) => {
-                    let conn = open(stream, decoder, remote.clone(), &events);
-                    let _ = events.send(ConnEvent::Up {
+                    let conn = open(stream, decoder, remote.clone(), queue, &wiring);
+                    let _ = wiring.events.send(ConnEvent::Up {
                         remote,
                         outbound: false,
                         conn,
@@ -442,12 +539,15 @@ fn open(
     stream: Stream,
     mut decoder: FrameDecoder,
     remote: UniqueAddress,
-    events: &mpsc::UnboundedSender<ConnEvent>,
+    queue: usize,
+    wiring: &Wiring,
 ) -> Conn {
     let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (control, control_rx) = mpsc::unbounded_channel();
-    let (ordinary, ordinary_rx) = mpsc::channel(4096);
+    // User messages beyond `outbound-message-queue-size` waiting for the socket are dropped to
+    // dead letters (at most once, as Akka's outbound queue).
+    let (ordinary, ordinary_rx) = mpsc::channel(queue.max(1));
     let lanes = Lanes {
         control: control_rx,
         ordinary: ordinary_rx,
@@ -455,31 +555,62 @@ fn open(
     tokio::spawn(async move {
         let _ = write_frames(&mut writer, lanes).await;
     });
-    let events = events.clone();
+    let Wiring { events, inbound } = wiring.clone();
     let uid = remote.uid;
+    let shared = Arc::new(ReaderShared::default());
+    let mine = Arc::clone(&shared);
     let reader = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let reason = loop {
-            match read_frame(&mut reader, &mut decoder, &mut buf).await {
-                Ok(frame) => match decode(&frame.kind, &frame.body) {
+        let mut reported = Instant::now();
+        let reason = 'read: loop {
+            // Every complete frame in the buffer, read in place; then more bytes.
+            loop {
+                let (kind, body) = match decoder.next_frame_ref() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
+                        break 'read format!("closed: {e}");
+                    }
+                };
+                let direct = kind == Kind::User
+                    && mine.in_flight.load(Ordering::SeqCst) == 0
+                    && mine.admitted.load(Ordering::SeqCst);
+                if direct {
+                    match pdu::decode::<UserEnvelope>(Kind::User, body) {
+                        Ok(envelope) => {
+                            let _ = inbound.send(Inbound::User {
+                                from: remote.clone(),
+                                envelope,
+                            });
+                            if reported.elapsed() >= Duration::from_secs(1) {
+                                reported = Instant::now();
+                                let _ = events.send(ConnEvent::Heard {
+                                    from: remote.clone(),
+                                });
+                            }
+                        }
+                        Err(e) => undecodable(&remote, &e),
+                    }
+                    continue;
+                }
+                match decode(&kind, body) {
                     Ok(Some(pdu)) => {
+                        let reader = matches!(pdu, Pdu::User(_)).then(|| {
+                            mine.in_flight.fetch_add(1, Ordering::SeqCst);
+                            Arc::clone(&mine)
+                        });
                         let _ = events.send(ConnEvent::Received {
                             from: remote.clone(),
-                            conn_id: id,
                             pdu,
+                            reader,
                         });
                     }
                     Ok(None) => {}
-                    Err(e) => {
-                        metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
-                        tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
-                    }
-                },
-                Err(ReadError::Frame(e)) => {
-                    metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
-                    break format!("closed: {e}");
+                    Err(e) => undecodable(&remote, &e),
                 }
-                Err(e) => break e.to_string(),
+            }
+            if let Err(e) = fill(&mut reader, &mut decoder).await {
+                break e.to_string();
             }
         };
         let _ = events.send(ConnEvent::Lost {
@@ -493,8 +624,15 @@ fn open(
         uid,
         control,
         ordinary,
+        shared,
         reader,
     }
+}
+
+/// An undecodable frame is dropped, logged and counted; the connection stays up.
+fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
+    metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
+    tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
 }
 
 /// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take.
@@ -545,6 +683,10 @@ struct Control {
     /// Open connections per remote, by id: both nodes may connect at once, and either
     /// connection serves; the oldest is used for writing.
     conns: BTreeMap<Address, BTreeMap<u64, Conn>>,
+    /// The fast paths of ordinary messages, per node.
+    paths: Paths,
+    /// Nodes whose fast paths may have changed since they were last set.
+    touched: BTreeSet<Address>,
     events_tx: mpsc::UnboundedSender<ConnEvent>,
     inbound: mpsc::UnboundedSender<Inbound>,
 }
@@ -563,15 +705,67 @@ impl Control {
                     None => std::future::pending().await,
                 }
             };
+            // What this step's processing owes: a handle's slow-path count, a reader's.
+            let mut slow_send = None;
+            let mut slow_read = None;
             tokio::select! {
                 c = commands.recv() => match c {
-                    Some(c) => self.on_command(c),
+                    Some(c) => {
+                        if let Command::SendUser(to, _) = &c {
+                            slow_send = Some(to.clone());
+                        }
+                        self.on_command(c);
+                    }
                     None => return, // every handle is gone
                 },
-                Some(e) = events.recv() => self.on_event(e),
+                Some(mut e) = events.recv() => {
+                    if let ConnEvent::Received { reader, .. } = &mut e {
+                        slow_read = reader.take();
+                    }
+                    self.on_event(e);
+                }
                 () = sleep => self.remoting.handle_timeout(now()),
             }
             self.carry_out();
+            // Paths change only after what the machine emitted is in the lanes and the inbound
+            // channel; the counts drop only then too.
+            self.refresh_paths();
+            if let Some(to) = slow_send {
+                path(&self.paths, &to).slow.fetch_sub(1, Ordering::SeqCst);
+            }
+            if let Some(reader) = slow_read {
+                reader.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Opens or closes the fast paths of the nodes touched by the last step: a node's lane is
+    /// the oldest connection to the incarnation it is Active with, and only connections to
+    /// that incarnation deliver directly.
+    fn refresh_paths(&mut self) {
+        for remote in std::mem::take(&mut self.touched) {
+            let active = self.remoting.active_uid(&remote);
+            let open = self.conns.get(&remote);
+            for c in open.into_iter().flat_map(|o| o.values()) {
+                c.shared
+                    .admitted
+                    .store(Some(c.uid) == active, Ordering::SeqCst);
+            }
+            let lane = active
+                .and_then(|uid| open?.values().find(|c| c.uid == uid))
+                .map(|c| c.ordinary.clone());
+            let existing = self
+                .paths
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&remote)
+                .cloned();
+            let path = match existing {
+                Some(p) => p,
+                None if lane.is_some() => path(&self.paths, &remote),
+                None => continue,
+            };
+            *path.lane.write().unwrap_or_else(|e| e.into_inner()) = lane;
         }
     }
 
@@ -597,6 +791,7 @@ impl Control {
                 outbound,
                 conn,
             } => {
+                self.touched.insert(remote.address.clone());
                 self.conns
                     .entry(remote.address.clone())
                     .or_default()
@@ -613,16 +808,15 @@ impl Control {
             ConnEvent::ConnectFailed { remote, reason } => {
                 RemoteInput::ConnectFailed { remote, reason }
             }
-            ConnEvent::Received { from, conn_id, pdu } => {
-                let _ = conn_id;
-                RemoteInput::Received { from, pdu }
-            }
+            ConnEvent::Received { from, pdu, .. } => RemoteInput::Received { from, pdu },
+            ConnEvent::Heard { from } => RemoteInput::Heard { from },
             ConnEvent::Lost {
                 remote,
                 conn_id,
                 reason,
             } => {
                 // The association is lost only with its last connection.
+                self.touched.insert(remote.clone());
                 let Some(open) = self.conns.get_mut(&remote) else {
                     return;
                 };
@@ -645,6 +839,7 @@ impl Control {
                 RemoteOutput::Connect { to } => self.connect(to),
                 RemoteOutput::Transmit { to, pdu } => self.transmit(&to, pdu),
                 RemoteOutput::Disconnect { remote, uid } => {
+                    self.touched.insert(remote.clone());
                     if let Some(open) = self.conns.get_mut(&remote) {
                         open.retain(|_, c| uid.is_some_and(|u| u != c.uid));
                         if open.is_empty() {
@@ -677,6 +872,7 @@ impl Control {
                     tracing::debug!(%from, "dropped a frame from quarantined {from}");
                 }
                 RemoteOutput::Association(e) => {
+                    self.touched.insert(e.remote.clone());
                     metrics::counter!("flotilla_remote_association_transitions_total", "to" => e.to.to_string()).increment(1);
                     match e.to {
                         StateName::Quarantined => {
@@ -797,9 +993,13 @@ impl Control {
 
     fn connect(&self, to: Address) {
         let local = self.remoting.local().clone();
-        let events = self.events_tx.clone();
+        let wiring = Wiring {
+            events: self.events_tx.clone(),
+            inbound: self.inbound.clone(),
+        };
         let timeout = self.settings.handshake_timeout;
         let max_frame = self.settings.maximum_frame_size;
+        let queue = self.settings.outbound_message_queue_size;
         let secret = self.settings.secret.clone();
         let tls = self.tls.as_ref().map(|t| t.configs().client);
         tokio::spawn(async move {
@@ -841,7 +1041,7 @@ impl Control {
             };
             let event = match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok((stream, decoder, remote))) => {
-                    let conn = open(stream, decoder, remote.clone(), &events);
+                    let conn = open(stream, decoder, remote.clone(), queue, &wiring);
                     ConnEvent::Up {
                         remote,
                         outbound: true,
@@ -854,11 +1054,11 @@ impl Control {
                     reason: format!("no handshake within {timeout:?}"),
                 },
             };
-            let _ = events.send(event);
+            let _ = wiring.events.send(event);
         });
     }
 }
 
-fn now() -> std::time::Instant {
+fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }

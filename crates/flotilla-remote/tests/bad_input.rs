@@ -16,12 +16,7 @@ fn start() -> (RemoteNode, tokio::sync::mpsc::UnboundedReceiver<Inbound>) {
         handshake_timeout: Duration::from_millis(500),
         ..RemoteSettings::default()
     };
-    RemoteNode::start(
-        &Address::remote("sim", "127.0.0.1", 0).unwrap(),
-        settings,
-        1,
-    )
-    .unwrap()
+    RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap()
 }
 
 async fn delivered(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>) -> UserEnvelope {

@@ -27,8 +27,8 @@ fn settings() -> RemoteSettings {
 #[tokio::test(flavor = "current_thread")]
 async fn a_blocked_user_runtime_causes_no_false_failure_detection() {
     let addr = Address::remote("sim", "127.0.0.1", 0).unwrap();
-    let (a, mut a_in) = RemoteNode::start(&addr, settings(), 1).unwrap();
-    let (b, mut b_in) = RemoteNode::start(&addr, settings(), 1).unwrap();
+    let (a, mut a_in) = RemoteNode::start(&addr, settings()).unwrap();
+    let (b, mut b_in) = RemoteNode::start(&addr, settings()).unwrap();
     a.watch_node(&b.local().address).unwrap();
     b.watch_node(&a.local().address).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // monitoring starts

@@ -27,19 +27,14 @@ async fn queued_control_frames_go_before_queued_user_frames_and_everything_arriv
     let writer =
         tokio::spawn(async move { write_frames(&mut client, Lanes { control, ordinary }).await });
     let mut decoder = FrameDecoder::new(1 << 20);
-    let mut buf = Vec::new();
-    let first = read_frame(&mut server, &mut decoder, &mut buf)
-        .await
-        .unwrap();
+    let first = read_frame(&mut server, &mut decoder).await.unwrap();
     assert_eq!(
         first.kind,
         Kind::Heartbeat,
         "the heartbeat did not wait for 1000 user frames"
     );
     for i in 0..1000u32 {
-        let f = read_frame(&mut server, &mut decoder, &mut buf)
-            .await
-            .unwrap();
+        let f = read_frame(&mut server, &mut decoder).await.unwrap();
         assert_eq!(
             (f.kind, f.body),
             (Kind::User, i.to_be_bytes().to_vec()),

@@ -64,12 +64,8 @@ async fn kill_dash_nine_then_restart_with_a_new_uid() {
         .port();
     let remote = Address::remote("sim", "127.0.0.1", port).unwrap();
     let settings = fast_settings();
-    let (me, mut inbound) = RemoteNode::start(
-        &Address::remote("sim", "127.0.0.1", 0).unwrap(),
-        settings,
-        1,
-    )
-    .unwrap();
+    let (me, mut inbound) =
+        RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap();
 
     let (first, first_uid) = echo(port);
     me.watch_node(&remote).unwrap();

@@ -49,12 +49,7 @@ fn start(tls: TlsSettings) -> (RemoteNode, tokio::sync::mpsc::UnboundedReceiver<
         tls: Some(tls),
         ..fast_settings()
     };
-    RemoteNode::start(
-        &Address::remote("sim", "127.0.0.1", 0).unwrap(),
-        settings,
-        1,
-    )
-    .unwrap()
+    RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap()
 }
 
 fn hello() -> UserEnvelope {
@@ -99,7 +94,6 @@ async fn nodes_with_certificates_from_the_trusted_ca_associate_and_others_cannot
     let (plain, mut plain_in) = RemoteNode::start(
         &Address::remote("sim", "127.0.0.1", 0).unwrap(),
         fast_settings(),
-        1,
     )
     .unwrap();
     plain.send_user(&b.local().address, hello()).unwrap();
@@ -169,7 +163,6 @@ fn unreadable_or_wrong_files_are_refused_at_start_with_the_file_named() {
             tls: Some(settings.clone()),
             ..fast_settings()
         },
-        1,
     )
     .unwrap_err();
     assert!(matches!(err, StartError::Tls(_)), "{err}");
@@ -181,7 +174,6 @@ fn unreadable_or_wrong_files_are_refused_at_start_with_the_file_named() {
             tls: Some(settings),
             ..fast_settings()
         },
-        1,
     )
     .unwrap_err();
     assert!(err.to_string().contains("missing.crt"), "{err}");

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 fn start(system: &str) -> (RemoteNode, UnboundedReceiver<Inbound>) {
     let address = Address::remote(system, "127.0.0.1", 0).unwrap();
-    RemoteNode::start(&address, fast_settings(), 1).unwrap()
+    RemoteNode::start(&address, fast_settings()).unwrap()
 }
 
 fn user(recipient: &str, payload: &[u8]) -> UserEnvelope {
@@ -142,4 +142,108 @@ async fn the_quarantined_node_is_told_and_a_wrong_system_cannot_associate() {
     c.send_user(&wrong, user("/user/x", b"nope")).unwrap();
     let cause = entered(&mut c_in, StateName::Gated).await;
     assert!(cause.contains("wrong actor system"), "{cause}");
+}
+
+/// Messages sent while the association opens are buffered by the machine, later ones go
+/// straight to the connection: none overtakes another, in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_holds_while_the_association_opens_and_the_fast_path_takes_over() {
+    // Queues large enough that nothing is dropped: the sender floods without pause, so many
+    // messages are still on their way through the machine when the fast path opens.
+    const N: u32 = 100_000;
+    let settings = flotilla_core::RemoteSettings {
+        outbound_message_queue_size: N as usize,
+        ..fast_settings()
+    };
+    let address = Address::remote("sim", "127.0.0.1", 0).unwrap();
+    let (a, mut a_in) = RemoteNode::start(&address, settings.clone()).unwrap();
+    let (b, mut b_in) = RemoteNode::start(&address, settings).unwrap();
+    let to_b = b.local().address.clone();
+    let to_a = a.local().address.clone();
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            a.send_user(&to_b, user("/user/counter", &i.to_be_bytes()))
+                .unwrap();
+        }
+        a
+    });
+    let mut expected = 0u32;
+    while expected < N {
+        let env = next(&mut b_in, |x| match x {
+            Inbound::User { envelope, .. } => Some(envelope),
+            _ => None,
+        })
+        .await;
+        assert_eq!(env.payload, expected.to_be_bytes(), "per-recipient FIFO");
+        expected += 1;
+        // Answer every message: b's replies take b's own path from its first message on.
+        b.send_user(&to_a, env).unwrap();
+    }
+    let _a = sender.join().unwrap();
+    for i in 0..N {
+        let env = next(&mut a_in, |x| match x {
+            Inbound::User { envelope, .. } => Some(envelope),
+            Inbound::DeadLetter { reason, .. } => panic!("dead letter: {reason}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            env.payload,
+            i.to_be_bytes(),
+            "per-recipient FIFO of the replies"
+        );
+    }
+}
+
+/// A peer that completes the handshake and then never reads: once the socket buffers and the
+/// outbound queue are full, messages go to dead letters with the reason, and the node goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbound_queue_sends_messages_to_dead_letters() {
+    use flotilla_core::UniqueAddress;
+    use flotilla_remote::handshake::accept;
+    use flotilla_wire::FrameDecoder;
+
+    let settings = flotilla_core::RemoteSettings {
+        outbound_message_queue_size: 16,
+        ..fast_settings()
+    };
+    let (a, mut a_in) =
+        RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stuck = Address::remote("sim", "127.0.0.1", port).unwrap();
+    let me = UniqueAddress {
+        address: stuck.clone(),
+        uid: 7,
+    };
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        accept(
+            &mut s,
+            &mut FrameDecoder::new(1 << 20),
+            &me,
+            None,
+            |_| false,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        s // held open, never read
+    });
+    a.send_user(&stuck, user("/user/x", b"first")).unwrap();
+    entered(&mut a_in, StateName::Active).await;
+    let _held = peer.await.unwrap();
+    let big = vec![0u8; 64 * 1024];
+    let mut reason = None;
+    for _ in 0..2000 {
+        a.send_user(&stuck, user("/user/x", &big)).unwrap();
+        if let Ok(Inbound::DeadLetter { reason: r, .. }) = a_in.try_recv() {
+            reason = Some(r);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let reason = reason.expect("some message went to dead letters");
+    assert!(reason.contains("outbound-message-queue-size"), "{reason}");
+    assert_eq!(a.associations().await.unwrap()[0].state, StateName::Active);
 }

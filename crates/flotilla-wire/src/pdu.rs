@@ -223,7 +223,8 @@ pub struct SystemEnvelope {
     pub seq: u64,
     /// The serializer manifest of `payload`.
     pub manifest: String,
-    /// The serialized message.
+    /// The serialized message (postcard writes it as its length and the raw bytes).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -256,7 +257,8 @@ pub struct UserEnvelope {
     pub sender: Option<String>,
     /// The serializer manifest of `payload`.
     pub manifest: String,
-    /// The serialized message.
+    /// The serialized message (postcard writes it as its length and the raw bytes).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -375,5 +377,23 @@ mod tests {
         );
         let back: UserEnvelope = decode(Kind::User, &bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, user);
+    }
+
+    /// The documented layout of a user envelope, byte for byte: a change here is a wire format
+    /// change and needs a new version.
+    #[test]
+    fn a_user_envelope_has_the_documented_bytes() {
+        let user = UserEnvelope {
+            recipient: "/a".into(),
+            sender: Some("/b".into()),
+            manifest: "m".into(),
+            payload: vec![7, 8, 9],
+        };
+        let bytes = postcard::to_stdvec(&user).unwrap_or_default();
+        assert_eq!(
+            bytes,
+            [2, b'/', b'a', 1, 2, b'/', b'b', 1, b'm', 3, 7, 8, 9],
+            "varint length + UTF-8 per string, 0/1 tag for the option, varint length + raw bytes"
+        );
     }
 }

@@ -124,6 +124,13 @@ pub enum RemoteInput<M, S> {
         /// The frame's content.
         pdu: Pdu<M, S>,
     },
+    /// Frames arrived from `from` that the driver delivered itself (ordinary messages on an
+    /// admitted connection): keeps the association's silence clock current. Drivers report it
+    /// at most about once a second per connection.
+    Heard {
+        /// The sending incarnation.
+        from: UniqueAddress,
+    },
     /// Start watching node `remote` (one more actor there is watched): heartbeats begin and
     /// feed a failure detector.
     WatchNode {
@@ -286,6 +293,14 @@ impl<M, S: Clone> Remoting<M, S> {
     /// The association state with `remote`, if there is one.
     pub fn state(&self, remote: &Address) -> Option<StateName> {
         self.peers.get(remote).map(|p| p.association.state())
+    }
+
+    /// The incarnation `remote` is actively associated with: ordinary messages to it may be
+    /// written straight to its connection, and ordinary messages from it delivered straight to
+    /// the local runtime, while this holds.
+    pub fn active_uid(&self, remote: &Address) -> Option<u64> {
+        let a = &self.peers.get(remote)?.association;
+        (a.state() == StateName::Active).then(|| a.uid()).flatten()
     }
 
     /// Whether a remote node has quarantined this one.
@@ -595,6 +610,10 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                 self.associate(now, &remote, AssociationInput::ConnectionLost { reason });
             }
             RemoteInput::Received { from, pdu } => self.on_received(now, from, pdu),
+            RemoteInput::Heard { from } => {
+                let uid = from.uid;
+                self.associate(now, &from.address, AssociationInput::Heard { uid });
+            }
             RemoteInput::WatchNode { remote } => {
                 let settings = self.settings.watch_failure_detector.clone();
                 self.watched

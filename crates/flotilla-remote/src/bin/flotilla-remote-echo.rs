@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             retry_gate_closed_for: Duration::from_millis(500),
             ..RemoteSettings::default()
         };
-        let (node, mut inbound) = RemoteNode::start(&address, settings, 1)?;
+        let (node, mut inbound) = RemoteNode::start(&address, settings)?;
         println!("listening {}", node.local());
         while let Some(item) = inbound.recv().await {
             if let Inbound::User { from, envelope } = item {

@@ -10,6 +10,11 @@ use flotilla::lease_kubernetes::KubernetesSettings;
 use flotilla::leases::BackendChoice;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: remoting allocates a message on one thread and frees it on another, which glibc's
+/// allocator serializes on its arena locks (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flotilla",
