@@ -119,15 +119,21 @@ impl<M: Send + 'static> Cell<M> {
 
     /// Completes once the actor has fully stopped.
     pub(crate) async fn wait_stopped(&self) {
-        loop {
-            let notified = self.stopped.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_dead() {
-                return;
-            }
-            notified.await;
+        wait_until(&self.stopped, || self.is_dead()).await;
+    }
+}
+
+/// Completes once `done` holds, re-checking each time `notify` wakes its waiters (registered
+/// before each check, so a wake between the check and the wait is not missed).
+pub(crate) async fn wait_until(notify: &Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
         }
+        notified.await;
     }
 }
 

@@ -22,6 +22,9 @@ pub enum DeadLetterReason {
     RecipientStopped,
     /// The recipient's bounded mailbox was full.
     MailboxFull,
+    /// A message to a remote actor could not be encoded or sent (its node is unreachable, the
+    /// association is gated or quarantined, or the outbound queue is full).
+    Undeliverable,
 }
 
 impl DeadLetterReason {
@@ -30,6 +33,7 @@ impl DeadLetterReason {
         match self {
             Self::RecipientStopped => "recipient-stopped",
             Self::MailboxFull => "mailbox-full",
+            Self::Undeliverable => "undeliverable",
         }
     }
 }
@@ -39,6 +43,7 @@ impl fmt::Display for DeadLetterReason {
         f.write_str(match self {
             Self::RecipientStopped => "the recipient has stopped",
             Self::MailboxFull => "the recipient's mailbox is full",
+            Self::Undeliverable => "it could not be sent to the recipient's node",
         })
     }
 }

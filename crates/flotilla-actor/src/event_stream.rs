@@ -54,15 +54,18 @@ impl EventStream {
             let Some(event) = event.downcast_ref::<E>() else {
                 return true;
             };
-            match target.cell.mailbox.try_send(wrap(event.clone())) {
+            let Some(cell) = target.local_cell() else {
+                // A remote subscriber: sent like any message (at most once).
+                target.tell(wrap(event.clone()));
+                return true;
+            };
+            match cell.mailbox.try_send(wrap(event.clone())) {
                 Ok(()) => true,
                 Err((msg, crate::DeadLetterReason::MailboxFull)) => {
                     if is_dead_letter_event {
                         metrics::counter!("flotilla_dead_letter_events_dropped_total").increment(1);
                     } else {
-                        target
-                            .cell
-                            .dead_letter(msg, crate::DeadLetterReason::MailboxFull);
+                        cell.dead_letter(msg, crate::DeadLetterReason::MailboxFull);
                     }
                     true
                 }

@@ -49,9 +49,16 @@
 //! ```
 //!
 //! # What this crate is not
-//! It is local only: remoting, cluster membership and sharding build on it in other crates. It
-//! makes no protocol decisions of its own where a pure machine exists: restart budgets and
-//! shutdown phase sequencing come from `flotilla-proto`.
+//! It makes no protocol decisions of its own where a pure machine exists: restart budgets and
+//! shutdown phase sequencing come from `flotilla-proto`, and remoting (`flotilla-remote`, with
+//! the association, reliable delivery and failure-detector machines) carries messages between
+//! nodes. Cluster membership and sharding build on it in other crates.
+//!
+//! # Remote actors
+//! A system built with [`ActorSystemBuilder::remote`] listens for other nodes. An actor
+//! [exposed](ActorSystem::expose) there is reached from another node through
+//! [`ActorSystem::remote_ref`], and used like a local one (`tell`, `ask`, `watch`); its messages
+//! implement [`RemoteMessage`].
 
 mod actor;
 mod actor_ref;
@@ -61,6 +68,7 @@ mod dead_letters;
 mod event_stream;
 mod mailbox;
 mod props;
+mod remote;
 mod runner;
 pub mod shutdown;
 mod sys_lane;
@@ -76,6 +84,7 @@ pub use props::{
     Directive, MailboxConfig, Overflow, Props, RestartSettings, RestartSettingsError,
     SupervisorStrategy,
 };
+pub use remote::{AssociationEvent, RemoteMessage, RemoteRefError, ThisSystemQuarantined};
 pub use shutdown::{CoordinatedShutdown, Phase, ShutdownOutcome, ShutdownReason, ShutdownReport};
 pub use system::{ActorSystem, ActorSystemBuilder, SpawnError, SystemError};
 pub use timers::Timers;

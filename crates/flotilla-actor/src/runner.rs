@@ -399,11 +399,16 @@ impl<A: Actor> Runner<A> {
         if let Err(p) = guarded(self.actor.post_stop(&mut self.ctx)).await {
             tracing::error!(%path, "post_stop of {path} panicked: {p}");
         }
-        let cell = Arc::clone(&self.ctx.myself.cell);
-        cell.mark_closing();
+        let me_id = self.ctx.myself.id();
+        let cell = self.ctx.myself.local_cell().cloned();
+        if let Some(cell) = &cell {
+            cell.mark_closing();
+        }
         self.mailbox.close();
         while let Ok(msg) = self.mailbox.try_recv() {
-            cell.dead_letter(msg, DeadLetterReason::RecipientStopped);
+            if let Some(cell) = &cell {
+                cell.dead_letter(msg, DeadLetterReason::RecipientStopped);
+            }
         }
         self.sys_rx.close();
         while let Some(m) = self.sys_rx.try_recv() {
@@ -412,11 +417,11 @@ impl<A: Actor> Runner<A> {
             }
         }
         for (_, target) in std::mem::take(&mut self.ctx.watching) {
-            target.signal(Signal::Unwatch { watcher: cell.id });
+            target.signal(Signal::Unwatch { watcher: me_id });
         }
         for (_, watcher) in std::mem::take(&mut self.watchers) {
             watcher.signal(Signal::Terminated {
-                id: cell.id,
+                id: me_id,
                 path: path.clone(),
             });
         }
@@ -425,13 +430,15 @@ impl<A: Actor> Runner<A> {
             if siblings
                 .by_name
                 .get(path.name())
-                .is_some_and(|c| c.id() == cell.id)
+                .is_some_and(|c| c.id() == me_id)
             {
                 siblings.by_name.remove(path.name());
             }
         }
-        cell.system.actor_stopped();
-        cell.mark_stopped();
+        self.ctx.system.inner.actor_stopped();
+        if let Some(cell) = &cell {
+            cell.mark_stopped();
+        }
         tracing::debug!(%path, "actor stopped");
         if let Some(parent) = &self.parent {
             match self.escalated.take() {

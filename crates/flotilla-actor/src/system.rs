@@ -20,8 +20,10 @@ use crate::dead_letters::DeadLetterOffice;
 use crate::event_stream::EventStream;
 use crate::mailbox::mailbox;
 use crate::props::{Props, SupervisorStrategy};
+use crate::remote::{RemoteMessage, RemoteRefError, RemoteSupport, parse_remote_path};
 use crate::runner::Runner;
 use crate::shutdown::{CoordinatedShutdown, Phase, ShutdownOutcome, ShutdownReason};
+use flotilla_remote::RemoteNode;
 
 /// Why an actor could not be spawned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +64,9 @@ pub enum SystemError {
     /// No tokio runtime is running on this thread.
     #[error("an actor system must be created inside a tokio runtime")]
     NoRuntime,
+    /// Remoting could not start (the port is taken, the TLS files are unusable, ...).
+    #[error("remoting cannot start: {0}")]
+    Remote(#[from] flotilla_remote::StartError),
 }
 
 struct Guardians {
@@ -82,9 +87,15 @@ pub(crate) struct SystemInner {
     pub(crate) shutdown: CoordinatedShutdown,
     terminated: AtomicBool,
     terminated_notify: Notify,
+    pub(crate) remote: std::sync::OnceLock<Arc<RemoteSupport>>,
 }
 
 impl SystemInner {
+    /// A fresh actor id, unique in this system.
+    pub(crate) fn new_actor_id(&self) -> ActorId {
+        ActorId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
     pub(crate) fn actor_stopped(&self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
@@ -108,6 +119,7 @@ pub struct ActorSystemBuilder {
     name: String,
     config: FlotillaConfig,
     host_port: Option<(String, u16)>,
+    remote: bool,
 }
 
 impl ActorSystemBuilder {
@@ -126,6 +138,16 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// Starts remoting: the system listens on `host:port` (port 0 picks a free one; the
+    /// system's address has the port actually bound) with the `[remote]` settings, on
+    /// remoting's own threads, and can reach actors on other nodes.
+    #[must_use]
+    pub fn remote(mut self, host: &str, port: u16) -> Self {
+        self.host_port = Some((host.to_owned(), port));
+        self.remote = true;
+        self
+    }
+
     /// Starts the system. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<ActorSystem, SystemError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SystemError::NoRuntime)?;
@@ -134,9 +156,23 @@ impl ActorSystemBuilder {
             None => Address::local(&self.name)?,
             Some((host, port)) => Address::remote(&self.name, host, *port)?,
         };
+        let uid = rand::random::<u64>();
+        let remoting = if self.remote {
+            Some(RemoteNode::start_with_uid(
+                &address,
+                self.config.remote.clone(),
+                uid,
+            )?)
+        } else {
+            None
+        };
+        // With remoting, the address has the port actually bound.
+        let address = remoting
+            .as_ref()
+            .map_or(address, |(node, _)| node.local().address.clone());
         let unique = UniqueAddress {
             address: address.clone(),
-            uid: rand::random::<u64>(),
+            uid,
         };
         let shutdown =
             CoordinatedShutdown::new(self.config.coordinated_shutdown.clone(), runtime.clone());
@@ -153,7 +189,12 @@ impl ActorSystemBuilder {
             shutdown,
             terminated: AtomicBool::new(false),
             terminated_notify: Notify::new(),
+            remote: std::sync::OnceLock::new(),
         });
+        if let Some((node, inbound)) = remoting {
+            let support = RemoteSupport::start(&inner, node, inbound);
+            let _ = inner.remote.set(support);
+        }
         let system = ActorSystem { inner };
         let user = spawn_guardian(&system, "user");
         let sys = spawn_guardian(&system, "system");
@@ -184,6 +225,7 @@ impl ActorSystem {
             name: name.to_owned(),
             config: FlotillaConfig::default(),
             host_port: None,
+            remote: false,
         }
     }
 
@@ -245,6 +287,41 @@ impl ActorSystem {
         spawn_child(self, &self.guardian(Guardian::System)?, Some(name), props)
     }
 
+    /// Makes a local actor reachable from other nodes at its path (`/user/...`), for messages
+    /// of its type. Without remoting this does nothing.
+    pub fn expose<M: RemoteMessage>(&self, actor: &ActorRef<M>) {
+        if let Some(r) = self.inner.remote.get() {
+            r.expose(actor);
+        }
+    }
+
+    /// A reference to the actor at `path` on another node
+    /// (`flotilla://system@host:port/user/name`), used like a local one. Nothing is checked on
+    /// the network here: messages to an actor that is not there are dropped by that node, and
+    /// watching it delivers `Terminated` at once.
+    pub fn remote_ref<M: RemoteMessage>(&self, path: &str) -> Result<ActorRef<M>, RemoteRefError> {
+        let support = self.inner.remote.get().ok_or(RemoteRefError::NoRemoting)?;
+        let path = parse_remote_path(path)?;
+        Ok(support.remote_ref(path))
+    }
+
+    /// Every association of this node with another, with state, UID, since-when and last cause
+    /// (empty without remoting).
+    pub async fn associations(&self) -> Vec<flotilla_proto::association::AssociationSnapshot> {
+        match self.inner.remote.get() {
+            Some(r) => r.node.associations().await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Quarantines a remote node's incarnation for good (the cluster's removal hook, or an
+    /// operator's decision). Without remoting this does nothing.
+    pub fn quarantine(&self, remote: &UniqueAddress, reason: &str) {
+        if let Some(r) = self.inner.remote.get() {
+            let _ = r.node.quarantine(remote, reason);
+        }
+    }
+
     /// The event stream.
     pub fn event_stream(&self) -> &EventStream {
         &self.inner.event_stream
@@ -277,15 +354,7 @@ impl ActorSystem {
 
     /// Completes once every actor has stopped (user actors first, then the runtime's own).
     pub async fn when_terminated(&self) {
-        loop {
-            let notified = self.inner.terminated_notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_terminated() {
-                return;
-            }
-            notified.await;
-        }
+        crate::cell::wait_until(&self.inner.terminated_notify, || self.is_terminated()).await;
     }
 
     /// True once every actor has stopped.
@@ -301,6 +370,9 @@ impl ActorSystem {
             tracing::debug!("all user actors stopped");
             g.system.stop();
             g.system.stopped().await;
+        }
+        if let Some(remote) = self.inner.remote.get() {
+            remote.stop();
         }
         self.inner.terminated.store(true, Ordering::Release);
         self.inner.terminated_notify.notify_waiters();
@@ -448,7 +520,7 @@ pub(crate) fn prepare<A: Actor>(
         sys_tx.clone(),
         Arc::clone(&system.inner),
     ));
-    let actor_ref = ActorRef { cell };
+    let actor_ref = ActorRef::local(cell);
     system.inner.live.fetch_add(1, Ordering::AcqRel);
     let ctx = Context {
         myself: actor_ref.clone(),

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod handshake;
 pub mod io;
 pub mod node;
+pub mod testing;
 pub mod tls;
 
 pub use node::{Inbound, RemoteNode, SendError, StartError, SystemPayload};

@@ -247,13 +247,24 @@ pub struct RemoteNode {
     _runtime: Arc<RuntimeGuard>,
 }
 
-struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+struct RuntimeGuard(std::sync::Mutex<Option<tokio::runtime::Runtime>>);
+
+impl RuntimeGuard {
+    fn shutdown(&self) {
+        let rt = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(rt) = rt {
+            rt.shutdown_background();
+        }
+    }
+}
 
 impl Drop for RuntimeGuard {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
+        self.shutdown();
     }
 }
 
@@ -274,6 +285,15 @@ impl RemoteNode {
     pub fn start(
         address: &Address,
         settings: RemoteSettings,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+        Self::start_with_uid(address, settings, rand::random::<u64>())
+    }
+
+    /// As [`RemoteNode::start`], with the incarnation UID given (an actor system's own).
+    pub fn start_with_uid(
+        address: &Address,
+        settings: RemoteSettings,
+        uid: u64,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
         let (Some(host), Some(port)) = (address.host(), address.port()) else {
             return Err(StartError::NotRemote(address.clone()));
@@ -300,7 +320,7 @@ impl RemoteNode {
         let local = UniqueAddress {
             address: Address::remote(address.system(), host, port)
                 .map_err(|_| StartError::NotRemote(address.clone()))?,
-            uid: rand::random::<u64>(),
+            uid,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.threads.max(1))
@@ -361,10 +381,18 @@ impl RemoteNode {
                 commands,
                 paths,
                 inbound: inbound_tx,
-                _runtime: Arc::new(RuntimeGuard(Some(runtime))),
+                _runtime: Arc::new(RuntimeGuard(std::sync::Mutex::new(Some(runtime)))),
             },
             inbound,
         ))
+    }
+
+    /// Stops remoting at once: the listener and every connection close, and later calls on any
+    /// handle fail with [`SendError::Stopped`]. Remote nodes see the connections close (their
+    /// associations gate) and, if they watch this node, declare it dead.
+    pub fn shutdown(&self) {
+        tracing::info!(local = %self.local, "remoting of {} stopped", self.local);
+        self._runtime.shutdown();
     }
 
     /// This node's unique address (with the port actually bound).

@@ -1,0 +1,246 @@
+//! Actors on two nodes (two actor systems with remoting, in one process, over 127.0.0.1): remote
+//! references are used like local ones.
+
+#![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Probe, ProbeRx, probe};
+use flotilla_actor::{
+    Actor, ActorError, ActorRef, ActorSystem, AssociationEvent, Context, Props, RemoteMessage,
+    ReplyTo, Terminated,
+};
+use flotilla_core::FlotillaConfig;
+use flotilla_proto::association::StateName;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(u64),
+    Get(ReplyTo<u64>),
+    /// Never answered: the asker times out.
+    Ignore(ReplyTo<u64>),
+    Stop,
+}
+
+impl RemoteMessage for CounterMsg {
+    const MANIFEST: &'static str = "test.Counter";
+}
+
+/// Another type, sent to the counter's path by mistake.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stranger(String);
+
+impl RemoteMessage for Stranger {
+    const MANIFEST: &'static str = "test.Stranger";
+}
+
+#[derive(Default)]
+struct Counter {
+    total: u64,
+    seen: Vec<u64>,
+}
+
+impl Actor for Counter {
+    type Msg = CounterMsg;
+    async fn handle(
+        &mut self,
+        msg: CounterMsg,
+        ctx: &mut Context<CounterMsg>,
+    ) -> Result<(), ActorError> {
+        match msg {
+            CounterMsg::Add(n) => {
+                self.total += n;
+                self.seen.push(n);
+            }
+            CounterMsg::Get(reply) => {
+                // Everything added before arrived first, in order.
+                let in_order = self.seen.windows(2).all(|w| w[0] < w[1]);
+                reply.send(if in_order { self.total } else { u64::MAX });
+            }
+            CounterMsg::Ignore(_) => {}
+            CounterMsg::Stop => ctx.stop(),
+        }
+        Ok(())
+    }
+}
+
+/// Watches whatever it is given; says "terminated <path>" when it stops.
+struct Watcher(Probe);
+
+impl Actor for Watcher {
+    type Msg = ActorRef<CounterMsg>;
+    async fn handle(
+        &mut self,
+        target: ActorRef<CounterMsg>,
+        ctx: &mut Context<Self::Msg>,
+    ) -> Result<(), ActorError> {
+        ctx.watch(&target);
+        self.0.say("watching");
+        Ok(())
+    }
+
+    async fn on_terminated(
+        &mut self,
+        t: Terminated,
+        _ctx: &mut Context<Self::Msg>,
+    ) -> Result<(), ActorError> {
+        self.0.say(format!("terminated {}", t.path));
+        Ok(())
+    }
+}
+
+fn config() -> FlotillaConfig {
+    FlotillaConfig {
+        remote: flotilla_remote::testing::fast_settings(),
+        ..FlotillaConfig::default()
+    }
+}
+
+fn node(name: &str) -> ActorSystem {
+    ActorSystem::builder(name)
+        .config(config())
+        .remote("127.0.0.1", 0)
+        .build()
+        .unwrap()
+}
+
+/// An actor on `a` that watches `remote`; its probe.
+async fn watch_from(a: &ActorSystem, remote: &ActorRef<CounterMsg>) -> ProbeRx {
+    let (p, mut rx) = probe();
+    let watcher = a
+        .spawn("watcher", Props::new(move || Watcher(p.clone())))
+        .unwrap();
+    watcher.tell(remote.clone());
+    assert_eq!(rx.next().await, "watching");
+    rx
+}
+
+/// Node b with an exposed counter; node a with a reference to it.
+async fn pair() -> (ActorSystem, ActorSystem, ActorRef<CounterMsg>) {
+    let (a, b) = (node("app"), node("app"));
+    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
+    b.expose(&counter);
+    let remote = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    (a, b, remote)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_and_ask_a_remote_actor_like_a_local_one() {
+    let (a, b, remote) = pair().await;
+    assert_eq!(
+        remote.path().to_string(),
+        format!("{}/user/counter", b.address())
+    );
+    for n in 1..=100 {
+        remote.tell(CounterMsg::Add(n));
+    }
+    let total = remote
+        .ask(CounterMsg::Get, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(total, 5050, "every tell arrived, in order, before the ask");
+    // An unanswered question times out like a local one; the answer table does not keep it.
+    let err = remote
+        .ask(CounterMsg::Ignore, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no reply"), "{err}");
+    assert_eq!(
+        remote
+            .ask(CounterMsg::Get, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        5050
+    );
+    let assoc = a.associations().await;
+    assert_eq!(assoc.len(), 1);
+    assert_eq!(assoc[0].state, StateName::Active);
+    assert_eq!(
+        assoc[0].uid,
+        Some(b.uid()),
+        "remoting uses the system's UID"
+    );
+    a.terminate().await;
+    b.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_cannot_be_delivered_are_dropped_and_the_association_stays_up() {
+    let (a, b, remote) = pair().await;
+    // The wrong message type at the counter's path, and a path nobody exposed.
+    let stranger = a
+        .remote_ref::<Stranger>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    stranger.tell(Stranger("hello".into()));
+    let nobody = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/nobody", b.address()))
+        .unwrap();
+    nobody.tell(CounterMsg::Add(1));
+    let err = nobody
+        .ask(CounterMsg::Get, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no reply"), "{err}");
+    remote.tell(CounterMsg::Add(7));
+    assert_eq!(
+        remote
+            .ask(CounterMsg::Get, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        7,
+        "the association survived the drops"
+    );
+    assert!(a.remote_ref::<CounterMsg>("flotilla://app/user/x").is_err());
+    assert!(
+        ActorSystem::new("local")
+            .unwrap()
+            .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+            .is_err()
+    );
+    a.terminate().await;
+    b.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_a_remote_actor_delivers_terminated_when_it_stops() {
+    let (a, b, remote) = pair().await;
+    let mut rx = watch_from(&a, &remote).await;
+    // Let the watch arrive before the stop (system messages are ordered, user messages apart).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    remote.tell(CounterMsg::Stop);
+    assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
+    remote.stopped().await;
+    assert!(remote.is_stopped());
+    a.terminate().await;
+    b.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_terminates_the_watched_actors_there_and_events_tell_the_story() {
+    let (a, b, remote) = pair().await;
+    let mut events = a.event_stream().subscribe_channel::<AssociationEvent>();
+    let mut rx = watch_from(&a, &remote).await;
+    let active = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (active.from, active.to),
+        (StateName::Idle, StateName::Active)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // heartbeats flow
+    b.terminate().await;
+    drop(b); // the node's remoting stops with the system's last handle
+    assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        seen.push(e.to);
+    }
+    assert!(seen.contains(&StateName::Gated), "{seen:?}");
+    a.terminate().await;
+}
