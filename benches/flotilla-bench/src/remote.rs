@@ -104,7 +104,7 @@ async fn flotilla_peer(port: u16, tls_dir: Option<String>) -> anyhow::Result<()>
             match envelope.manifest.as_str() {
                 "count" => {
                     counted += 1;
-                    if counted % ACK_EVERY == 0 {
+                    if counted.is_multiple_of(ACK_EVERY) {
                         let ack = UserEnvelope {
                             manifest: "ack".into(),
                             payload: counted.to_be_bytes().to_vec(),
