@@ -120,6 +120,7 @@ pub struct ActorSystemBuilder {
     config: FlotillaConfig,
     host_port: Option<(String, u16)>,
     remote: bool,
+    faults: Option<flotilla_remote::FaultInjector>,
 }
 
 impl ActorSystemBuilder {
@@ -148,6 +149,14 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// Injects faults into this system's remoting (blackholes, delay, disconnects), for tests;
+    /// see [`flotilla_remote::faults`].
+    #[must_use]
+    pub fn fault_injector(mut self, faults: flotilla_remote::FaultInjector) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Starts the system. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<ActorSystem, SystemError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SystemError::NoRuntime)?;
@@ -158,10 +167,13 @@ impl ActorSystemBuilder {
         };
         let uid = rand::random::<u64>();
         let remoting = if self.remote {
-            Some(RemoteNode::start_with_uid(
+            Some(RemoteNode::start_with(
                 &address,
                 self.config.remote.clone(),
-                uid,
+                flotilla_remote::StartOptions {
+                    uid: Some(uid),
+                    faults: self.faults,
+                },
             )?)
         } else {
             None
@@ -226,6 +238,7 @@ impl ActorSystem {
             config: FlotillaConfig::default(),
             host_port: None,
             remote: false,
+            faults: None,
         }
     }
 

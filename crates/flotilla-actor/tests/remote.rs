@@ -244,3 +244,30 @@ async fn a_dead_node_terminates_the_watched_actors_there_and_events_tell_the_sto
     assert!(seen.contains(&StateName::Gated), "{seen:?}");
     a.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_is_declared_dead_and_its_actors_terminated() {
+    let faults = flotilla_remote::FaultInjector::new();
+    let a = ActorSystem::builder("app")
+        .config(config())
+        .remote("127.0.0.1", 0)
+        .fault_injector(faults.clone())
+        .build()
+        .unwrap();
+    let b = node("app");
+    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
+    b.expose(&counter);
+    let remote = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    let mut rx = watch_from(&a, &remote).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // heartbeats flow
+    // The node stays up, but nothing gets through any more.
+    faults.blackhole(b.address(), flotilla_remote::Direction::Both);
+    assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
+    assert!(!counter.is_stopped(), "the actor itself lives on at b");
+    let assoc = a.associations().await;
+    assert_eq!(assoc[0].state, StateName::Quarantined);
+    a.terminate().await;
+    b.terminate().await;
+}

@@ -1,7 +1,8 @@
 //! The handshake: the first frame each way on every connection.
 //!
 //! The connecting side sends [`Handshake`] (magic, wire version, its unique address, the address
-//! it means to reach, an optional secret proof); the accepting side checks it field by field and
+//! it means to reach, an optional secret proof, and which connection of which link this is); the
+//! accepting side checks it field by field and
 //! answers [`HandshakeReply::Accepted`] with its own unique address, or
 //! [`HandshakeReply::Refused`] with the reason — then closes. Both sides log the same reason, so
 //! an operator reading either log learns what was wrong. Garbage bytes are refused as "not a
@@ -10,8 +11,8 @@
 use std::time::Duration;
 
 use flotilla_core::{Address, UniqueAddress};
-use flotilla_wire::pdu::{self, HandshakeRefusal, HandshakeReply};
-use flotilla_wire::{FrameDecoder, Handshake, Kind};
+use flotilla_wire::pdu::{self, HandshakeRefusal, HandshakeReply, first_four};
+use flotilla_wire::{FrameDecoder, Handshake, Kind, Lane};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -75,14 +76,24 @@ fn proof(secret: &[u8], from: &UniqueAddress, to: &Address) -> Hmac<Sha256> {
     mac
 }
 
-/// Connecting side: sends our handshake (with the secret's proof, if a secret is set) and waits
-/// for the answer. Returns who answered.
+/// What the connecting side says about the connection it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opening {
+    /// Which of the link's connections this is.
+    pub lane: Lane,
+    /// The link, drawn by the connecting side.
+    pub link: u64,
+}
+
+/// Connecting side: sends our handshake for connection `opening` (with the secret's proof, if a
+/// secret is set) and waits for the answer. Returns who answered.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     local: &UniqueAddress,
     target: &Address,
     secret: Option<&[u8]>,
+    opening: Opening,
     max_frame: usize,
 ) -> Result<UniqueAddress, HandshakeError> {
     let from = to_wire_unique(local)
@@ -96,6 +107,8 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
             from,
             to,
             secret.map(|s| proof(s, local, target).finalize().into_bytes().to_vec()),
+            opening.lane,
+            opening.link,
         ),
         max_frame,
     )
@@ -126,7 +139,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Accepting side: reads the peer's handshake, checks it against this node (`local`), the
 /// cluster secret (compared in constant time) and `is_quarantined`, answers, and returns who
-/// connected.
+/// connected and which connection it opened.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
@@ -134,7 +147,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<&[u8]>,
     is_quarantined: impl Fn(&UniqueAddress) -> bool,
     max_frame: usize,
-) -> Result<UniqueAddress, HandshakeError> {
+) -> Result<(UniqueAddress, Opening), HandshakeError> {
     let local_wire = to_wire_unique(local)
         .ok_or_else(|| HandshakeError::Address(format!("{local} has no host and port")))?;
     let refuse = |why: HandshakeRefusal| HandshakeError::Refused(why);
@@ -148,9 +161,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         if frame.kind != Kind::Handshake {
             return Err(HandshakeRefusal::BadMagic([frame.kind as u8, 0, 0, 0]));
         }
-        let hs: Handshake = pdu::decode(frame.kind, &frame.body)
-            .map_err(|_| HandshakeRefusal::BadMagic(first_four(&frame.body)))?;
-        hs.check(&local_wire.address)?;
+        let hs = pdu::decode_handshake(&frame.body, &local_wire.address)?;
         let peer = from_wire_unique(&hs.from).map_err(|_| HandshakeRefusal::BadMagic(hs.magic))?;
         match (secret, &hs.secret_proof) {
             (None, None) => {}
@@ -162,13 +173,19 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         if is_quarantined(&peer) {
             return Err(HandshakeRefusal::Quarantined { uid: peer.uid });
         }
-        Ok(peer)
+        Ok((
+            peer,
+            Opening {
+                lane: hs.lane,
+                link: hs.link,
+            },
+        ))
     });
     match checked {
-        Ok(peer) => {
+        Ok(accepted) => {
             let reply = HandshakeReply::Accepted { from: local_wire };
             send(stream, Kind::HandshakeReply, &reply, max_frame).await?;
-            Ok(peer)
+            Ok(accepted)
         }
         Err(why) => {
             // Best effort: tell the peer why before closing.
@@ -182,12 +199,4 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             Err(refuse(why))
         }
     }
-}
-
-fn first_four(bytes: &[u8]) -> [u8; 4] {
-    let mut out = [0; 4];
-    for (o, b) in out.iter_mut().zip(bytes) {
-        *o = *b;
-    }
-    out
 }

@@ -1,6 +1,7 @@
 //! Reading frames from a stream, and writing them in batches.
 
 use std::io;
+use std::task::{Context, Poll};
 
 use flotilla_wire::{Frame, FrameDecoder, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -49,57 +50,53 @@ pub async fn fill<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Encoded frames waiting to be written, by lane.
-#[derive(Debug)]
-pub struct Lanes {
-    /// Handshake replies, heartbeats, system messages, acknowledgements, quarantine notices.
-    pub control: mpsc::UnboundedReceiver<Vec<u8>>,
-    /// User messages.
-    pub ordinary: mpsc::Receiver<Vec<u8>>,
+/// A queue of encoded frames waiting to be written: the receiving end of a lane.
+pub trait FrameSource: Send {
+    /// The next frame, or `None` once the lane is closed and empty.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>>;
+    /// A frame that is already waiting, without waiting.
+    fn try_frame(&mut self) -> Option<Vec<u8>>;
+}
+
+impl FrameSource for mpsc::Receiver<Vec<u8>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        self.poll_recv(cx)
+    }
+    fn try_frame(&mut self) -> Option<Vec<u8>> {
+        self.try_recv().ok()
+    }
+}
+
+impl FrameSource for mpsc::UnboundedReceiver<Vec<u8>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        self.poll_recv(cx)
+    }
+    fn try_frame(&mut self) -> Option<Vec<u8>> {
+        self.try_recv().ok()
+    }
 }
 
 /// At most this many bytes are gathered into one write.
 pub const MAX_BATCH: usize = 256 * 1024;
 
-/// Writes frames until both lanes close or the socket fails. Each write gathers everything that
-/// is waiting — control frames first, then user frames — up to [`MAX_BATCH`] bytes, so many
-/// frames go out in one syscall and a heartbeat never waits behind a queue of user messages.
-pub async fn write_frames<W: AsyncWrite + Unpin>(
+/// Writes a lane's frames to its connection until the lane closes or the socket fails. Each
+/// write gathers every frame already waiting, up to [`MAX_BATCH`] bytes, so many frames go out
+/// in one syscall; frames are written in the order they were queued.
+pub async fn write_lane<W: AsyncWrite + Unpin, S: FrameSource>(
     stream: &mut W,
-    mut lanes: Lanes,
+    mut lane: S,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(64 * 1024);
-    let (mut control_open, mut ordinary_open) = (true, true);
-    while control_open || ordinary_open {
+    while let Some(first) = std::future::poll_fn(|cx| lane.poll_frame(cx)).await {
         batch.clear();
-        // Wait for anything, control first when both are ready.
-        tokio::select! {
-            biased;
-            frame = lanes.control.recv(), if control_open => match frame {
+        batch.extend_from_slice(&first);
+        while batch.len() < MAX_BATCH {
+            match lane.try_frame() {
                 Some(f) => batch.extend_from_slice(&f),
-                None => control_open = false,
-            },
-            frame = lanes.ordinary.recv(), if ordinary_open => match frame {
-                Some(f) => batch.extend_from_slice(&f),
-                None => ordinary_open = false,
-            },
-        }
-        // Gather what is already queued (`is_empty` first: it never waits).
-        while control_open && batch.len() < MAX_BATCH && !lanes.control.is_empty() {
-            match lanes.control.recv().await {
-                Some(f) => batch.extend_from_slice(&f),
-                None => control_open = false,
+                None => break,
             }
         }
-        while ordinary_open && batch.len() < MAX_BATCH && !lanes.ordinary.is_empty() {
-            match lanes.ordinary.recv().await {
-                Some(f) => batch.extend_from_slice(&f),
-                None => ordinary_open = false,
-            }
-        }
-        if !batch.is_empty() {
-            stream.write_all(&batch).await?;
-        }
+        stream.write_all(&batch).await?;
     }
     stream.flush().await
 }

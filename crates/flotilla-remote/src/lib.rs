@@ -6,16 +6,21 @@
 //!
 //! - [`handshake`]: the first exchange on every connection, checked field by field; a refusal
 //!   says exactly what was wrong, on both sides.
-//! - [`io`]: reading frames from a stream, and writing them in batches, control lane first.
+//! - [`io`]: reading frames from a stream, and writing a lane's frames in batches.
+//! - [`faults`]: fault injection on the real transport (blackhole, delay, disconnect, abort).
 //! - [`tls`]: mutual TLS from PEM files, reloaded when they change.
-//! - [`node`]: [`RemoteNode`] — the listener, the connections and the driver of the machine, on
-//!   remoting's own runtime threads.
+//! - [`node`]: [`RemoteNode`] — the listener, the links and the driver of the machine, on
+//!   remoting's own runtime threads. Each link to another node is two TCP connections, control
+//!   and ordinary (`link.rs`), so user traffic never delays a heartbeat.
 
 pub mod convert;
+pub mod faults;
 pub mod handshake;
 pub mod io;
+mod link;
 pub mod node;
 pub mod testing;
 pub mod tls;
 
-pub use node::{Inbound, RemoteNode, SendError, StartError, SystemPayload};
+pub use faults::{Direction, FaultInjector};
+pub use node::{Inbound, RemoteNode, SendError, StartError, StartOptions, SystemPayload};

@@ -23,25 +23,23 @@
 //! never overtakes an earlier one from the same sender.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flotilla_core::{Address, RemoteSettings, StateMachine, UniqueAddress};
 use flotilla_proto::association::{AssociationSnapshot, QuarantineReason, StateName};
 use flotilla_proto::remoting::{Pdu, RemoteInput, RemoteOutput, Remoting};
-use flotilla_wire::pdu::{self, HandshakeReply};
+use flotilla_wire::pdu;
 use flotilla_wire::{
-    FrameDecoder, Heartbeat, HeartbeatReply, Kind, QuarantineNotice, SystemAck, SystemEnvelope,
-    UserEnvelope,
+    Heartbeat, HeartbeatReply, Kind, QuarantineNotice, SystemAck, SystemEnvelope, UserEnvelope,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::to_wire_unique;
-use crate::handshake::{accept, initiate};
-use crate::io::{Lanes, fill, write_frames};
+use crate::faults::FaultInjector;
+use crate::link::{self, Conn, ConnEvent, Dialer, Wiring, accept_loop};
 use crate::tls::Tls;
 
 /// A system message's payload: what the runtime serialized, and how to read it back.
@@ -161,55 +159,6 @@ enum Command {
     Associations(oneshot::Sender<Vec<AssociationSnapshot>>),
 }
 
-enum ConnEvent {
-    Up {
-        remote: UniqueAddress,
-        outbound: bool,
-        conn: Conn,
-    },
-    ConnectFailed {
-        remote: Address,
-        reason: String,
-    },
-    Received {
-        from: UniqueAddress,
-        pdu: Pdu<UserEnvelope, SystemPayload>,
-        /// For an ordinary message: the reader's state, whose in-flight count this message holds.
-        reader: Option<Arc<ReaderShared>>,
-    },
-    /// Ordinary messages from `from` were delivered directly (reported about once a second).
-    Heard {
-        from: UniqueAddress,
-    },
-    Lost {
-        remote: Address,
-        conn_id: u64,
-        reason: String,
-    },
-}
-
-/// An established connection. Dropping it stops reading at once and closes the lanes: the
-/// writer sends what is already queued (a quarantine notice, say) and then closes the socket.
-struct Conn {
-    id: u64,
-    uid: u64,
-    control: mpsc::UnboundedSender<Vec<u8>>,
-    ordinary: mpsc::Sender<Vec<u8>>,
-    shared: Arc<ReaderShared>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-/// What a connection's reader shares with the control task.
-#[derive(Debug, Default)]
-struct ReaderShared {
-    /// The association is Active with this connection's incarnation: ordinary messages may go
-    /// straight to the local runtime.
-    admitted: AtomicBool,
-    /// Ordinary messages this reader handed to the control task and that it has not processed
-    /// yet: the reader delivers directly only when there are none, so nothing overtakes.
-    in_flight: AtomicUsize,
-}
-
 /// The path of ordinary messages to one remote node, shared by the handles and the control task.
 #[derive(Debug, Default)]
 struct Path {
@@ -228,12 +177,6 @@ fn path(paths: &Paths, to: &Address) -> Arc<Path> {
     }
     let mut all = paths.write().unwrap_or_else(|e| e.into_inner());
     Arc::clone(all.entry(to.clone()).or_default())
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 /// A running node's remoting. Dropping the last handle stops it.
@@ -276,7 +219,14 @@ impl std::fmt::Debug for RemoteNode {
     }
 }
 
-static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+/// How to start a node, beyond its settings.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The incarnation UID (an actor system's own); a random one when `None`.
+    pub uid: Option<u64>,
+    /// Faults to inject into this node's links, for tests.
+    pub faults: Option<FaultInjector>,
+}
 
 impl RemoteNode {
     /// Binds `address` (port 0 picks a free one) and starts remoting on `remote.threads`
@@ -286,7 +236,7 @@ impl RemoteNode {
         address: &Address,
         settings: RemoteSettings,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
-        Self::start_with_uid(address, settings, rand::random::<u64>())
+        Self::start_with(address, settings, StartOptions::default())
     }
 
     /// As [`RemoteNode::start`], with the incarnation UID given (an actor system's own).
@@ -295,6 +245,23 @@ impl RemoteNode {
         settings: RemoteSettings,
         uid: u64,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+        Self::start_with(
+            address,
+            settings,
+            StartOptions {
+                uid: Some(uid),
+                faults: None,
+            },
+        )
+    }
+
+    /// As [`RemoteNode::start`], with options.
+    pub fn start_with(
+        address: &Address,
+        settings: RemoteSettings,
+        options: StartOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+        let uid = options.uid.unwrap_or_else(rand::random::<u64>);
         let (Some(host), Some(port)) = (address.host(), address.port()) else {
             return Err(StartError::NotRemote(address.clone()));
         };
@@ -342,26 +309,26 @@ impl RemoteNode {
         let (events_tx, events) = mpsc::unbounded_channel();
         let max_frame = settings.maximum_frame_size;
         let paths = Paths::default();
-        let control = Control {
-            remoting: Remoting::new(local.clone(), settings.clone()),
-            settings,
-            tls: tls.clone(),
-            conns: BTreeMap::new(),
-            paths: Arc::clone(&paths),
-            touched: BTreeSet::new(),
-            events_tx: events_tx.clone(),
-            inbound: inbound_tx.clone(),
-        };
-        runtime.spawn(accept_loop(
-            listener,
+        let dialer = Dialer::new(
             local.clone(),
-            control.settings.clone(),
+            &settings,
             tls.clone(),
+            options.faults,
             Wiring {
                 events: events_tx,
                 inbound: inbound_tx.clone(),
             },
-        ));
+        );
+        let control = Control {
+            remoting: Remoting::new(local.clone(), settings.clone()),
+            settings,
+            dialer: dialer.clone(),
+            conns: BTreeMap::new(),
+            paths: Arc::clone(&paths),
+            touched: BTreeSet::new(),
+            inbound: inbound_tx.clone(),
+        };
+        runtime.spawn(accept_loop(listener, dialer));
         if let Some(tls) = tls {
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(tls.reload_interval());
@@ -480,242 +447,18 @@ impl RemoteNode {
     }
 }
 
-/// A connection's byte stream: plain TCP, or TLS over TCP.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-type Stream = Box<dyn Io>;
-
-/// Where connections report: the control task, and (for directly delivered messages) the local
-/// runtime.
-#[derive(Clone)]
-struct Wiring {
-    events: mpsc::UnboundedSender<ConnEvent>,
-    inbound: mpsc::UnboundedSender<Inbound>,
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    local: UniqueAddress,
-    settings: RemoteSettings,
-    tls: Option<Arc<Tls>>,
-    wiring: Wiring,
-) {
-    let (max_frame, timeout) = (settings.maximum_frame_size, settings.handshake_timeout);
-    let queue = settings.outbound_message_queue_size;
-    let secret = Arc::new(settings.secret.clone());
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (local, wiring, secret) = (local.clone(), wiring.clone(), Arc::clone(&secret));
-        let tls = tls.as_ref().map(|t| t.configs().server);
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let shake = async {
-                let mut stream: Stream = match tls {
-                    Some(server) => Box::new(
-                        tokio_rustls::TlsAcceptor::from(server)
-                            .accept(tcp)
-                            .await
-                            .map_err(|e| format!("TLS handshake failed: {e}"))?,
-                    ),
-                    None => Box::new(tcp),
-                };
-                let mut decoder = FrameDecoder::new(max_frame);
-                let secret = secret.as_deref().map(str::as_bytes);
-                let remote = accept(
-                    &mut stream,
-                    &mut decoder,
-                    &local,
-                    secret,
-                    |_| false,
-                    max_frame,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok::<_, String>((stream, decoder, remote))
-            };
-            match tokio::time::timeout(timeout, shake).await {
-                Ok(Ok((stream, decoder, remote))) => {
-                    let conn = open(stream, decoder, remote.clone(), queue, &wiring);
-                    let _ = wiring.events.send(ConnEvent::Up {
-                        remote,
-                        outbound: false,
-                        conn,
-                    });
-                }
-                Ok(Err(e)) => {
-                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
-                    tracing::warn!(%peer, "inbound connection from {peer} refused: {e}");
-                }
-                Err(_) => {
-                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
-                    tracing::warn!(%peer, "inbound connection from {peer} sent no handshake in time; closed");
-                }
-            }
-        });
-    }
-}
-
-/// Starts the reader and writer of an established connection.
-fn open(
-    stream: Stream,
-    mut decoder: FrameDecoder,
-    remote: UniqueAddress,
-    queue: usize,
-    wiring: &Wiring,
-) -> Conn {
-    let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let (control, control_rx) = mpsc::unbounded_channel();
-    // User messages beyond `outbound-message-queue-size` waiting for the socket are dropped to
-    // dead letters (at most once, as Akka's outbound queue).
-    let (ordinary, ordinary_rx) = mpsc::channel(queue.max(1));
-    let lanes = Lanes {
-        control: control_rx,
-        ordinary: ordinary_rx,
-    };
-    tokio::spawn(async move {
-        let _ = write_frames(&mut writer, lanes).await;
-    });
-    let Wiring { events, inbound } = wiring.clone();
-    let uid = remote.uid;
-    let shared = Arc::new(ReaderShared::default());
-    let mine = Arc::clone(&shared);
-    let reader = tokio::spawn(async move {
-        let mut reported = Instant::now();
-        let reason = 'read: loop {
-            // Every complete frame in the buffer, read in place; then more bytes.
-            loop {
-                let (kind, body) = match decoder.next_frame_ref() {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(e) => {
-                        metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
-                        break 'read format!("closed: {e}");
-                    }
-                };
-                let direct = kind == Kind::User
-                    && mine.in_flight.load(Ordering::SeqCst) == 0
-                    && mine.admitted.load(Ordering::SeqCst);
-                if direct {
-                    match pdu::decode::<UserEnvelope>(Kind::User, body) {
-                        Ok(envelope) => {
-                            let _ = inbound.send(Inbound::User {
-                                from: remote.clone(),
-                                envelope,
-                            });
-                            if reported.elapsed() >= Duration::from_secs(1) {
-                                reported = Instant::now();
-                                let _ = events.send(ConnEvent::Heard {
-                                    from: remote.clone(),
-                                });
-                            }
-                        }
-                        Err(e) => undecodable(&remote, &e),
-                    }
-                    continue;
-                }
-                match decode(&kind, body) {
-                    Ok(Some(pdu)) => {
-                        let reader = matches!(pdu, Pdu::User(_)).then(|| {
-                            mine.in_flight.fetch_add(1, Ordering::SeqCst);
-                            Arc::clone(&mine)
-                        });
-                        let _ = events.send(ConnEvent::Received {
-                            from: remote.clone(),
-                            pdu,
-                            reader,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => undecodable(&remote, &e),
-                }
-            }
-            if let Err(e) = fill(&mut reader, &mut decoder).await {
-                break e.to_string();
-            }
-        };
-        let _ = events.send(ConnEvent::Lost {
-            remote: remote.address.clone(),
-            conn_id: id,
-            reason,
-        });
-    });
-    Conn {
-        id,
-        uid,
-        control,
-        ordinary,
-        shared,
-        reader,
-    }
-}
-
-/// An undecodable frame is dropped, logged and counted; the connection stays up.
-fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
-    metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
-    tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
-}
-
-/// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take.
-fn decode(
-    kind: &Kind,
-    body: &[u8],
-) -> Result<Option<Pdu<UserEnvelope, SystemPayload>>, flotilla_wire::WireError> {
-    let kind = *kind;
-    Ok(Some(match kind {
-        Kind::User => Pdu::User(pdu::decode(kind, body)?),
-        Kind::System => {
-            let s: SystemEnvelope = pdu::decode(kind, body)?;
-            Pdu::System {
-                seq: s.seq,
-                msg: SystemPayload {
-                    manifest: s.manifest,
-                    payload: s.payload,
-                },
-            }
-        }
-        Kind::SystemAck => Pdu::SystemAck {
-            upto: pdu::decode::<SystemAck>(kind, body)?.upto,
-        },
-        Kind::Heartbeat => Pdu::Heartbeat {
-            seq: pdu::decode::<Heartbeat>(kind, body)?.seq,
-        },
-        Kind::HeartbeatReply => Pdu::HeartbeatReply {
-            seq: pdu::decode::<HeartbeatReply>(kind, body)?.seq,
-        },
-        Kind::QuarantineNotice => {
-            let n: QuarantineNotice = pdu::decode(kind, body)?;
-            Pdu::QuarantineNotice {
-                to_uid: n.to_uid,
-                reason: n.reason,
-            }
-        }
-        Kind::Handshake | Kind::HandshakeReply => {
-            let _ = pdu::decode::<HandshakeReply>(kind, body);
-            return Ok(None);
-        }
-    }))
-}
-
 struct Control {
     remoting: Remoting<UserEnvelope, SystemPayload>,
     settings: RemoteSettings,
-    tls: Option<Arc<Tls>>,
-    /// Open connections per remote, by id: both nodes may connect at once, and either
-    /// connection serves; the oldest is used for writing.
+    /// Opens links.
+    dialer: Dialer,
+    /// Open links per remote, by id: both nodes may connect at once, and either link serves;
+    /// the oldest is used for writing.
     conns: BTreeMap<Address, BTreeMap<u64, Conn>>,
     /// The fast paths of ordinary messages, per node.
     paths: Paths,
     /// Nodes whose fast paths may have changed since they were last set.
     touched: BTreeSet<Address>,
-    events_tx: mpsc::UnboundedSender<ConnEvent>,
     inbound: mpsc::UnboundedSender<Inbound>,
 }
 
@@ -864,7 +607,7 @@ impl Control {
     fn carry_out(&mut self) {
         while let Some(out) = self.remoting.poll_output() {
             match out {
-                RemoteOutput::Connect { to } => self.connect(to),
+                RemoteOutput::Connect { to } => link::connect(to, self.dialer.clone()),
                 RemoteOutput::Transmit { to, pdu } => self.transmit(&to, pdu),
                 RemoteOutput::Disconnect { remote, uid } => {
                     self.touched.insert(remote.clone());
@@ -1017,73 +760,6 @@ impl Control {
         } else {
             let _ = conn.control.send(frame);
         }
-    }
-
-    fn connect(&self, to: Address) {
-        let local = self.remoting.local().clone();
-        let wiring = Wiring {
-            events: self.events_tx.clone(),
-            inbound: self.inbound.clone(),
-        };
-        let timeout = self.settings.handshake_timeout;
-        let max_frame = self.settings.maximum_frame_size;
-        let queue = self.settings.outbound_message_queue_size;
-        let secret = self.settings.secret.clone();
-        let tls = self.tls.as_ref().map(|t| t.configs().client);
-        tokio::spawn(async move {
-            let attempt = async {
-                let (Some(host), Some(port)) = (to.host(), to.port()) else {
-                    return Err(format!("{to} is not a network address"));
-                };
-                let addr: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-                    .await
-                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                    .collect();
-                let tcp = TcpStream::connect(&addr[..])
-                    .await
-                    .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
-                let _ = tcp.set_nodelay(true);
-                let mut stream: Stream = match tls {
-                    Some(client) => {
-                        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                            .map_err(|e| {
-                                format!("{host} cannot be checked against a certificate: {e}")
-                            })?;
-                        Box::new(
-                            tokio_rustls::TlsConnector::from(client)
-                                .connect(name, tcp)
-                                .await
-                                .map_err(|e| {
-                                    format!("TLS handshake with {host}:{port} failed: {e}")
-                                })?,
-                        )
-                    }
-                    None => Box::new(tcp),
-                };
-                let mut decoder = FrameDecoder::new(max_frame);
-                let secret = secret.as_deref().map(str::as_bytes);
-                let remote = initiate(&mut stream, &mut decoder, &local, &to, secret, max_frame)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((stream, decoder, remote))
-            };
-            let event = match tokio::time::timeout(timeout, attempt).await {
-                Ok(Ok((stream, decoder, remote))) => {
-                    let conn = open(stream, decoder, remote.clone(), queue, &wiring);
-                    ConnEvent::Up {
-                        remote,
-                        outbound: true,
-                        conn,
-                    }
-                }
-                Ok(Err(reason)) => ConnEvent::ConnectFailed { remote: to, reason },
-                Err(_) => ConnEvent::ConnectFailed {
-                    remote: to,
-                    reason: format!("no handshake within {timeout:?}"),
-                },
-            };
-            let _ = wiring.events.send(event);
-        });
     }
 }
 

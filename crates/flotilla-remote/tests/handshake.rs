@@ -5,13 +5,17 @@
 use std::time::Duration;
 
 use flotilla_core::{Address, UniqueAddress};
-use flotilla_remote::handshake::{HandshakeError, accept, initiate};
-use flotilla_wire::FrameDecoder;
+use flotilla_remote::handshake::{HandshakeError, Opening, accept, initiate};
 use flotilla_wire::pdu::HandshakeRefusal;
+use flotilla_wire::{FrameDecoder, Lane};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MAX: usize = 256 * 1024;
+const OPEN: Opening = Opening {
+    lane: Lane::Control,
+    link: 5,
+};
 
 fn node(system: &str, port: u16, uid: u64) -> UniqueAddress {
     UniqueAddress {
@@ -54,6 +58,10 @@ async fn server_with_secret(
             MAX,
         )
         .await
+        .map(|(peer, opening)| {
+            assert_eq!(opening, OPEN, "the lane and link arrive as sent");
+            peer
+        })
     });
     (port, task)
 }
@@ -70,6 +78,7 @@ async fn both_sides_learn_who_the_other_is() {
         &me,
         &target,
         None,
+        OPEN,
         MAX,
     )
     .await
@@ -89,6 +98,7 @@ async fn a_wrong_system_name_is_refused_and_both_sides_say_why() {
         &node("billing", 2551, 7),
         &target,
         None,
+        OPEN,
         MAX,
     )
     .await
@@ -117,6 +127,7 @@ async fn a_quarantined_incarnation_is_refused_with_what_to_do() {
         &node("orders", 2551, 7),
         &target,
         None,
+        OPEN,
         MAX,
     )
     .await
@@ -179,6 +190,7 @@ async fn the_cluster_secret_must_match_on_both_sides() {
         &me,
         &target(port),
         Some(b"s3cret"),
+        OPEN,
         MAX,
     )
     .await
@@ -198,6 +210,7 @@ async fn the_cluster_secret_must_match_on_both_sides() {
             &me,
             &target(port),
             ours,
+            OPEN,
             MAX,
         )
         .await

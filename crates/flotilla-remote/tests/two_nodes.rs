@@ -201,7 +201,9 @@ async fn order_holds_while_the_association_opens_and_the_fast_path_takes_over() 
 async fn a_full_outbound_queue_sends_messages_to_dead_letters() {
     use flotilla_core::UniqueAddress;
     use flotilla_remote::handshake::accept;
-    use flotilla_wire::FrameDecoder;
+    use flotilla_remote::io::read_frame;
+    use flotilla_wire::{FrameDecoder, Kind, Lane};
+    use tokio::io::AsyncWriteExt;
 
     let settings = flotilla_core::RemoteSettings {
         outbound_message_queue_size: 16,
@@ -216,23 +218,30 @@ async fn a_full_outbound_queue_sends_messages_to_dead_letters() {
         address: stuck.clone(),
         uid: 7,
     };
+    // A peer that accepts the link and never reads its ordinary connection.
     let peer = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        accept(
-            &mut s,
-            &mut FrameDecoder::new(1 << 20),
-            &me,
-            None,
-            |_| false,
-            1 << 20,
-        )
-        .await
-        .unwrap();
-        s // held open, never read
+        let mut halves = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (_, opening) = accept(
+                &mut s,
+                &mut FrameDecoder::new(1 << 20),
+                &me,
+                None,
+                |_| false,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+            halves.push((opening.lane, s));
+        }
+        halves.sort_by_key(|(lane, _)| *lane == Lane::Ordinary);
+        let mut halves = halves.into_iter().map(|(_, s)| s);
+        (halves.next().unwrap(), halves.next().unwrap())
     });
     a.send_user(&stuck, user("/user/x", b"first")).unwrap();
     entered(&mut a_in, StateName::Active).await;
-    let _held = peer.await.unwrap();
+    let (mut control, _ordinary) = peer.await.unwrap();
     let big = vec![0u8; 64 * 1024];
     let mut reason = None;
     for _ in 0..2000 {
@@ -246,4 +255,32 @@ async fn a_full_outbound_queue_sends_messages_to_dead_letters() {
     let reason = reason.expect("some message went to dead letters");
     assert!(reason.contains("outbound-message-queue-size"), "{reason}");
     assert_eq!(a.associations().await.unwrap()[0].state, StateName::Active);
+
+    // The ordinary connection is jammed, yet the control connection answers a heartbeat at once.
+    let mut frame = Vec::new();
+    flotilla_wire::pdu::encode(
+        Kind::Heartbeat,
+        &flotilla_wire::Heartbeat {
+            from_uid: 7,
+            seq: 1,
+        },
+        1 << 20,
+        &mut frame,
+    )
+    .unwrap();
+    control.write_all(&frame).await.unwrap();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let reply = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let f = read_frame(&mut control, &mut decoder).await.unwrap();
+            if f.kind == Kind::HeartbeatReply {
+                return f;
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat reply while user messages wait");
+    let reply: flotilla_wire::HeartbeatReply =
+        flotilla_wire::pdu::decode(reply.kind, &reply.body).unwrap();
+    assert_eq!(reply.seq, 1);
 }

@@ -32,6 +32,7 @@ pub fn decode_everything(data: &[u8]) {
                             if let Ok(hs) = pdu::decode::<Handshake>(frame.kind, body) {
                                 let _ = hs.check(&local);
                             }
+                            let _ = pdu::decode_handshake(body, &local);
                         }
                         Kind::HandshakeReply => {
                             let _ = pdu::decode::<HandshakeReply>(frame.kind, body);

@@ -1,4 +1,4 @@
-//! Flotilla's wire format, version 1: frames ([`frame`]) and the protocol data units of remoting
+//! Flotilla's wire format, version 2: frames ([`frame`]) and the protocol data units of remoting
 //! ([`pdu`]). See `docs/design/remoting.md` for the whole protocol.
 //!
 //! # What this crate is not
@@ -12,8 +12,9 @@ pub mod pdu;
 
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use pdu::{
-    Handshake, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, QuarantineNotice,
-    SystemAck, SystemEnvelope, UserEnvelope, WireAddress, WireError, WireUniqueAddress,
+    Handshake, HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,
+    QuarantineNotice, SystemAck, SystemEnvelope, UserEnvelope, WireAddress, WireError,
+    WireUniqueAddress,
 };
 
 /// What a frame's body is. The byte values are part of the wire format: never reuse one.

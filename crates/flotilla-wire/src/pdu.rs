@@ -14,7 +14,7 @@ use crate::frame::{self, FrameError};
 pub const MAGIC: [u8; 4] = *b"FLTL";
 
 /// The wire format version this crate speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Why bytes could not be turned into a PDU, or a PDU into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +98,34 @@ pub struct Handshake {
     /// Proof of the shared cluster secret, if one is configured (an HMAC computed by the
     /// transport; compared in constant time there).
     pub secret_proof: Option<Vec<u8>>,
+    /// Which of the link's two connections this is.
+    pub lane: Lane,
+    /// The link this connection belongs to: drawn by the connecting side, the same on both of a
+    /// link's connections, so that the accepting side can pair them.
+    pub link: u64,
+}
+
+/// The first two fields of every [`Handshake`], in every version: read on their own when a
+/// handshake does not decode, so that a peer of another version is told so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeHead {
+    /// [`MAGIC`], if a Flotilla peer.
+    pub magic: [u8; 4],
+    /// The sender's wire format version.
+    pub version: u16,
+}
+
+/// The two connections of a link between two nodes.
+///
+/// Control frames (handshake, heartbeats, system messages, acknowledgements, quarantine
+/// notices) travel on the control connection and user messages on the ordinary one, so a
+/// backlog of user messages never delays a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Handshake, heartbeats, system messages, acknowledgements, quarantine notices.
+    Control,
+    /// User messages.
+    Ordinary,
 }
 
 /// Why a handshake was refused.
@@ -143,14 +171,22 @@ pub enum HandshakeRefusal {
 }
 
 impl Handshake {
-    /// A handshake for wire format [`VERSION`].
-    pub fn new(from: WireUniqueAddress, to: WireAddress, secret_proof: Option<Vec<u8>>) -> Self {
+    /// A handshake for wire format [`VERSION`], opening connection `lane` of link `link`.
+    pub fn new(
+        from: WireUniqueAddress,
+        to: WireAddress,
+        secret_proof: Option<Vec<u8>>,
+        lane: Lane,
+        link: u64,
+    ) -> Self {
         Self {
             magic: MAGIC,
             version: VERSION,
             from,
             to,
             secret_proof,
+            lane,
+            link,
         }
     }
 
@@ -180,6 +216,36 @@ impl Handshake {
         }
         Ok(())
     }
+}
+
+/// Decodes a handshake body and checks it against this node (`local`). A body that does not
+/// decode as this version's handshake is told apart: a Flotilla peer of another version gets
+/// [`HandshakeRefusal::IncompatibleVersion`], anything else [`HandshakeRefusal::BadMagic`].
+pub fn decode_handshake(body: &[u8], local: &WireAddress) -> Result<Handshake, HandshakeRefusal> {
+    match postcard::from_bytes::<Handshake>(body) {
+        Ok(hs) => {
+            hs.check(local)?;
+            Ok(hs)
+        }
+        Err(_) => match postcard::from_bytes::<HandshakeHead>(body) {
+            Ok(head) if head.magic == MAGIC && head.version != VERSION => {
+                Err(HandshakeRefusal::IncompatibleVersion {
+                    theirs: head.version,
+                    ours: VERSION,
+                })
+            }
+            _ => Err(HandshakeRefusal::BadMagic(first_four(body))),
+        },
+    }
+}
+
+/// The first four bytes (zero-padded): what a refusal for bad magic shows.
+pub fn first_four(bytes: &[u8]) -> [u8; 4] {
+    let mut out = [0; 4];
+    for (o, b) in out.iter_mut().zip(bytes) {
+        *o = *b;
+    }
+    out
 }
 
 /// The accepting side's answer to a [`Handshake`].
@@ -284,7 +350,13 @@ mod tests {
 
     #[test]
     fn a_handshake_round_trips_and_is_checked_field_by_field() {
-        let hs = Handshake::new(unique("orders", 2551, 7), addr("orders", 2552), None);
+        let hs = Handshake::new(
+            unique("orders", 2551, 7),
+            addr("orders", 2552),
+            None,
+            Lane::Ordinary,
+            42,
+        );
         let mut out = Vec::new();
         encode(Kind::Handshake, &hs, 1024, &mut out).unwrap_or_else(|e| panic!("{e}"));
         let mut d = FrameDecoder::new(1024);
@@ -315,7 +387,7 @@ mod tests {
         };
         assert_eq!(
             old.check(&addr("orders", 2552)).unwrap_err().to_string(),
-            "incompatible wire format: the peer speaks version 0, this node 1"
+            "incompatible wire format: the peer speaks version 0, this node 2"
         );
         let http = Handshake {
             magic: *b"GET ",
@@ -325,6 +397,48 @@ mod tests {
             http.check(&addr("orders", 2552)),
             Err(HandshakeRefusal::BadMagic(_))
         ));
+    }
+
+    #[test]
+    fn a_handshake_of_another_version_is_refused_as_such_even_when_its_layout_differs() {
+        let local = addr("orders", 2552);
+        // Version 1 had no lane and no link.
+        #[derive(Serialize)]
+        struct V1 {
+            magic: [u8; 4],
+            version: u16,
+            from: WireUniqueAddress,
+            to: WireAddress,
+            secret_proof: Option<Vec<u8>>,
+        }
+        let v1 = postcard::to_stdvec(&V1 {
+            magic: MAGIC,
+            version: 1,
+            from: unique("orders", 2551, 7),
+            to: local.clone(),
+            secret_proof: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            decode_handshake(&v1, &local),
+            Err(HandshakeRefusal::IncompatibleVersion {
+                theirs: 1,
+                ours: VERSION
+            })
+        );
+        assert_eq!(
+            decode_handshake(b"GET / HTTP/1.1", &local),
+            Err(HandshakeRefusal::BadMagic(*b"GET "))
+        );
+        let hs = Handshake::new(
+            unique("orders", 2551, 7),
+            local.clone(),
+            None,
+            Lane::Control,
+            9,
+        );
+        let body = postcard::to_stdvec(&hs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decode_handshake(&body, &local), Ok(hs));
     }
 
     #[test]

@@ -48,8 +48,10 @@ struct Sim {
     /// Inputs in flight: (due, sequence) → (node index, input).
     queue: BTreeMap<(Instant, u64), (usize, RemoteInput<String, String>)>,
     seq: u64,
-    /// Open connections as unordered node pairs.
-    connections: BTreeSet<(usize, usize)>,
+    /// Open links per unordered node pair, by id. Both nodes may connect at once; as in the
+    /// transport, either link serves and the association is lost only with the last one.
+    connections: BTreeMap<(usize, usize), BTreeSet<u64>>,
+    next_link: u64,
     /// Directed links that lose everything.
     blackholes: BTreeSet<(usize, usize)>,
     /// Per directed link, the last scheduled delivery: keeps each link FIFO like TCP.
@@ -73,7 +75,8 @@ impl Sim {
             nodes: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
-            connections: BTreeSet::new(),
+            connections: BTreeMap::new(),
+            next_link: 1,
             blackholes: BTreeSet::new(),
             last_delivery: BTreeMap::new(),
             trace: Vec::new(),
@@ -150,7 +153,7 @@ impl Sim {
                 RemoteOutput::Connect { to } => self.connect(node, to),
                 RemoteOutput::Transmit { to, pdu } => {
                     if let Some(peer) = self.index_of(&to.address) {
-                        let open = self.connections.contains(&Self::pair(node, peer));
+                        let open = self.connections.contains_key(&Self::pair(node, peer));
                         let live = self.nodes[peer].alive && self.uid(peer) == to.uid;
                         if open && live && !self.blackholes.contains(&(node, peer)) {
                             let from = self.unique(node);
@@ -167,7 +170,7 @@ impl Sim {
                 }
                 RemoteOutput::Disconnect { remote, .. } => {
                     if let Some(peer) = self.index_of(remote)
-                        && self.connections.remove(&Self::pair(node, peer))
+                        && self.connections.remove(&Self::pair(node, peer)).is_some()
                     {
                         let lost = RemoteInput::ConnectionLost {
                             remote: address(node),
@@ -204,7 +207,11 @@ impl Sim {
         if self.blackholes.contains(&(from, peer)) || self.blackholes.contains(&(peer, from)) {
             return; // the handshake never completes: the association's timeout decides
         }
-        self.connections.insert(Self::pair(from, peer));
+        self.next_link += 1;
+        self.connections
+            .entry(Self::pair(from, peer))
+            .or_default()
+            .insert(self.next_link);
         let accepted = RemoteInput::Accepted {
             remote: self.unique(from),
         };
@@ -276,7 +283,7 @@ impl Sim {
     }
 
     fn drop_connection(&mut self, a: usize, b: usize) {
-        if self.connections.remove(&Self::pair(a, b)) {
+        if self.connections.remove(&Self::pair(a, b)).is_some() {
             // Like TCP: the reset reaches each side after whatever that link already carried.
             for (x, y) in [(a, b), (b, a)] {
                 let lost = RemoteInput::ConnectionLost {
@@ -288,11 +295,37 @@ impl Sim {
         }
     }
 
+    /// Closes the oldest link between `a` and `b`; the association is lost only if it was the
+    /// last one.
+    fn drop_oldest_link(&mut self, a: usize, b: usize) {
+        let pair = Self::pair(a, b);
+        let Some(links) = self.connections.get_mut(&pair) else {
+            return;
+        };
+        links.pop_first();
+        if links.is_empty() {
+            self.connections.remove(&pair);
+            for (x, y) in [(a, b), (b, a)] {
+                let lost = RemoteInput::ConnectionLost {
+                    remote: address(y),
+                    reason: "connection reset".into(),
+                };
+                self.deliver_later(y, x, lost);
+            }
+        }
+    }
+
+    fn links(&self, a: usize, b: usize) -> usize {
+        self.connections
+            .get(&Self::pair(a, b))
+            .map_or(0, BTreeSet::len)
+    }
+
     fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
         let peers: Vec<usize> = self
             .connections
-            .iter()
+            .keys()
             .filter_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
             .collect();
         for p in peers {
@@ -415,6 +448,59 @@ fn an_inbound_connection_opens_the_gate_at_once() {
             sim.nodes[0].users.iter().any(|(_, m)| m == "inbound"),
             "seed {seed}"
         );
+    }
+}
+
+#[test]
+fn simultaneous_connects_make_two_links_and_either_serves_until_the_last_is_lost() {
+    use StateName::*;
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        // Both nodes open an association to the other at the same instant.
+        sim.send_user(0, 1, "a0");
+        sim.send_user(1, 0, "b0");
+        sim.send_system(0, 1, "sa0");
+        sim.send_system(1, 0, "sb0");
+        assert_eq!(sim.links(0, 1), 2, "seed {seed}: two links");
+        sim.run_for(s(1));
+        for (x, y) in [(0, 1), (1, 0)] {
+            assert_eq!(sim.state(x, y), Some(Active), "seed {seed}");
+            assert_eq!(sim.transitions(x), [(Idle, Active)], "seed {seed}");
+        }
+        for i in 1..=10 {
+            sim.send_user(0, 1, &format!("a{i}"));
+            sim.send_user(1, 0, &format!("b{i}"));
+            sim.send_system(0, 1, &format!("sa{i}"));
+        }
+        sim.run_for(s(1));
+        // One link goes: the other carries on, nobody notices.
+        sim.drop_oldest_link(0, 1);
+        for i in 11..=20 {
+            sim.send_user(0, 1, &format!("a{i}"));
+            sim.send_system(0, 1, &format!("sa{i}"));
+        }
+        sim.run_for(s(1));
+        assert_eq!(sim.state(0, 1), Some(Active), "seed {seed}");
+        assert_eq!(sim.state(1, 0), Some(Active), "seed {seed}");
+        let users = |n: usize| -> Vec<String> {
+            sim.nodes[n].users.iter().map(|(_, m)| m.clone()).collect()
+        };
+        let expected: Vec<String> = (0..=20).map(|i| format!("a{i}")).collect();
+        assert_eq!(users(1), expected, "seed {seed}: in order, once");
+        let expected: Vec<String> = (0..=10).map(|i| format!("b{i}")).collect();
+        assert_eq!(users(0), expected, "seed {seed}");
+        let systems: Vec<String> = sim.nodes[1]
+            .systems
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect();
+        let expected: Vec<String> = (0..=20).map(|i| format!("sa{i}")).collect();
+        assert_eq!(systems, expected, "seed {seed}: exactly once, in order");
+        // The last link goes: now both sides gate.
+        sim.drop_oldest_link(0, 1);
+        sim.run_for(Duration::from_millis(100));
+        assert_eq!(sim.state(0, 1), Some(Gated), "seed {seed}");
+        assert_eq!(sim.state(1, 0), Some(Gated), "seed {seed}");
     }
 }
 

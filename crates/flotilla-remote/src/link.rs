@@ -1,0 +1,711 @@
+//! Links: the two TCP connections between two nodes, how they are opened and paired, and the
+//! tasks that read and write them.
+//!
+//! ```text
+//!  connecting side                                   accepting side
+//!  ───────────────                                   ──────────────
+//!  TCP + (TLS) + Handshake{lane: Control, link: L} ──▶ checked, answered, parked under (uid, L)
+//!  TCP + (TLS) + Handshake{lane: Ordinary, link: L} ─▶ checked, answered, paired with the parked
+//!  both answered by the same incarnation: link Up      half: link Up
+//! ```
+//!
+//! Each connection has its own writer and reader task. The control connection carries
+//! heartbeats, system messages, acknowledgements and quarantine notices; the ordinary
+//! connection carries user messages; so however many user messages wait for the socket, a
+//! heartbeat is written at once. Either connection failing takes the whole link down. A half
+//! whose partner does not arrive within `handshake-timeout` is closed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use flotilla_core::{Address, RemoteSettings, UniqueAddress};
+use flotilla_proto::remoting::Pdu;
+use flotilla_wire::pdu::{self, HandshakeReply};
+use flotilla_wire::{
+    FrameDecoder, Heartbeat, HeartbeatReply, Kind, Lane, QuarantineNotice, SystemAck,
+    SystemEnvelope, UserEnvelope,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{FaultInjector, Registration};
+use crate::handshake::{Opening, accept, initiate};
+use crate::io::{FrameSource, ReadError, fill, write_lane};
+use crate::node::{Inbound, SystemPayload};
+use crate::tls::Tls;
+
+/// A connection's byte stream: plain TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub(crate) type Stream = Box<dyn Io>;
+
+/// At most this many accepted connections wait for their partner at once; more are closed.
+const MAX_UNPAIRED: usize = 1024;
+
+static LINK_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What connection tasks report to the control task.
+pub(crate) enum ConnEvent {
+    Up {
+        remote: UniqueAddress,
+        outbound: bool,
+        conn: Conn,
+    },
+    ConnectFailed {
+        remote: Address,
+        reason: String,
+    },
+    Received {
+        from: UniqueAddress,
+        pdu: Pdu<UserEnvelope, SystemPayload>,
+        /// For an ordinary message: the reader's state, whose in-flight count this message holds.
+        reader: Option<Arc<ReaderShared>>,
+    },
+    /// Ordinary messages from `from` were delivered directly (reported about once a second).
+    Heard {
+        from: UniqueAddress,
+    },
+    Lost {
+        remote: Address,
+        conn_id: u64,
+        reason: String,
+    },
+}
+
+/// Where connections report: the control task, and (for directly delivered messages) the local
+/// runtime.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
+    pub(crate) inbound: mpsc::UnboundedSender<Inbound>,
+}
+
+/// Everything needed to open links, shared by the accept loop and every connect attempt.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    pub(crate) local: UniqueAddress,
+    pub(crate) max_frame: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) queue: usize,
+    pub(crate) secret: Arc<Option<String>>,
+    pub(crate) tls: Option<Arc<Tls>>,
+    pub(crate) faults: Option<FaultInjector>,
+    pub(crate) wiring: Wiring,
+}
+
+impl Dialer {
+    pub(crate) fn new(
+        local: UniqueAddress,
+        settings: &RemoteSettings,
+        tls: Option<Arc<Tls>>,
+        faults: Option<FaultInjector>,
+        wiring: Wiring,
+    ) -> Self {
+        Self {
+            local,
+            max_frame: settings.maximum_frame_size,
+            handshake_timeout: settings.handshake_timeout,
+            queue: settings.outbound_message_queue_size,
+            secret: Arc::new(settings.secret.clone()),
+            tls,
+            faults,
+            wiring,
+        }
+    }
+
+    fn blackholed(&self, remote: &Address) -> bool {
+        self.faults.as_ref().is_some_and(|f| {
+            let r = f.rule(remote);
+            r.drop_inbound || r.drop_outbound
+        })
+    }
+}
+
+/// One connection after its handshake, not yet reading or writing.
+pub(crate) struct Half {
+    stream: Stream,
+    decoder: FrameDecoder,
+    /// A duplicate of the TCP socket, kept only for fault injection.
+    socket: Option<socket2::Socket>,
+}
+
+/// An established link. Dropping it stops reading at once and closes the lanes: each writer
+/// sends what is already queued (a quarantine notice, say) and then closes its socket.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) uid: u64,
+    pub(crate) control: mpsc::UnboundedSender<Vec<u8>>,
+    pub(crate) ordinary: mpsc::Sender<Vec<u8>>,
+    pub(crate) shared: Arc<ReaderShared>,
+    _stop_reading: tokio_util::sync::DropGuard,
+    _registration: Option<Registration>,
+}
+
+/// What a link's readers share with the control task.
+#[derive(Debug, Default)]
+pub(crate) struct ReaderShared {
+    /// The association is Active with this link's incarnation: ordinary messages may go
+    /// straight to the local runtime.
+    pub(crate) admitted: AtomicBool,
+    /// Ordinary messages handed to the control task and not processed yet: the readers deliver
+    /// directly only when there are none, so nothing overtakes.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Accepts connections for ever: each is handshaken (bounded by `handshake-timeout`) and paired
+/// with its link's other connection before the link is reported up.
+pub(crate) async fn accept_loop(listener: TcpListener, dialer: Dialer) {
+    let unpaired: Unpaired = Arc::default();
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (dialer, unpaired) = (dialer.clone(), Arc::clone(&unpaired));
+        tokio::spawn(async move {
+            let timeout = dialer.handshake_timeout;
+            match tokio::time::timeout(timeout, accept_half(tcp, &dialer)).await {
+                Ok(Ok((remote, opening, half))) => {
+                    if dialer.blackholed(&remote.address) {
+                        tracing::debug!(%remote, "fault injection: closed a connection from blackholed {remote}");
+                        return;
+                    }
+                    pair(remote, opening, half, &dialer, &unpaired).await;
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
+                    tracing::warn!(%peer, "inbound connection from {peer} refused: {e}");
+                }
+                Err(_) => {
+                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
+                    tracing::warn!(%peer, "inbound connection from {peer} sent no handshake in time; closed");
+                }
+            }
+        });
+    }
+}
+
+async fn accept_half(
+    tcp: TcpStream,
+    dialer: &Dialer,
+) -> Result<(UniqueAddress, Opening, Half), String> {
+    let _ = tcp.set_nodelay(true);
+    let socket = dup(&tcp, dialer);
+    let mut stream: Stream = match &dialer.tls {
+        Some(tls) => Box::new(
+            tokio_rustls::TlsAcceptor::from(tls.configs().server)
+                .accept(tcp)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?,
+        ),
+        None => Box::new(tcp),
+    };
+    let mut decoder = FrameDecoder::new(dialer.max_frame);
+    let secret = dialer.secret.as_deref().map(str::as_bytes);
+    let (remote, opening) = accept(
+        &mut stream,
+        &mut decoder,
+        &dialer.local,
+        secret,
+        |_| false,
+        dialer.max_frame,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((
+        remote,
+        opening,
+        Half {
+            stream,
+            decoder,
+            socket,
+        },
+    ))
+}
+
+/// Accepted connections waiting for their link's other connection, by (incarnation, link).
+type Unpaired = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<(Lane, Half)>>>>;
+
+/// The first connection of a link waits for the second; the second hands itself over.
+async fn pair(
+    remote: UniqueAddress,
+    opening: Opening,
+    half: Half,
+    dialer: &Dialer,
+    unpaired: &Unpaired,
+) {
+    let key = (remote.uid, opening.link);
+    let waiting = {
+        let mut all = unpaired.lock().unwrap_or_else(PoisonError::into_inner);
+        match all.remove(&key) {
+            Some(partner) => Err(partner),
+            None if all.len() >= MAX_UNPAIRED => {
+                tracing::warn!(%remote, "{MAX_UNPAIRED} connections already wait for their partner; closed one from {remote}");
+                return;
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                all.insert(key, tx);
+                Ok(rx)
+            }
+        }
+    };
+    let rx = match waiting {
+        Err(partner) => {
+            // The other half is waiting: it opens the link.
+            let _ = partner.send((opening.lane, half));
+            return;
+        }
+        Ok(rx) => rx,
+    };
+    let other = tokio::time::timeout(dialer.handshake_timeout, rx).await;
+    unpaired
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&key);
+    let Ok(Ok((other_lane, other))) = other else {
+        tracing::warn!(%remote, "the {:?} connection from {remote} came without its partner within {:?}; closed", opening.lane, dialer.handshake_timeout);
+        return;
+    };
+    let (control, ordinary) = match (opening.lane, other_lane) {
+        (Lane::Control, Lane::Ordinary) => (half, other),
+        (Lane::Ordinary, Lane::Control) => (other, half),
+        (lane, _) => {
+            tracing::warn!(%remote, "{remote} opened two {lane:?} connections for one link; both closed");
+            return;
+        }
+    };
+    open(control, ordinary, remote, dialer, false);
+}
+
+/// Opens a link to `to` (both connections, within `handshake-timeout`) and reports it, or why
+/// it failed, to the control task.
+pub(crate) fn connect(to: Address, dialer: Dialer) {
+    tokio::spawn(async move {
+        let timeout = dialer.handshake_timeout;
+        let attempt = async {
+            if dialer.blackholed(&to) {
+                // As a dropped SYN: nothing comes back.
+                std::future::pending::<()>().await;
+            }
+            let link = rand::random::<u64>();
+            let (remote, control) = connect_half(&to, Lane::Control, link, &dialer).await?;
+            let (again, ordinary) = connect_half(&to, Lane::Ordinary, link, &dialer).await?;
+            if again != remote {
+                return Err(format!(
+                    "{remote} answered the control connection but {again} the ordinary one"
+                ));
+            }
+            Ok((remote, control, ordinary))
+        };
+        let event = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok((remote, control, ordinary))) => {
+                open(control, ordinary, remote, &dialer, true);
+                return;
+            }
+            Ok(Err(reason)) => ConnEvent::ConnectFailed { remote: to, reason },
+            Err(_) => ConnEvent::ConnectFailed {
+                remote: to,
+                reason: format!("no handshake within {timeout:?}"),
+            },
+        };
+        let _ = dialer.wiring.events.send(event);
+    });
+}
+
+async fn connect_half(
+    to: &Address,
+    lane: Lane,
+    link: u64,
+    dialer: &Dialer,
+) -> Result<(UniqueAddress, Half), String> {
+    let (Some(host), Some(port)) = (to.host(), to.port()) else {
+        return Err(format!("{to} is not a network address"));
+    };
+    let addr: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let tcp = TcpStream::connect(&addr[..])
+        .await
+        .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let socket = dup(&tcp, dialer);
+    let mut stream: Stream = match &dialer.tls {
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("{host} cannot be checked against a certificate: {e}"))?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(tls.configs().client)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?,
+            )
+        }
+        None => Box::new(tcp),
+    };
+    let mut decoder = FrameDecoder::new(dialer.max_frame);
+    let secret = dialer.secret.as_deref().map(str::as_bytes);
+    let remote = initiate(
+        &mut stream,
+        &mut decoder,
+        &dialer.local,
+        to,
+        secret,
+        Opening { lane, link },
+        dialer.max_frame,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((
+        remote,
+        Half {
+            stream,
+            decoder,
+            socket,
+        },
+    ))
+}
+
+/// A duplicate of the socket, when faults may need to reset it.
+fn dup(tcp: &TcpStream, dialer: &Dialer) -> Option<socket2::Socket> {
+    dialer.faults.as_ref()?;
+    socket2::SockRef::from(tcp).try_clone().ok()
+}
+
+/// Starts the writers of a link, reports it up, and only then starts its readers: the control
+/// task always learns of a link before it can learn of its loss.
+fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, outbound: bool) {
+    let id = LINK_IDS.fetch_add(1, Ordering::Relaxed);
+    let kill = CancellationToken::new();
+    let stop_reading = CancellationToken::new();
+    let why = Arc::new(OnceLock::new());
+    let registration = dialer.faults.as_ref().map(|f| {
+        let sockets = [&control.socket, &ordinary.socket]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.try_clone().ok())
+            .collect();
+        f.register(
+            id,
+            remote.address.clone(),
+            sockets,
+            kill.clone(),
+            Arc::clone(&why),
+        )
+    });
+    let (control_read, control_write) = tokio::io::split(control.stream);
+    let (ordinary_read, ordinary_write) = tokio::io::split(ordinary.stream);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    // User messages beyond `outbound-message-queue-size` waiting for the socket are dropped to
+    // dead letters (at most once, as Akka's outbound queue).
+    let (ordinary_tx, ordinary_rx) = mpsc::channel(dialer.queue.max(1));
+    spawn_writer(control_write, control_rx, &remote, dialer, &kill);
+    spawn_writer(ordinary_write, ordinary_rx, &remote, dialer, &kill);
+    let shared = Arc::new(ReaderShared::default());
+    let conn = Conn {
+        id,
+        uid: remote.uid,
+        control: control_tx,
+        ordinary: ordinary_tx,
+        shared: Arc::clone(&shared),
+        _stop_reading: stop_reading.clone().drop_guard(),
+        _registration: registration,
+    };
+    let _ = dialer.wiring.events.send(ConnEvent::Up {
+        remote: remote.clone(),
+        outbound,
+        conn,
+    });
+    let ended = Arc::new(AtomicU8::new(0));
+    for (read, decoder, lane) in [
+        (control_read, control.decoder, Lane::Control),
+        (ordinary_read, ordinary.decoder, Lane::Ordinary),
+    ] {
+        let reading = Reading {
+            decoder,
+            lane,
+            remote: remote.clone(),
+            shared: Arc::clone(&shared),
+            wiring: dialer.wiring.clone(),
+            faults: dialer.faults.clone(),
+            kill: kill.clone(),
+            stop: stop_reading.clone(),
+            why: Arc::clone(&why),
+            ended: Arc::clone(&ended),
+            grace: dialer.handshake_timeout,
+            id,
+        };
+        tokio::spawn(reading.run(read));
+    }
+}
+
+/// Writes a lane to its connection; with faults, through a shaper that drops or delays frames.
+fn spawn_writer<S: FrameSource + 'static>(
+    mut write: tokio::io::WriteHalf<Stream>,
+    lane: S,
+    remote: &UniqueAddress,
+    dialer: &Dialer,
+    cancel: &CancellationToken,
+) {
+    let cancel = cancel.clone();
+    match &dialer.faults {
+        None => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = write_lane(&mut write, lane) => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+        Some(faults) => {
+            let (tx, rx) = mpsc::channel(dialer.queue.max(1));
+            let (faults, remote) = (faults.clone(), remote.address.clone());
+            let shaper_cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shape(lane, tx, faults, remote) => {}
+                    () = shaper_cancel.cancelled() => {}
+                }
+            });
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = write_lane(&mut write, rx) => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+/// Passes a lane's frames on, dropping them while the node is blackholed and holding each for
+/// the delay in force, counted from when the frame was taken from the lane (order is kept).
+async fn shape<S: FrameSource>(
+    mut lane: S,
+    out: mpsc::Sender<Vec<u8>>,
+    faults: FaultInjector,
+    remote: Address,
+) {
+    let mut held: std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)> =
+        std::collections::VecDeque::new();
+    let mut open = true;
+    while open || !held.is_empty() {
+        let due = held.front().map(|(t, _)| *t);
+        tokio::select! {
+            frame = std::future::poll_fn(|cx| lane.poll_frame(cx)), if open && held.len() < 4096 => {
+                let Some(frame) = frame else {
+                    open = false;
+                    continue;
+                };
+                let rule = faults.rule(&remote);
+                if rule.drop_outbound {
+                    faults.count_drop();
+                    continue;
+                }
+                held.push_back((tokio::time::Instant::now() + rule.delay, frame));
+            }
+            () = async {
+                match due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                while let Some((t, _)) = held.front() {
+                    if *t > tokio::time::Instant::now() {
+                        break;
+                    }
+                    if let Some((_, frame)) = held.pop_front()
+                        && out.send(frame).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One connection's reader.
+struct Reading {
+    decoder: FrameDecoder,
+    lane: Lane,
+    remote: UniqueAddress,
+    shared: Arc<ReaderShared>,
+    wiring: Wiring,
+    faults: Option<FaultInjector>,
+    /// Cut by fault injection.
+    kill: CancellationToken,
+    /// The link was dropped: stop without reporting.
+    stop: CancellationToken,
+    why: Arc<OnceLock<&'static str>>,
+    /// How many of the link's readers saw their connection closed cleanly.
+    ended: Arc<AtomicU8>,
+    /// How long a cleanly closed connection waits for its partner to close too.
+    grace: Duration,
+    id: u64,
+}
+
+impl Reading {
+    async fn run(self, mut read: ReadHalf<Stream>) {
+        let Self {
+            mut decoder,
+            lane,
+            remote,
+            shared: mine,
+            wiring: Wiring { events, inbound },
+            faults,
+            kill,
+            stop,
+            why,
+            ended,
+            grace,
+            id,
+        } = self;
+        let mut reported = Instant::now();
+        let killed = kill.cancelled();
+        tokio::pin!(killed);
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        let reason = 'read: loop {
+            // Every complete frame in the buffer, read in place; then more bytes.
+            loop {
+                let (kind, body) = match decoder.next_frame_ref() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
+                        break 'read format!("closed: {e}");
+                    }
+                };
+                if let Some(f) = &faults
+                    && f.rule(&remote.address).drop_inbound
+                {
+                    f.count_drop();
+                    continue;
+                }
+                let direct = kind == Kind::User
+                    && mine.in_flight.load(Ordering::SeqCst) == 0
+                    && mine.admitted.load(Ordering::SeqCst);
+                if direct {
+                    match pdu::decode::<UserEnvelope>(Kind::User, body) {
+                        Ok(envelope) => {
+                            let _ = inbound.send(Inbound::User {
+                                from: remote.clone(),
+                                envelope,
+                            });
+                            if reported.elapsed() >= Duration::from_secs(1) {
+                                reported = Instant::now();
+                                let _ = events.send(ConnEvent::Heard {
+                                    from: remote.clone(),
+                                });
+                            }
+                        }
+                        Err(e) => undecodable(&remote, &e),
+                    }
+                    continue;
+                }
+                match decode(kind, body) {
+                    Ok(Some(pdu)) => {
+                        let reader = matches!(pdu, Pdu::User(_)).then(|| {
+                            mine.in_flight.fetch_add(1, Ordering::SeqCst);
+                            Arc::clone(&mine)
+                        });
+                        let _ = events.send(ConnEvent::Received {
+                            from: remote.clone(),
+                            pdu,
+                            reader,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => undecodable(&remote, &e),
+                }
+            }
+            tokio::select! {
+                biased;
+                () = &mut stopped => return,
+                () = &mut killed => {
+                    break why.get().copied().unwrap_or("closed").to_owned();
+                }
+                r = fill(&mut read, &mut decoder) => match r {
+                    Ok(()) => {}
+                    Err(ReadError::Closed) => {
+                        // A clean close: the peer closes both connections after writing what it
+                        // had queued, so the link is lost once both are read to the end (the
+                        // last frames of either are not cut off), or when the other stays open
+                        // too long.
+                        if ended.fetch_add(1, Ordering::SeqCst) == 1 {
+                            break "the peer closed the connection".to_owned();
+                        }
+                        tokio::select! {
+                            () = &mut stopped => return,
+                            () = &mut killed => {}
+                            () = tokio::time::sleep(grace) => {}
+                        }
+                        break format!("the peer closed the {lane:?} connection but not the other");
+                    }
+                    Err(e) => break e.to_string(),
+                },
+            }
+        };
+        let _ = events.send(ConnEvent::Lost {
+            remote: remote.address.clone(),
+            conn_id: id,
+            reason,
+        });
+    }
+}
+
+/// An undecodable frame is dropped, logged and counted; the connection stays up.
+fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
+    metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
+    tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
+}
+
+/// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take.
+fn decode(
+    kind: Kind,
+    body: &[u8],
+) -> Result<Option<Pdu<UserEnvelope, SystemPayload>>, flotilla_wire::WireError> {
+    Ok(Some(match kind {
+        Kind::User => Pdu::User(pdu::decode(kind, body)?),
+        Kind::System => {
+            let s: SystemEnvelope = pdu::decode(kind, body)?;
+            Pdu::System {
+                seq: s.seq,
+                msg: SystemPayload {
+                    manifest: s.manifest,
+                    payload: s.payload,
+                },
+            }
+        }
+        Kind::SystemAck => Pdu::SystemAck {
+            upto: pdu::decode::<SystemAck>(kind, body)?.upto,
+        },
+        Kind::Heartbeat => Pdu::Heartbeat {
+            seq: pdu::decode::<Heartbeat>(kind, body)?.seq,
+        },
+        Kind::HeartbeatReply => Pdu::HeartbeatReply {
+            seq: pdu::decode::<HeartbeatReply>(kind, body)?.seq,
+        },
+        Kind::QuarantineNotice => {
+            let n: QuarantineNotice = pdu::decode(kind, body)?;
+            Pdu::QuarantineNotice {
+                to_uid: n.to_uid,
+                reason: n.reason,
+            }
+        }
+        Kind::Handshake | Kind::HandshakeReply => {
+            let _ = pdu::decode::<HandshakeReply>(kind, body);
+            return Ok(None);
+        }
+    }))
+}
