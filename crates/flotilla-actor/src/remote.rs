@@ -225,7 +225,7 @@ impl RemoteSupport {
     pub(crate) fn start(
         system: &Arc<SystemInner>,
         node: RemoteNode,
-        inbound: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+        inbound: flotilla_remote::InboundReceiver,
     ) -> Arc<Self> {
         let support = Arc::new(Self {
             node,
@@ -242,8 +242,15 @@ impl RemoteSupport {
         support
     }
 
-    /// Stops remoting once the system's actors have stopped. Watchers on other nodes learn of
-    /// this node's actors through their failure detectors, as after a crash.
+    /// Waits (at most `remote.shutdown-flush-timeout`) for the system messages still on their
+    /// way — the `Terminated` notices of the actors that just stopped — to be acknowledged.
+    pub(crate) async fn flush(&self) {
+        self.node.flush().await;
+    }
+
+    /// Stops remoting once the system's actors have stopped and the last notices were flushed.
+    /// Watchers on nodes that did not acknowledge in time learn of this node's actors through
+    /// their failure detectors, as after a crash.
     pub(crate) fn stop(&self) {
         self.exposed
             .write()
@@ -539,10 +546,7 @@ fn encode<M: RemoteMessage>(
 }
 
 /// Reads what remoting delivers until the system or remoting stops.
-async fn dispatch(
-    support: Weak<RemoteSupport>,
-    mut inbound: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
-) {
+async fn dispatch(support: Weak<RemoteSupport>, mut inbound: flotilla_remote::InboundReceiver) {
     while let Some(item) = inbound.recv().await {
         let Some(support) = support.upgrade() else {
             return;

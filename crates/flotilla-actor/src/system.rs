@@ -385,6 +385,7 @@ impl ActorSystem {
             g.system.stopped().await;
         }
         if let Some(remote) = self.inner.remote.get() {
+            remote.flush().await;
             remote.stop();
         }
         self.inner.terminated.store(true, Ordering::Release);

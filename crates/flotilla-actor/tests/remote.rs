@@ -107,6 +107,43 @@ fn node(name: &str) -> ActorSystem {
         .unwrap()
 }
 
+/// Nodes a and b with `config` and fault injectors, b with an exposed counter (returned), a with a
+/// reference to it.
+struct FaultyPair {
+    a: ActorSystem,
+    b: ActorSystem,
+    a_faults: flotilla_remote::FaultInjector,
+    b_faults: flotilla_remote::FaultInjector,
+    counter: ActorRef<CounterMsg>,
+    remote: ActorRef<CounterMsg>,
+}
+
+fn faulty_pair(config: &FlotillaConfig) -> FaultyPair {
+    let build = |faults: &flotilla_remote::FaultInjector| {
+        ActorSystem::builder("app")
+            .config(config.clone())
+            .remote("127.0.0.1", 0)
+            .fault_injector(faults.clone())
+            .build()
+            .unwrap()
+    };
+    let (a_faults, b_faults) = Default::default();
+    let (a, b) = (build(&a_faults), build(&b_faults));
+    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
+    b.expose(&counter);
+    let remote = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    FaultyPair {
+        a,
+        b,
+        a_faults,
+        b_faults,
+        counter,
+        remote,
+    }
+}
+
 /// An actor on `a` that watches `remote`; its probe.
 async fn watch_from(a: &ActorSystem, remote: &ActorRef<CounterMsg>) -> ProbeRx {
     let (p, mut rx) = probe();
@@ -247,27 +284,52 @@ async fn a_dead_node_terminates_the_watched_actors_there_and_events_tell_the_sto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_is_declared_dead_and_its_actors_terminated() {
-    let faults = flotilla_remote::FaultInjector::new();
-    let a = ActorSystem::builder("app")
-        .config(config())
-        .remote("127.0.0.1", 0)
-        .fault_injector(faults.clone())
-        .build()
-        .unwrap();
-    let b = node("app");
-    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
-    b.expose(&counter);
-    let remote = a
-        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
-        .unwrap();
+    let FaultyPair {
+        a,
+        b,
+        a_faults,
+        counter,
+        remote,
+        ..
+    } = faulty_pair(&config());
     let mut rx = watch_from(&a, &remote).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // heartbeats flow
     // The node stays up, but nothing gets through any more.
-    faults.blackhole(b.address(), flotilla_remote::Direction::Both);
+    a_faults.blackhole(b.address(), flotilla_remote::Direction::Both);
     assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
     assert!(!counter.is_stopped(), "the actor itself lives on at b");
     let assoc = a.associations().await;
     assert_eq!(assoc[0].state, StateName::Quarantined);
     a.terminate().await;
     b.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_tells_remote_watchers_before_it_goes() {
+    // A failure detector too slow to matter here: only the Terminated notice can be in time.
+    let mut slow = config();
+    slow.remote
+        .watch_failure_detector
+        .acceptable_heartbeat_pause = Duration::from_secs(60);
+    let FaultyPair {
+        a,
+        b,
+        b_faults,
+        remote,
+        ..
+    } = faulty_pair(&slow);
+    let mut rx = watch_from(&a, &remote).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the watch arrives
+    // b's frames to a take a while: b must wait for the notice to be acknowledged.
+    b_faults.delay(a.address(), Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    b.terminate().await;
+    drop(b);
+    assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "by the notice, not the detector: {:?}",
+        started.elapsed()
+    );
+    a.terminate().await;
 }

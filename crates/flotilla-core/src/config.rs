@@ -643,6 +643,10 @@ pub struct RemoteSettings {
     /// Worker threads of remoting's own runtime, apart from the actors' (default 2): connections,
     /// heartbeats and failure detection run there, so busy actors cannot delay them.
     pub threads: usize,
+    /// At shutdown, how long remoting waits for the system messages still unacknowledged by
+    /// reachable nodes (the last `Terminated` notices, say) before it closes (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_flush_timeout: Duration,
 }
 
 /// Mutual TLS (`[remote.tls]`): every node presents its certificate and accepts only peers whose
@@ -697,6 +701,7 @@ impl fmt::Debug for RemoteSettings {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
             .field("threads", &self.threads)
+            .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
             .finish()
     }
 }
@@ -716,6 +721,7 @@ impl Default for RemoteSettings {
             secret: None,
             tls: None,
             threads: 2,
+            shutdown_flush_timeout: Duration::from_secs(1),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Reading frames from a stream, and writing them in batches.
 
 use std::io;
-use std::task::{Context, Poll};
 
 use flotilla_wire::{Frame, FrameDecoder, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,28 +49,33 @@ pub async fn fill<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// A queue of encoded frames waiting to be written: the receiving end of a lane.
+/// Encoded frames waiting to be written: the receiving end of a lane. A chunk holds one or more
+/// whole frames.
 pub trait FrameSource: Send {
-    /// The next frame, or `None` once the lane is closed and empty.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>>;
-    /// A frame that is already waiting, without waiting.
-    fn try_frame(&mut self) -> Option<Vec<u8>>;
+    /// The next chunk, or `None` once the lane is closed and empty.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Vec<u8>>> + Send;
+    /// A chunk that is already waiting, without waiting.
+    fn try_chunk(&mut self) -> Option<Vec<u8>>;
+    /// Takes back a chunk that was written, to reuse its memory.
+    fn recycle(&mut self, chunk: Vec<u8>) {
+        drop(chunk);
+    }
 }
 
 impl FrameSource for mpsc::Receiver<Vec<u8>> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        self.poll_recv(cx)
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        self.recv()
     }
-    fn try_frame(&mut self) -> Option<Vec<u8>> {
+    fn try_chunk(&mut self) -> Option<Vec<u8>> {
         self.try_recv().ok()
     }
 }
 
 impl FrameSource for mpsc::UnboundedReceiver<Vec<u8>> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        self.poll_recv(cx)
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        self.recv()
     }
-    fn try_frame(&mut self) -> Option<Vec<u8>> {
+    fn try_chunk(&mut self) -> Option<Vec<u8>> {
         self.try_recv().ok()
     }
 }
@@ -80,19 +84,31 @@ impl FrameSource for mpsc::UnboundedReceiver<Vec<u8>> {
 pub const MAX_BATCH: usize = 256 * 1024;
 
 /// Writes a lane's frames to its connection until the lane closes or the socket fails. Each
-/// write gathers every frame already waiting, up to [`MAX_BATCH`] bytes, so many frames go out
-/// in one syscall; frames are written in the order they were queued.
+/// write gathers every chunk already waiting, up to [`MAX_BATCH`] bytes (a single chunk is
+/// written as it is, whatever its size), so many frames go out in one syscall; frames are
+/// written in the order they were queued.
 pub async fn write_lane<W: AsyncWrite + Unpin, S: FrameSource>(
     stream: &mut W,
     mut lane: S,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(64 * 1024);
-    while let Some(first) = std::future::poll_fn(|cx| lane.poll_frame(cx)).await {
+    while let Some(first) = lane.next_chunk().await {
+        let Some(second) = lane.try_chunk() else {
+            stream.write_all(&first).await?;
+            lane.recycle(first);
+            continue;
+        };
         batch.clear();
-        batch.extend_from_slice(&first);
+        for chunk in [first, second] {
+            batch.extend_from_slice(&chunk);
+            lane.recycle(chunk);
+        }
         while batch.len() < MAX_BATCH {
-            match lane.try_frame() {
-                Some(f) => batch.extend_from_slice(&f),
+            match lane.try_chunk() {
+                Some(f) => {
+                    batch.extend_from_slice(&f);
+                    lane.recycle(f);
+                }
                 None => break,
             }
         }

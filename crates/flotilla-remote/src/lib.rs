@@ -7,6 +7,7 @@
 //! - [`handshake`]: the first exchange on every connection, checked field by field; a refusal
 //!   says exactly what was wrong, on both sides.
 //! - [`io`]: reading frames from a stream, and writing a lane's frames in batches.
+//! - [`inbound`]: the channel of what arrives for the local runtime, handed over in batches.
 //! - [`faults`]: fault injection on the real transport (blackhole, delay, disconnect, abort).
 //! - [`tls`]: mutual TLS from PEM files, reloaded when they change.
 //! - [`node`]: [`RemoteNode`] — the listener, the links and the driver of the machine, on
@@ -16,11 +17,14 @@
 pub mod convert;
 pub mod faults;
 pub mod handshake;
+pub mod inbound;
 pub mod io;
 mod link;
 pub mod node;
+mod queue;
 pub mod testing;
 pub mod tls;
 
 pub use faults::{Direction, FaultInjector};
+pub use inbound::InboundReceiver;
 pub use node::{Inbound, RemoteNode, SendError, StartError, StartOptions, SystemPayload};

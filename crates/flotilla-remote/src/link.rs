@@ -35,8 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{FaultInjector, Registration};
 use crate::handshake::{Opening, accept, initiate};
+use crate::inbound::InboundSender;
 use crate::io::{FrameSource, ReadError, fill, write_lane};
 use crate::node::{Inbound, SystemPayload};
+use crate::queue::FrameQueue;
 use crate::tls::Tls;
 
 /// A connection's byte stream: plain TCP, or TLS over TCP.
@@ -82,7 +84,7 @@ pub(crate) enum ConnEvent {
 #[derive(Clone)]
 pub(crate) struct Wiring {
     pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
-    pub(crate) inbound: mpsc::UnboundedSender<Inbound>,
+    pub(crate) inbound: InboundSender,
 }
 
 /// Everything needed to open links, shared by the accept loop and every connect attempt.
@@ -140,10 +142,17 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) uid: u64,
     pub(crate) control: mpsc::UnboundedSender<Vec<u8>>,
-    pub(crate) ordinary: mpsc::Sender<Vec<u8>>,
+    pub(crate) ordinary: Arc<FrameQueue>,
     pub(crate) shared: Arc<ReaderShared>,
     _stop_reading: tokio_util::sync::DropGuard,
     _registration: Option<Registration>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Senders fall back to the control task, which knows the link is gone.
+        self.ordinary.close();
+    }
 }
 
 /// What a link's readers share with the control task.
@@ -408,15 +417,23 @@ fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, o
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     // User messages beyond `outbound-message-queue-size` waiting for the socket are dropped to
     // dead letters (at most once, as Akka's outbound queue).
-    let (ordinary_tx, ordinary_rx) = mpsc::channel(dialer.queue.max(1));
-    spawn_writer(control_write, control_rx, &remote, dialer, &kill);
-    spawn_writer(ordinary_write, ordinary_rx, &remote, dialer, &kill);
+    let ordinary_queue = Arc::new(FrameQueue::new(dialer.queue));
+    spawn_writer(control_write, control_rx, &remote, dialer, &kill, || {});
+    let closing = Arc::clone(&ordinary_queue);
+    spawn_writer(
+        ordinary_write,
+        Arc::clone(&ordinary_queue),
+        &remote,
+        dialer,
+        &kill,
+        move || closing.close(),
+    );
     let shared = Arc::new(ReaderShared::default());
     let conn = Conn {
         id,
         uid: remote.uid,
         control: control_tx,
-        ordinary: ordinary_tx,
+        ordinary: ordinary_queue,
         shared: Arc::clone(&shared),
         _stop_reading: stop_reading.clone().drop_guard(),
         _registration: registration,
@@ -450,12 +467,14 @@ fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, o
 }
 
 /// Writes a lane to its connection; with faults, through a shaper that drops or delays frames.
+/// `on_end` runs when writing ends.
 fn spawn_writer<S: FrameSource + 'static>(
     mut write: tokio::io::WriteHalf<Stream>,
     lane: S,
     remote: &UniqueAddress,
     dialer: &Dialer,
     cancel: &CancellationToken,
+    on_end: impl FnOnce() + Send + 'static,
 ) {
     let cancel = cancel.clone();
     match &dialer.faults {
@@ -465,6 +484,7 @@ fn spawn_writer<S: FrameSource + 'static>(
                     _ = write_lane(&mut write, lane) => {}
                     () = cancel.cancelled() => {}
                 }
+                on_end();
             });
         }
         Some(faults) => {
@@ -482,6 +502,7 @@ fn spawn_writer<S: FrameSource + 'static>(
                     _ = write_lane(&mut write, rx) => {}
                     () = cancel.cancelled() => {}
                 }
+                on_end();
             });
         }
     }
@@ -501,7 +522,7 @@ async fn shape<S: FrameSource>(
     while open || !held.is_empty() {
         let due = held.front().map(|(t, _)| *t);
         tokio::select! {
-            frame = std::future::poll_fn(|cx| lane.poll_frame(cx)), if open && held.len() < 4096 => {
+            frame = lane.next_chunk(), if open && held.len() < 4096 => {
                 let Some(frame) = frame else {
                     open = false;
                     continue;
@@ -571,6 +592,8 @@ impl Reading {
             id,
         } = self;
         let mut reported = Instant::now();
+        // Messages decoded from one read, handed over together.
+        let mut batch = Vec::new();
         let killed = kill.cancelled();
         tokio::pin!(killed);
         let stopped = stop.cancelled();
@@ -598,7 +621,7 @@ impl Reading {
                 if direct {
                     match pdu::decode::<UserEnvelope>(Kind::User, body) {
                         Ok(envelope) => {
-                            let _ = inbound.send(Inbound::User {
+                            batch.push(Inbound::User {
                                 from: remote.clone(),
                                 envelope,
                             });
@@ -615,6 +638,8 @@ impl Reading {
                 }
                 match decode(kind, body) {
                     Ok(Some(pdu)) => {
+                        // What was delivered directly goes first.
+                        inbound.send_all(&mut batch);
                         let reader = matches!(pdu, Pdu::User(_)).then(|| {
                             mine.in_flight.fetch_add(1, Ordering::SeqCst);
                             Arc::clone(&mine)
@@ -629,6 +654,7 @@ impl Reading {
                     Err(e) => undecodable(&remote, &e),
                 }
             }
+            inbound.send_all(&mut batch);
             tokio::select! {
                 biased;
                 () = &mut stopped => return,
@@ -656,6 +682,7 @@ impl Reading {
                 },
             }
         };
+        inbound.send_all(&mut batch);
         let _ = events.send(ConnEvent::Lost {
             remote: remote.address.clone(),
             conn_id: id,

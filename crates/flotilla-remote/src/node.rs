@@ -39,7 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::to_wire_unique;
 use crate::faults::FaultInjector;
+use crate::inbound::{self, InboundReceiver, InboundSender};
 use crate::link::{self, Conn, ConnEvent, Dialer, Wiring, accept_loop};
+use crate::queue::{FrameQueue, Push};
 use crate::tls::Tls;
 
 /// A system message's payload: what the runtime serialized, and how to read it back.
@@ -157,6 +159,8 @@ enum Command {
     UnwatchNode(Address),
     Quarantine(UniqueAddress, QuarantineReason),
     Associations(oneshot::Sender<Vec<AssociationSnapshot>>),
+    /// Answer once no system message to a reachable node waits for its acknowledgement.
+    Flushed(oneshot::Sender<()>),
 }
 
 /// The path of ordinary messages to one remote node, shared by the handles and the control task.
@@ -165,11 +169,17 @@ struct Path {
     /// Messages handed to the control task and not processed yet: while there are any, later
     /// messages follow them the same way, so nothing overtakes.
     slow: AtomicUsize,
-    /// The ordinary lane of the connection in use, while the association is Active.
-    lane: RwLock<Option<mpsc::Sender<Vec<u8>>>>,
+    /// The ordinary lane of the link in use, while the association is Active.
+    lane: RwLock<Option<Arc<FrameQueue>>>,
 }
 
 type Paths = Arc<RwLock<HashMap<Address, Arc<Path>>>>;
+
+thread_local! {
+    /// Where `send_user` encodes a frame before copying it into a lane: no allocation per
+    /// message.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 fn path(paths: &Paths, to: &Address) -> Arc<Path> {
     if let Some(p) = paths.read().unwrap_or_else(|e| e.into_inner()).get(to) {
@@ -184,9 +194,10 @@ fn path(paths: &Paths, to: &Address) -> Arc<Path> {
 pub struct RemoteNode {
     local: UniqueAddress,
     max_frame: usize,
+    flush_timeout: std::time::Duration,
     commands: mpsc::UnboundedSender<Command>,
     paths: Paths,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: InboundSender,
     _runtime: Arc<RuntimeGuard>,
 }
 
@@ -235,7 +246,7 @@ impl RemoteNode {
     pub fn start(
         address: &Address,
         settings: RemoteSettings,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+    ) -> Result<(Self, InboundReceiver), StartError> {
         Self::start_with(address, settings, StartOptions::default())
     }
 
@@ -244,7 +255,7 @@ impl RemoteNode {
         address: &Address,
         settings: RemoteSettings,
         uid: u64,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+    ) -> Result<(Self, InboundReceiver), StartError> {
         Self::start_with(
             address,
             settings,
@@ -260,7 +271,7 @@ impl RemoteNode {
         address: &Address,
         settings: RemoteSettings,
         options: StartOptions,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), StartError> {
+    ) -> Result<(Self, InboundReceiver), StartError> {
         let uid = options.uid.unwrap_or_else(rand::random::<u64>);
         let (Some(host), Some(port)) = (address.host(), address.port()) else {
             return Err(StartError::NotRemote(address.clone()));
@@ -305,9 +316,10 @@ impl RemoteNode {
             None => None,
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = inbound::channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let max_frame = settings.maximum_frame_size;
+        let flush_timeout = settings.shutdown_flush_timeout;
         let paths = Paths::default();
         let dialer = Dialer::new(
             local.clone(),
@@ -327,6 +339,7 @@ impl RemoteNode {
             paths: Arc::clone(&paths),
             touched: BTreeSet::new(),
             inbound: inbound_tx.clone(),
+            flushes: Vec::new(),
         };
         runtime.spawn(accept_loop(listener, dialer));
         if let Some(tls) = tls {
@@ -345,6 +358,7 @@ impl RemoteNode {
             Self {
                 local,
                 max_frame,
+                flush_timeout,
                 commands,
                 paths,
                 inbound: inbound_tx,
@@ -362,6 +376,24 @@ impl RemoteNode {
         self._runtime.shutdown();
     }
 
+    /// Waits, at most `remote.shutdown-flush-timeout`, until every system message sent to a
+    /// node this one is Active with has been acknowledged; returns whether they all were. Call it
+    /// before [`RemoteNode::shutdown`] so that the last notices — `Terminated` for the actors
+    /// that just stopped, say — reach their watchers instead of leaving them to their failure
+    /// detectors.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Flushed(tx)).is_err() {
+            return false;
+        }
+        let flushed = tokio::time::timeout(self.flush_timeout, rx).await;
+        let done = matches!(flushed, Ok(Ok(())));
+        if !done {
+            tracing::warn!(local = %self.local, "system messages still unacknowledged after remote.shutdown-flush-timeout ({:?}); remote watchers will learn of this node's actors from their failure detectors", self.flush_timeout);
+        }
+        done
+    }
+
     /// This node's unique address (with the port actually bound).
     pub fn local(&self) -> &UniqueAddress {
         &self.local
@@ -376,37 +408,39 @@ impl RemoteNode {
         if to.port().is_none() {
             return Err(SendError::NotRemote(to.clone()));
         }
-        let mut frame = Vec::new();
-        match pdu::encode(Kind::User, &envelope, self.max_frame, &mut frame) {
-            Ok(()) => {}
-            Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
-                len,
-                max,
-            })) => return Err(SendError::TooLarge { len, max }),
-            Err(e) => return Err(SendError::Encode(e.to_string())),
-        }
         let path = path(&self.paths, to);
-        if path.slow.load(Ordering::SeqCst) == 0 {
-            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(lane) = lane.as_ref() {
-                match lane.try_send(frame) {
-                    Ok(()) => return Ok(()),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
-                        tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
-                        let _ = self.inbound.send(Inbound::DeadLetter {
-                            to: to.clone(),
-                            envelope,
-                            reason:
-                                "the outbound queue is full (remote.outbound-message-queue-size)"
-                                    .to_owned(),
-                        });
-                        return Ok(());
-                    }
-                    // The connection just closed: the control task knows what comes next.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+        let fast = path.slow.load(Ordering::SeqCst) == 0;
+        let pushed = SCRATCH.with_borrow_mut(|frame| {
+            frame.clear();
+            match pdu::encode(Kind::User, &envelope, self.max_frame, frame) {
+                Ok(()) => {}
+                Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
+                    len,
+                    max,
+                })) => return Err(SendError::TooLarge { len, max }),
+                Err(e) => return Err(SendError::Encode(e.to_string())),
             }
+            if !fast {
+                return Ok(None);
+            }
+            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
+            Ok(lane.as_ref().map(|lane| lane.push(frame)))
+        })?;
+        match pushed {
+            Some(Push::Queued) => return Ok(()),
+            Some(Push::Full) => {
+                metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+                tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
+                self.inbound.send(Inbound::DeadLetter {
+                    to: to.clone(),
+                    envelope,
+                    reason: "the outbound queue is full (remote.outbound-message-queue-size)"
+                        .to_owned(),
+                });
+                return Ok(());
+            }
+            // The link just closed, or no path is open: the control task knows what comes next.
+            Some(Push::Closed) | None => {}
         }
         path.slow.fetch_add(1, Ordering::SeqCst);
         self.command(Command::SendUser(to.clone(), envelope))
@@ -459,7 +493,9 @@ struct Control {
     paths: Paths,
     /// Nodes whose fast paths may have changed since they were last set.
     touched: BTreeSet<Address>,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: InboundSender,
+    /// Who waits for every system message to be acknowledged.
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 impl Control {
@@ -507,6 +543,11 @@ impl Control {
             if let Some(reader) = slow_read {
                 reader.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
+            if !self.flushes.is_empty() && self.remoting.unacknowledged_system_messages() == 0 {
+                for waiting in self.flushes.drain(..) {
+                    let _ = waiting.send(());
+                }
+            }
         }
     }
 
@@ -549,6 +590,10 @@ impl Control {
             Command::Quarantine(remote, reason) => RemoteInput::Quarantine { remote, reason },
             Command::Associations(reply) => {
                 let _ = reply.send(self.remoting.associations());
+                return;
+            }
+            Command::Flushed(reply) => {
+                self.flushes.push(reply);
                 return;
             }
         };
@@ -619,19 +664,19 @@ impl Control {
                     }
                 }
                 RemoteOutput::DeliverUser { from, msg } => {
-                    let _ = self.inbound.send(Inbound::User {
+                    self.inbound.send(Inbound::User {
                         from,
                         envelope: msg,
                     });
                 }
                 RemoteOutput::DeliverSystem { from, msg } => {
-                    let _ = self.inbound.send(Inbound::System { from, payload: msg });
+                    self.inbound.send(Inbound::System { from, payload: msg });
                 }
                 RemoteOutput::DeadLetter { to, msg, reason } => {
                     metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
                     let reason = format!("{reason:?}");
                     tracing::debug!(remote = %to, "message to {} dropped to dead letters: {reason}", msg.recipient);
-                    let _ = self.inbound.send(Inbound::DeadLetter {
+                    self.inbound.send(Inbound::DeadLetter {
                         to,
                         envelope: msg,
                         reason,
@@ -656,7 +701,7 @@ impl Control {
                             tracing::info!(remote = %e.remote, "association with {} {} -> {}: {}", e.remote, e.from, e.to, e.cause)
                         }
                     }
-                    let _ = self.inbound.send(Inbound::Association {
+                    self.inbound.send(Inbound::Association {
                         remote: e.remote,
                         from: e.from,
                         to: e.to,
@@ -665,14 +710,12 @@ impl Control {
                 }
                 RemoteOutput::AddressTerminated { remote, uid } => {
                     tracing::warn!(%remote, "the failure detector declared {remote} dead");
-                    let _ = self
-                        .inbound
+                    self.inbound
                         .send(Inbound::AddressTerminated { remote, uid });
                 }
                 RemoteOutput::ThisSystemQuarantined { by, reason } => {
                     tracing::error!(%by, "this node was quarantined by {by} ({reason}); it cannot talk to that node again until this node restarts");
-                    let _ = self
-                        .inbound
+                    self.inbound
                         .send(Inbound::ThisSystemQuarantined { by, reason });
                 }
             }
@@ -753,7 +796,7 @@ impl Control {
             return;
         }
         if matches!(pdu, Pdu::User(_)) {
-            if conn.ordinary.try_send(frame).is_err() {
+            if conn.ordinary.push(&frame) != Push::Queued {
                 metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
                 tracing::debug!(remote = %to, "the ordinary lane to {to} is full; message dropped");
             }

@@ -11,7 +11,7 @@ use flotilla_wire::{FrameDecoder, Lane, UserEnvelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn start() -> (RemoteNode, tokio::sync::mpsc::UnboundedReceiver<Inbound>) {
+fn start() -> (RemoteNode, flotilla_remote::InboundReceiver) {
     let settings = RemoteSettings {
         handshake_timeout: Duration::from_millis(500),
         ..RemoteSettings::default()
@@ -19,7 +19,7 @@ fn start() -> (RemoteNode, tokio::sync::mpsc::UnboundedReceiver<Inbound>) {
     RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap()
 }
 
-async fn delivered(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>) -> UserEnvelope {
+async fn delivered(rx: &mut flotilla_remote::InboundReceiver) -> UserEnvelope {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Some(Inbound::User { envelope, .. }) = rx.recv().await {

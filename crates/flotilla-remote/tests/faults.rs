@@ -12,11 +12,10 @@ use flotilla_core::{Address, UniqueAddress};
 use flotilla_proto::association::StateName;
 use flotilla_remote::{Direction, FaultInjector, Inbound, RemoteNode, StartOptions};
 use flotilla_wire::UserEnvelope;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Node {
     node: RemoteNode,
-    inbound: UnboundedReceiver<Inbound>,
+    inbound: flotilla_remote::InboundReceiver,
     faults: FaultInjector,
 }
 

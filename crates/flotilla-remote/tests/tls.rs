@@ -44,7 +44,7 @@ impl Ca {
     }
 }
 
-fn start(tls: TlsSettings) -> (RemoteNode, tokio::sync::mpsc::UnboundedReceiver<Inbound>) {
+fn start(tls: TlsSettings) -> (RemoteNode, flotilla_remote::InboundReceiver) {
     let settings = flotilla_core::RemoteSettings {
         tls: Some(tls),
         ..fast_settings()

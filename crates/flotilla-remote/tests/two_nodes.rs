@@ -11,9 +11,8 @@ use flotilla_core::Address;
 use flotilla_proto::association::StateName;
 use flotilla_remote::{Inbound, RemoteNode, SendError, SystemPayload};
 use flotilla_wire::UserEnvelope;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-fn start(system: &str) -> (RemoteNode, UnboundedReceiver<Inbound>) {
+fn start(system: &str) -> (RemoteNode, flotilla_remote::InboundReceiver) {
     let address = Address::remote(system, "127.0.0.1", 0).unwrap();
     RemoteNode::start(&address, fast_settings()).unwrap()
 }
@@ -28,7 +27,7 @@ fn user(recipient: &str, payload: &[u8]) -> UserEnvelope {
 }
 
 /// Waits until an association of this node enters `state`; returns the cause.
-async fn entered(rx: &mut UnboundedReceiver<Inbound>, state: StateName) -> String {
+async fn entered(rx: &mut flotilla_remote::InboundReceiver, state: StateName) -> String {
     next(rx, |x| match x {
         Inbound::Association { to, cause, .. } if to == state => Some(cause),
         _ => None,

@@ -41,19 +41,45 @@ pub enum WireError {
     },
 }
 
-/// Appends `pdu` as one frame of `kind` to `out`.
+/// Appends `pdu` as one frame of `kind` to `out`, serializing straight into `out` (no
+/// intermediate buffer). On an error `out` is left as it was.
 pub fn encode<T: Serialize>(
     kind: Kind,
     pdu: &T,
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let body = postcard::to_stdvec(pdu).map_err(|e| WireError::Encode {
-        kind,
-        reason: e.to_string(),
-    })?;
-    frame::encode(kind, &body, max_frame, out)?;
+    let start = out.len();
+    out.extend_from_slice(&[0; frame::HEADER_LEN - 1]);
+    out.push(kind as u8);
+    if let Err(e) = postcard::to_extend(pdu, Append(out)) {
+        out.truncate(start);
+        return Err(WireError::Encode {
+            kind,
+            reason: e.to_string(),
+        });
+    }
+    // The length counts the kind byte and the body.
+    let len = out.len() - start - (frame::HEADER_LEN - 1);
+    let Some(prefix) = u32::try_from(len).ok().filter(|_| len <= max_frame) else {
+        out.truncate(start);
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        }
+        .into());
+    };
+    out[start..start + frame::HEADER_LEN - 1].copy_from_slice(&prefix.to_be_bytes());
     Ok(())
+}
+
+/// Lets postcard append to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
 }
 
 /// Decodes the body of a frame of `kind`.

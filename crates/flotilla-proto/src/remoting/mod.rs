@@ -303,6 +303,17 @@ impl<M, S: Clone> Remoting<M, S> {
         (a.state() == StateName::Active).then(|| a.uid()).flatten()
     }
 
+    /// System messages sent to nodes this one is Active with and not acknowledged yet: what a
+    /// shutdown waits for (messages to unreachable nodes would wait in vain).
+    pub fn unacknowledged_system_messages(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.association.state() == StateName::Active)
+            .filter_map(|p| p.sender.as_ref())
+            .map(|(_, sender)| sender.unacknowledged())
+            .sum()
+    }
+
     /// Whether a remote node has quarantined this one.
     pub fn is_quarantined_by_anyone(&self) -> bool {
         !self.quarantined_by.is_empty()

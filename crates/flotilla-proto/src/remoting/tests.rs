@@ -505,6 +505,38 @@ fn simultaneous_connects_make_two_links_and_either_serves_until_the_last_is_lost
 }
 
 #[test]
+fn unacknowledged_system_messages_count_only_towards_reachable_nodes() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 3, settings());
+        sim.send_user(0, 1, "hello");
+        sim.run_for(s(1));
+        sim.send_system(0, 1, "watch");
+        sim.send_system(0, 1, "terminated");
+        assert_eq!(
+            sim.nodes[0].remoting.unacknowledged_system_messages(),
+            2,
+            "seed {seed}: on their way"
+        );
+        sim.run_for(s(1));
+        assert_eq!(
+            sim.nodes[0].remoting.unacknowledged_system_messages(),
+            0,
+            "seed {seed}: acknowledged"
+        );
+        // Node 2 is dead: what waits for it is not worth waiting for at shutdown.
+        sim.kill(2);
+        sim.send_system(0, 2, "watch");
+        sim.run_for(s(1));
+        assert_eq!(sim.state(0, 2), Some(StateName::Gated), "seed {seed}");
+        assert_eq!(
+            sim.nodes[0].remoting.unacknowledged_system_messages(),
+            0,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
 fn system_messages_arrive_exactly_once_in_order_across_reconnects() {
     for seed in seeds() {
         let mut sim = Sim::new(seed, 2, settings());

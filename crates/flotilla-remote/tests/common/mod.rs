@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use flotilla_remote::Inbound;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 pub(crate) use flotilla_remote::testing::fast_settings;
 
 /// The next inbound item that `pick` accepts, within 15 s.
 pub(crate) async fn next<T>(
-    rx: &mut UnboundedReceiver<Inbound>,
+    rx: &mut flotilla_remote::InboundReceiver,
     mut pick: impl FnMut(Inbound) -> Option<T>,
 ) -> T {
     tokio::time::timeout(Duration::from_secs(15), async {

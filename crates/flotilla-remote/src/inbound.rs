@@ -1,0 +1,184 @@
+//! The channel from remoting to the local runtime: unbounded, FIFO, many senders, one receiver.
+//!
+//! A reader decodes every frame of one read and hands them over in one batch (one lock, at
+//! most one wake-up); the receiver takes everything waiting in one swap and then pops without
+//! locking. Per message that leaves a `VecDeque` push and pop, where a general-purpose channel
+//! pays atomic operations and a wake-up check for each message.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+pub use tokio::sync::mpsc::error::TryRecvError;
+
+use crate::node::Inbound;
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<VecDeque<Inbound>>,
+    /// Signalled when the queue goes from empty to not empty, and when the last sender goes.
+    ready: Notify,
+    senders: AtomicUsize,
+}
+
+/// The sending side; clones share the channel, and the receiver sees the end once all are gone.
+#[derive(Debug)]
+pub(crate) struct InboundSender {
+    shared: Arc<Shared>,
+}
+
+/// What remoting hands to the local runtime, in order.
+#[derive(Debug)]
+pub struct InboundReceiver {
+    shared: Arc<Shared>,
+    /// Taken from the queue in one swap; popped without locking.
+    taken: VecDeque<Inbound>,
+}
+
+/// A new channel.
+pub(crate) fn channel() -> (InboundSender, InboundReceiver) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (
+        InboundSender {
+            shared: Arc::clone(&shared),
+        },
+        InboundReceiver {
+            shared,
+            taken: VecDeque::new(),
+        },
+    )
+}
+
+impl InboundSender {
+    /// Appends one item.
+    pub(crate) fn send(&self, item: Inbound) {
+        let was_empty = {
+            let mut q = self.lock();
+            q.push_back(item);
+            q.len() == 1
+        };
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+    }
+
+    /// Appends every item of `batch` (emptying it), in order, at once.
+    pub(crate) fn send_all(&self, batch: &mut Vec<Inbound>) {
+        if batch.is_empty() {
+            return;
+        }
+        let was_empty = {
+            let mut q = self.lock();
+            let was_empty = q.is_empty();
+            q.extend(batch.drain(..));
+            was_empty
+        };
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Inbound>> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Clone for InboundSender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::SeqCst);
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for InboundSender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl InboundReceiver {
+    /// The next item; `None` once remoting has stopped and everything was taken.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        loop {
+            match self.try_recv() {
+                Ok(item) => return Some(item),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => self.shared.ready.notified().await,
+            }
+        }
+    }
+
+    /// The next item if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
+        if let Some(item) = self.taken.pop_front() {
+            return Ok(item);
+        }
+        {
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *q, &mut self.taken);
+        }
+        match self.taken.pop_front() {
+            Some(item) => Ok(item),
+            None if self.shared.senders.load(Ordering::SeqCst) == 0 => {
+                Err(TryRecvError::Disconnected)
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::Address;
+
+    fn item(n: u8) -> Inbound {
+        Inbound::AddressTerminated {
+            remote: Address::local("x").unwrap_or_else(|e| panic!("{e}")),
+            uid: Some(u64::from(n)),
+        }
+    }
+
+    fn uid(i: &Inbound) -> Option<u64> {
+        match i {
+            Inbound::AddressTerminated { uid, .. } => *uid,
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn items_arrive_in_order_singly_and_in_batches_and_the_end_is_seen() {
+        let (tx, mut rx) = channel();
+        assert_eq!(rx.try_recv().err(), Some(TryRecvError::Empty));
+        tx.send(item(1));
+        tx.send_all(&mut vec![item(2), item(3)]);
+        let other = tx.clone();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            other.send(item(4));
+        });
+        for n in 1..=4 {
+            assert_eq!(rx.recv().await.as_ref().and_then(uid), Some(n));
+        }
+        late.await.unwrap_or_else(|e| panic!("{e}"));
+        drop(tx);
+        assert!(rx.recv().await.is_none(), "all senders gone");
+        assert_eq!(rx.try_recv().err(), Some(TryRecvError::Disconnected));
+    }
+}

@@ -1,0 +1,156 @@
+//! The ordinary lane of a link: encoded user frames appended to one buffer, which the writer
+//! takes whole.
+//!
+//! A sender copies its frame into the buffer under a short lock and wakes the writer only when
+//! the buffer was empty; the writer swaps the buffer out and writes it with one call. Per
+//! message that is one copy of the frame — no allocation, no channel slot, no wake-up while the
+//! writer is busy — and as many messages per syscall as arrived during the last write.
+
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::io::FrameSource;
+
+/// Encoded user frames waiting for the socket, at most `capacity` of them.
+#[derive(Debug)]
+pub(crate) struct FrameQueue {
+    state: Mutex<State>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    bytes: Vec<u8>,
+    /// The buffer the writer gave back, empty: the next `bytes` (no allocation, no fresh pages).
+    spare: Vec<u8>,
+    frames: usize,
+    closed: bool,
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// `capacity` frames already wait: the frame was not taken.
+    Full,
+    /// The link is gone: the frame was not taken.
+    Closed,
+}
+
+impl FrameQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one encoded frame.
+    pub(crate) fn push(&self, frame: &[u8]) -> Push {
+        let was_empty = {
+            let mut s = self.lock();
+            if s.closed {
+                return Push::Closed;
+            }
+            if s.frames >= self.capacity {
+                return Push::Full;
+            }
+            s.bytes.extend_from_slice(frame);
+            s.frames += 1;
+            s.frames == 1
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// No more frames are taken; the writer writes what is queued and ends.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Everything queued, or `None` when nothing is.
+    fn take(&self) -> Result<Vec<u8>, bool> {
+        let mut s = self.lock();
+        if s.frames == 0 {
+            return Err(s.closed);
+        }
+        s.frames = 0;
+        let next = std::mem::take(&mut s.spare);
+        Ok(std::mem::replace(&mut s.bytes, next))
+    }
+}
+
+impl FrameSource for std::sync::Arc<FrameQueue> {
+    async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.take() {
+                Ok(bytes) => return Some(bytes),
+                Err(true) => return None,
+                Err(false) => self.ready.notified().await,
+            }
+        }
+    }
+
+    fn try_chunk(&mut self) -> Option<Vec<u8>> {
+        self.take().ok()
+    }
+
+    fn recycle(&mut self, mut chunk: Vec<u8>) {
+        chunk.clear();
+        let mut s = self.lock();
+        if s.spare.capacity() < chunk.capacity() {
+            s.spare = chunk;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_queue_up_to_capacity_and_are_taken_whole_in_order() {
+        let mut q = Arc::new(FrameQueue::new(3));
+        assert_eq!(q.push(b"a"), Push::Queued);
+        assert_eq!(q.push(b"bc"), Push::Queued);
+        assert_eq!(q.push(b"d"), Push::Queued);
+        assert_eq!(q.push(b"e"), Push::Full, "three wait already");
+        assert_eq!(q.next_chunk().await.as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(q.try_chunk(), None);
+        assert_eq!(q.push(b"e"), Push::Queued, "room again once taken");
+        q.close();
+        assert_eq!(q.push(b"f"), Push::Closed);
+        assert_eq!(
+            q.next_chunk().await.as_deref(),
+            Some(&b"e"[..]),
+            "what was queued is still written"
+        );
+        assert_eq!(q.next_chunk().await, None);
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_frame_pushed_while_it_waits() {
+        let q = Arc::new(FrameQueue::new(8));
+        let mut writer = Arc::clone(&q);
+        let taken = tokio::spawn(async move { writer.next_chunk().await });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        q.push(b"x");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), taken).await;
+        assert_eq!(
+            got.ok().and_then(Result::ok).flatten().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+}
