@@ -795,13 +795,23 @@ impl Control {
             tracing::warn!(remote = %to, "cannot encode a frame for {to}: {e}");
             return;
         }
-        if matches!(pdu, Pdu::User(_)) {
-            if conn.ordinary.push(&frame) != Push::Queued {
-                metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
-                tracing::debug!(remote = %to, "the ordinary lane to {to} is full; message dropped");
+        match pdu {
+            Pdu::User(envelope) => {
+                if conn.ordinary.push(&frame) != Push::Queued {
+                    // As on the fast path: the sender learns of it through dead letters.
+                    metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+                    tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
+                    self.inbound.send(Inbound::DeadLetter {
+                        to: to.address.clone(),
+                        envelope,
+                        reason: "the outbound queue is full (remote.outbound-message-queue-size)"
+                            .to_owned(),
+                    });
+                }
             }
-        } else {
-            let _ = conn.control.send(frame);
+            _ => {
+                let _ = conn.control.send(frame);
+            }
         }
     }
 }

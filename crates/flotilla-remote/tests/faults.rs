@@ -21,10 +21,14 @@ struct Node {
 
 impl Node {
     fn start() -> Self {
+        Self::start_with(fast_settings())
+    }
+
+    fn start_with(settings: flotilla_core::RemoteSettings) -> Self {
         let faults = FaultInjector::new();
         let (node, inbound) = RemoteNode::start_with(
             &Address::remote("sim", "127.0.0.1", 0).unwrap(),
-            fast_settings(),
+            settings,
             StartOptions {
                 uid: None,
                 faults: Some(faults.clone()),
@@ -104,7 +108,14 @@ impl Node {
 
 /// Two nodes whose association is Active both ways.
 async fn pair() -> (Node, Node) {
-    let (mut a, mut b) = (Node::start(), Node::start());
+    pair_with(fast_settings()).await
+}
+
+async fn pair_with(settings: flotilla_core::RemoteSettings) -> (Node, Node) {
+    let (mut a, mut b) = (
+        Node::start_with(settings.clone()),
+        Node::start_with(settings),
+    );
     a.send(&b, 0);
     assert_eq!(b.received().await, (a.node.local().clone(), 0));
     b.send(&a, 0);
@@ -238,4 +249,60 @@ async fn connecting_into_a_blackhole_times_out_and_gates() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     a.send(&b, 2);
     assert_eq!(b.received().await.1, 2);
+}
+
+fn system(n: u8) -> flotilla_remote::SystemPayload {
+    flotilla_remote::SystemPayload {
+        manifest: "test.Sys".into(),
+        payload: vec![n],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asymmetric_partition_quarantines_once_system_messages_give_up_and_the_other_side_learns_it()
+ {
+    let settings = flotilla_core::RemoteSettings {
+        give_up_system_message_after: Duration::from_secs(1),
+        ..fast_settings()
+    };
+    let (mut a, mut b) = pair_with(settings).await;
+    // a's frames to b vanish; b's frames to a (acknowledgements included) still arrive.
+    a.faults.blackhole(&b.addr(), Direction::Send);
+    a.node.send_system(&b.addr(), system(1)).unwrap();
+    let cause = a.entered(StateName::Quarantined).await;
+    assert!(cause.contains("system message delivery failed"), "{cause}");
+    // Healed, the quarantined side is told when it next connects (a closed the link when it
+    // quarantined, so b first waits out its gate), and does not quarantine back.
+    a.faults.pass_through(&b.addr());
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            b.send(&a, 1);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while let Ok(item) = b.inbound.try_recv() {
+                if let Inbound::ThisSystemQuarantined { by, reason } = item {
+                    return (by, reason);
+                }
+            }
+        }
+    })
+    .await;
+    let (by, _) = told.expect("b was told it is quarantined");
+    assert_eq!(by, *a.node.local());
+    assert_ne!(b.state(&a).await, StateName::Quarantined);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_message_buffer_overflow_behind_a_blackhole_quarantines() {
+    let settings = flotilla_core::RemoteSettings {
+        system_message_buffer_size: 10,
+        ..fast_settings()
+    };
+    let (mut a, b) = pair_with(settings).await;
+    a.faults.blackhole(&b.addr(), Direction::Both);
+    for n in 0..11 {
+        a.node.send_system(&b.addr(), system(n)).unwrap();
+    }
+    let cause = a.entered(StateName::Quarantined).await;
+    assert!(cause.contains("system message delivery failed"), "{cause}");
+    assert_eq!(a.state(&b).await, StateName::Quarantined);
 }
