@@ -399,10 +399,10 @@ fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, o
     let stop_reading = CancellationToken::new();
     let why = Arc::new(OnceLock::new());
     let registration = dialer.faults.as_ref().map(|f| {
-        let sockets = [&control.socket, &ordinary.socket]
+        // The duplicates taken at connect time (only made when faults may be injected).
+        let sockets = [control.socket, ordinary.socket]
             .into_iter()
             .flatten()
-            .filter_map(|s| s.try_clone().ok())
             .collect();
         f.register(
             id,
