@@ -7,15 +7,19 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The URI scheme of every Flotilla address.
 pub const SCHEME: &str = "flotilla";
 
 /// Where an actor system lives.
+///
+/// Cloning is cheap (two reference counts, no allocation): remoting tags every inbound message
+/// with its sender's address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    system: String,
-    host_port: Option<(String, u16)>,
+    system: Arc<str>,
+    host_port: Option<(Arc<str>, u16)>,
 }
 
 /// Why a string is not a valid [`Address`].
@@ -51,7 +55,7 @@ impl Address {
     pub fn local(system: &str) -> Result<Self, AddressParseError> {
         validate_system_name(system)?;
         Ok(Self {
-            system: system.to_owned(),
+            system: system.into(),
             host_port: None,
         })
     }
@@ -63,8 +67,8 @@ impl Address {
             return Err(AddressParseError::HostPort(format!("{host}:{port}")));
         }
         Ok(Self {
-            system: system.to_owned(),
-            host_port: Some((host.to_owned(), port)),
+            system: system.into(),
+            host_port: Some((host.into(), port)),
         })
     }
 
@@ -75,7 +79,7 @@ impl Address {
 
     /// The host, for a network address.
     pub fn host(&self) -> Option<&str> {
-        self.host_port.as_ref().map(|(h, _)| h.as_str())
+        self.host_port.as_ref().map(|(h, _)| &**h)
     }
 
     /// The port, for a network address.

@@ -625,12 +625,6 @@ impl Reading {
                                 from: remote.clone(),
                                 envelope,
                             });
-                            if reported.elapsed() >= Duration::from_secs(1) {
-                                reported = Instant::now();
-                                let _ = events.send(ConnEvent::Heard {
-                                    from: remote.clone(),
-                                });
-                            }
                         }
                         Err(e) => undecodable(&remote, &e),
                     }
@@ -653,6 +647,13 @@ impl Reading {
                     Ok(None) => {}
                     Err(e) => undecodable(&remote, &e),
                 }
+            }
+            if !batch.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
+                // Delivered directly, so the control task would not know the link is in use.
+                reported = Instant::now();
+                let _ = events.send(ConnEvent::Heard {
+                    from: remote.clone(),
+                });
             }
             inbound.send_all(&mut batch);
             tokio::select! {

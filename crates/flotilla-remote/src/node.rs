@@ -173,7 +173,8 @@ struct Path {
     lane: RwLock<Option<Arc<FrameQueue>>>,
 }
 
-type Paths = Arc<RwLock<HashMap<Address, Arc<Path>>>>;
+/// Looked up on every send: hashed with foldhash (seeded per process) rather than SipHash.
+type Paths = Arc<RwLock<HashMap<Address, Arc<Path>, foldhash::fast::RandomState>>>;
 
 thread_local! {
     /// Where `send_user` encodes a frame before copying it into a lane: no allocation per
