@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use flotilla_core::{Address, RemoteSettings, TlsSettings};
 use flotilla_remote::{Inbound, RemoteNode};
-use flotilla_wire::UserEnvelope;
+use flotilla_wire::{UserEnvelope, UserEnvelopeRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -100,32 +100,35 @@ async fn flotilla_peer(port: u16, tls_dir: Option<String>) -> anyhow::Result<()>
     println!("ready");
     let mut counted: u64 = 0;
     while let Some(item) = inbound.recv().await {
-        if let Inbound::User { from, envelope } = item {
-            match envelope.manifest.as_str() {
+        let Inbound::User { from, messages } = item else {
+            continue;
+        };
+        for envelope in &messages {
+            match envelope.manifest {
                 "count" => {
                     counted += 1;
                     if counted.is_multiple_of(ACK_EVERY) {
-                        let ack = UserEnvelope {
-                            manifest: "ack".into(),
-                            payload: counted.to_be_bytes().to_vec(),
+                        let ack = UserEnvelopeRef {
+                            manifest: "ack",
+                            payload: &counted.to_be_bytes(),
                             ..envelope
                         };
-                        node.send_user(&from.address, ack)?;
+                        node.send_user_ref(&from.address, ack)?;
                     }
                 }
                 "total" => {
                     let want = u64::from_be_bytes(envelope.payload[..8].try_into()?);
                     // Everything before "total" on the same connection has arrived (FIFO).
-                    let reply = UserEnvelope {
-                        manifest: "done".into(),
-                        payload: counted.to_be_bytes().to_vec(),
+                    anyhow::ensure!(counted == want, "counted {counted}, expected {want}");
+                    let reply = UserEnvelopeRef {
+                        manifest: "done",
+                        payload: &counted.to_be_bytes(),
                         ..envelope
                     };
-                    anyhow::ensure!(counted == want, "counted {counted}, expected {want}");
                     counted = 0;
-                    node.send_user(&from.address, reply)?;
+                    node.send_user_ref(&from.address, reply)?;
                 }
-                _ => node.send_user(&from.address, envelope)?,
+                _ => node.send_user_ref(&from.address, envelope)?,
             }
         }
     }
@@ -241,24 +244,30 @@ async fn bench_flotilla(
         &Address::remote("bench", "127.0.0.1", 0)?,
         settings(tls.map(|d| tls_settings(d, "client"))),
     )?;
-    let to = Address::remote("bench", "127.0.0.1", port)?;
-    let env = |manifest: &str, payload: Vec<u8>| UserEnvelope {
-        recipient: "/user/bench".into(),
+    let to = node.outbound(&Address::remote("bench", "127.0.0.1", port)?)?;
+    // Borrowed envelopes: the caller allocates nothing per message.
+    let env = |manifest: &'static str, payload: &'static [u8]| UserEnvelopeRef {
+        recipient: "/user/bench",
         sender: None,
-        manifest: manifest.into(),
+        manifest,
         payload,
     };
     let mut reply = async || -> anyhow::Result<UserEnvelope> {
         loop {
-            match inbound.recv().await.context("remoting stopped")? {
-                Inbound::User { envelope, .. } => return Ok(envelope),
+            match inbound.recv_one().await.context("remoting stopped")? {
+                Inbound::User { messages, .. } => {
+                    return messages
+                        .first()
+                        .map(UserEnvelopeRef::to_envelope)
+                        .context("an empty batch");
+                }
                 Inbound::DeadLetter { reason, .. } => anyhow::bail!("dead letter: {reason}"),
                 _ => {}
             }
         }
     };
     // Warm up: associate.
-    node.send_user(&to, env("echo", vec![0; PAYLOAD]))?;
+    to.send_user_ref(env("echo", &[0; PAYLOAD]))?;
     reply().await?;
 
     let started = Instant::now();
@@ -269,12 +278,13 @@ async fn bench_flotilla(
             anyhow::ensure!(ack.manifest == "ack", "unexpected {}", ack.manifest);
             acked = u32::try_from(u64::from_be_bytes(ack.payload[..8].try_into()?))?;
         }
-        node.send_user(&to, env("count", vec![7; PAYLOAD]))?;
+        to.send_user_ref(env("count", &[7; PAYLOAD]))?;
     }
-    node.send_user(
-        &to,
-        env("total", u64::from(opts.messages).to_be_bytes().to_vec()),
-    )?;
+    let total = u64::from(opts.messages).to_be_bytes();
+    to.send_user_ref(UserEnvelopeRef {
+        payload: &total,
+        ..env("total", &[])
+    })?;
     let done = loop {
         let r = reply().await?;
         if r.manifest != "ack" {
@@ -287,7 +297,7 @@ async fn bench_flotilla(
     let mut rtts = Vec::with_capacity(opts.rounds as usize);
     for _ in 0..opts.rounds {
         let t = Instant::now();
-        node.send_user(&to, env("echo", vec![1; PAYLOAD]))?;
+        to.send_user_ref(env("echo", &[1; PAYLOAD]))?;
         reply().await?;
         rtts.push(t.elapsed());
     }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use flotilla_core::{ActorPath, Address, UniqueAddress};
 use flotilla_proto::association::StateName;
 use flotilla_remote::{Inbound, RemoteNode, SystemPayload};
-use flotilla_wire::UserEnvelope;
+use flotilla_wire::UserEnvelopeRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
@@ -108,7 +108,8 @@ struct WatchMsg {
     watcher: String,
 }
 
-type Deliver = Box<dyn Fn(&UserEnvelope, &UniqueAddress) -> Result<(), Refusal> + Send + Sync>;
+type Deliver =
+    Box<dyn Fn(&UserEnvelopeRef<'_>, &UniqueAddress) -> Result<(), Refusal> + Send + Sync>;
 
 /// Why an inbound message was dropped.
 #[derive(Debug)]
@@ -276,13 +277,13 @@ impl RemoteSupport {
                 return false;
             }
         };
-        let envelope = UserEnvelope {
-            recipient: format!("{ASK_PREFIX}{id}"),
+        let envelope = UserEnvelopeRef {
+            recipient: &format!("{ASK_PREFIX}{id}"),
             sender: None,
-            manifest: "flotilla.AskReply".into(),
-            payload,
+            manifest: "flotilla.AskReply",
+            payload: &payload,
         };
-        self.node.send_user(asker, envelope).is_ok()
+        self.node.send_user_ref(asker, envelope).is_ok()
     }
 
     /// The reference to `path` on another node.
@@ -291,9 +292,12 @@ impl RemoteSupport {
         ActorRef {
             target: Target::Remote(Arc::new(RemoteRef {
                 id: watchee.id,
+                recipient: elements(&path),
+                outbound: self.node.outbound(path.address()).ok(),
                 path,
                 watchee,
                 support: Arc::clone(self),
+                manifest: M::MANIFEST,
                 encode: encode::<M>,
             })),
         }
@@ -329,13 +333,13 @@ impl RemoteSupport {
         let weak = Arc::downgrade(self);
         let deliver: Deliver = Box::new(move |env, from| {
             if env.manifest != M::MANIFEST {
-                return Err(Refusal::WrongManifest(env.manifest.clone()));
+                return Err(Refusal::WrongManifest(env.manifest.to_owned()));
             }
             let Some(support) = weak.upgrade() else {
                 return Err(Refusal::Stopped);
             };
             let msg: M = with_context(&support, &from.address, || {
-                postcard::from_bytes(&env.payload)
+                postcard::from_bytes(env.payload)
             })
             .map_err(|e| Refusal::Undecodable(e.to_string()))?;
             if target.is_stopped() {
@@ -358,10 +362,10 @@ impl RemoteSupport {
             );
     }
 
-    fn on_user(self: &Arc<Self>, from: &UniqueAddress, env: &UserEnvelope) {
+    fn on_user(self: &Arc<Self>, from: &UniqueAddress, env: &UserEnvelopeRef<'_>) {
         if let Some(id) = env.recipient.strip_prefix(ASK_PREFIX) {
             let pending = id.parse().ok().and_then(|id| lock(&self.asks).remove(&id));
-            match pending.map(|p| p.answer(&env.payload)) {
+            match pending.map(|p| p.answer(env.payload)) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => dropped(from, env, &Refusal::Undecodable(e)),
                 None => {
@@ -374,7 +378,7 @@ impl RemoteSupport {
         }
         let result = {
             let exposed = self.exposed.read().unwrap_or_else(|e| e.into_inner());
-            match exposed.get(&env.recipient) {
+            match exposed.get(env.recipient) {
                 Some(e) => (e.deliver)(env, from),
                 None => Err(Refusal::NotExposed),
             }
@@ -518,7 +522,7 @@ pub(crate) fn parse_remote_path(s: &str) -> Result<ActorPath, RemoteRefError> {
     Ok(remote_path(&address, &rest[slash..]))
 }
 
-fn dropped(from: &UniqueAddress, env: &UserEnvelope, why: &Refusal) {
+fn dropped(from: &UniqueAddress, env: &UserEnvelopeRef<'_>, why: &Refusal) {
     metrics::counter!("flotilla_remote_inbound_dropped_total", "reason" => why.label())
         .increment(1);
     let detail = match why {
@@ -530,19 +534,13 @@ fn dropped(from: &UniqueAddress, env: &UserEnvelope, why: &Refusal) {
     tracing::warn!(%from, recipient = %env.recipient, "dropped a message from {from} to {}: {detail}", env.recipient);
 }
 
+/// Serializes a message to `to` (remote actor references inside it are written for that node).
 fn encode<M: RemoteMessage>(
     support: &Arc<RemoteSupport>,
     to: &ActorPath,
     msg: &M,
-) -> Result<UserEnvelope, String> {
-    let payload = with_context(support, to.address(), || postcard::to_stdvec(msg))
-        .map_err(|e| e.to_string())?;
-    Ok(UserEnvelope {
-        recipient: elements(to),
-        sender: None,
-        manifest: M::MANIFEST.to_owned(),
-        payload,
-    })
+) -> Result<Vec<u8>, String> {
+    with_context(support, to.address(), || postcard::to_stdvec(msg)).map_err(|e| e.to_string())
 }
 
 /// Reads what remoting delivers until the system or remoting stops.
@@ -552,7 +550,11 @@ async fn dispatch(support: Weak<RemoteSupport>, mut inbound: flotilla_remote::In
             return;
         };
         match item {
-            Inbound::User { from, envelope } => support.on_user(&from, &envelope),
+            Inbound::User { from, messages } => {
+                for envelope in &messages {
+                    support.on_user(&from, &envelope);
+                }
+            }
             Inbound::System { from, payload } => support.on_system(&from, &payload),
             Inbound::AddressTerminated { remote, .. } => support.on_address_terminated(&remote),
             Inbound::Association {
@@ -589,13 +591,21 @@ async fn dispatch(support: Weak<RemoteSupport>, mut inbound: flotilla_remote::In
     }
 }
 
+/// Serializes a message for the node of the path (see [`encode`]).
+type Encode<M> = fn(&Arc<RemoteSupport>, &ActorPath, &M) -> Result<Vec<u8>, String>;
+
 /// The remote side of an [`ActorRef`].
 pub(crate) struct RemoteRef<M> {
     pub(crate) id: ActorId,
     pub(crate) path: ActorPath,
     watchee: Arc<Watchee>,
     support: Arc<RemoteSupport>,
-    encode: fn(&Arc<RemoteSupport>, &ActorPath, &M) -> Result<UserEnvelope, String>,
+    /// The path's elements as the envelope names the recipient (`/user/a`), built once.
+    recipient: String,
+    /// The way to the remote node, looked up once (`None` for a path without host and port).
+    outbound: Option<flotilla_remote::Outbound>,
+    manifest: &'static str,
+    encode: Encode<M>,
 }
 
 impl<M: Send + 'static> RemoteRef<M> {
@@ -612,15 +622,28 @@ impl<M: Send + 'static> RemoteRef<M> {
     }
 
     pub(crate) fn send(&self, msg: M) -> bool {
-        let envelope = match (self.encode)(&self.support, &self.path, &msg) {
-            Ok(e) => e,
+        let payload = match (self.encode)(&self.support, &self.path, &msg) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(actor = %self.path, "cannot encode a message to {}: {e}", self.path);
                 self.dead_letter(&e);
                 return false;
             }
         };
-        match self.support.node.send_user(self.path.address(), envelope) {
+        let envelope = UserEnvelopeRef {
+            recipient: &self.recipient,
+            sender: None,
+            manifest: self.manifest,
+            payload: &payload,
+        };
+        let sent = match &self.outbound {
+            Some(outbound) => outbound.send_user_ref(envelope),
+            None => self
+                .support
+                .node
+                .send_user_ref(self.path.address(), envelope),
+        };
+        match sent {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(actor = %self.path, "cannot send to {}: {e}", self.path);

@@ -1,9 +1,9 @@
 //! The channel from remoting to the local runtime: unbounded, FIFO, many senders, one receiver.
 //!
-//! A reader decodes every frame of one read and hands them over in one batch (one lock, at
-//! most one wake-up); the receiver takes everything waiting in one swap and then pops without
-//! locking. Per message that leaves a `VecDeque` push and pop, where a general-purpose channel
-//! pays atomic operations and a wake-up check for each message.
+//! A reader hands over the user messages of one read as one item (a
+//! [`UserBatch`](flotilla_wire::UserBatch): one lock, at most one wake-up); the receiver takes
+//! everything waiting in one swap and then pops without locking, where a general-purpose
+//! channel pays atomic operations and a wake-up check for each item.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,22 +67,6 @@ impl InboundSender {
         }
     }
 
-    /// Appends every item of `batch` (emptying it), in order, at once.
-    pub(crate) fn send_all(&self, batch: &mut Vec<Inbound>) {
-        if batch.is_empty() {
-            return;
-        }
-        let was_empty = {
-            let mut q = self.lock();
-            let was_empty = q.is_empty();
-            q.extend(batch.drain(..));
-            was_empty
-        };
-        if was_empty {
-            self.shared.ready.notify_one();
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Inbound>> {
         self.shared
             .queue
@@ -120,6 +104,41 @@ impl InboundReceiver {
         }
     }
 
+    /// The next item, with user messages one at a time: an [`Inbound::User`] holds exactly one
+    /// message. Simpler to consume than [`InboundReceiver::recv`], and slower.
+    pub async fn recv_one(&mut self) -> Option<Inbound> {
+        let item = self.recv().await?;
+        Some(self.one(item))
+    }
+
+    /// [`InboundReceiver::try_recv`], one user message at a time as [`InboundReceiver::recv_one`].
+    pub fn try_recv_one(&mut self) -> Result<Inbound, TryRecvError> {
+        let item = self.try_recv()?;
+        Ok(self.one(item))
+    }
+
+    /// Splits the first message off a batch of several; the rest go back to the front.
+    fn one(&mut self, item: Inbound) -> Inbound {
+        match item {
+            Inbound::User { from, mut messages } if messages.len() > 1 => {
+                match messages.split_first() {
+                    Some(first) => {
+                        self.taken.push_front(Inbound::User {
+                            from: from.clone(),
+                            messages,
+                        });
+                        Inbound::User {
+                            from,
+                            messages: first,
+                        }
+                    }
+                    None => Inbound::User { from, messages },
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Result<Inbound, TryRecvError> {
         if let Some(item) = self.taken.pop_front() {
@@ -146,7 +165,8 @@ impl InboundReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_core::Address;
+    use flotilla_core::{Address, UniqueAddress};
+    use flotilla_wire::{UserBatch, UserEnvelopeRef};
 
     fn item(n: u8) -> Inbound {
         Inbound::AddressTerminated {
@@ -166,8 +186,9 @@ mod tests {
     async fn items_arrive_in_order_singly_and_in_batches_and_the_end_is_seen() {
         let (tx, mut rx) = channel();
         assert_eq!(rx.try_recv().err(), Some(TryRecvError::Empty));
-        tx.send(item(1));
-        tx.send_all(&mut vec![item(2), item(3)]);
+        for n in 1..=3 {
+            tx.send(item(n));
+        }
         let other = tx.clone();
         let late = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -180,5 +201,36 @@ mod tests {
         drop(tx);
         assert!(rx.recv().await.is_none(), "all senders gone");
         assert_eq!(rx.try_recv().err(), Some(TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn recv_one_splits_a_batch_in_order() {
+        let (tx, mut rx) = channel();
+        let from = UniqueAddress {
+            address: Address::remote("x", "127.0.0.1", 1).unwrap_or_else(|e| panic!("{e}")),
+            uid: 1,
+        };
+        let mut messages = UserBatch::new();
+        for n in 0..3u8 {
+            let env = UserEnvelopeRef {
+                recipient: "/user/a",
+                sender: None,
+                manifest: "m",
+                payload: &[n],
+            };
+            messages.push(&env).unwrap_or_else(|e| panic!("{e}"));
+        }
+        tx.send(Inbound::User { from, messages });
+        tx.send(item(9));
+        for n in 0..3u8 {
+            match rx.recv_one().await {
+                Some(Inbound::User { messages, .. }) => {
+                    assert_eq!(messages.len(), 1);
+                    assert_eq!(messages.first().map(|e| e.payload), Some(&[n][..]));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(rx.try_recv_one().ok().as_ref().and_then(uid), Some(9));
     }
 }

@@ -26,7 +26,7 @@ use flotilla_proto::remoting::Pdu;
 use flotilla_wire::pdu::{self, HandshakeReply};
 use flotilla_wire::{
     FrameDecoder, Heartbeat, HeartbeatReply, Kind, Lane, QuarantineNotice, SystemAck,
-    SystemEnvelope, UserEnvelope,
+    SystemEnvelope, UserBatch, UserEnvelope,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -592,8 +592,8 @@ impl Reading {
             id,
         } = self;
         let mut reported = Instant::now();
-        // Messages decoded from one read, handed over together.
-        let mut batch = Vec::new();
+        // User messages from one read, handed over together.
+        let mut users = UserBatch::new();
         let killed = kill.cancelled();
         tokio::pin!(killed);
         let stopped = stop.cancelled();
@@ -619,21 +619,15 @@ impl Reading {
                     && mine.in_flight.load(Ordering::SeqCst) == 0
                     && mine.admitted.load(Ordering::SeqCst);
                 if direct {
-                    match pdu::decode::<UserEnvelope>(Kind::User, body) {
-                        Ok(envelope) => {
-                            batch.push(Inbound::User {
-                                from: remote.clone(),
-                                envelope,
-                            });
-                        }
-                        Err(e) => undecodable(&remote, &e),
+                    if let Err(e) = users.push_body(body) {
+                        undecodable(&remote, &e);
                     }
                     continue;
                 }
                 match decode(kind, body) {
                     Ok(Some(pdu)) => {
                         // What was delivered directly goes first.
-                        inbound.send_all(&mut batch);
+                        deliver(&inbound, &remote, &mut users);
                         let reader = matches!(pdu, Pdu::User(_)).then(|| {
                             mine.in_flight.fetch_add(1, Ordering::SeqCst);
                             Arc::clone(&mine)
@@ -648,14 +642,14 @@ impl Reading {
                     Err(e) => undecodable(&remote, &e),
                 }
             }
-            if !batch.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
+            if !users.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
                 // Delivered directly, so the control task would not know the link is in use.
                 reported = Instant::now();
                 let _ = events.send(ConnEvent::Heard {
                     from: remote.clone(),
                 });
             }
-            inbound.send_all(&mut batch);
+            deliver(&inbound, &remote, &mut users);
             tokio::select! {
                 biased;
                 () = &mut stopped => return,
@@ -683,7 +677,7 @@ impl Reading {
                 },
             }
         };
-        inbound.send_all(&mut batch);
+        deliver(&inbound, &remote, &mut users);
         let _ = events.send(ConnEvent::Lost {
             remote: remote.address.clone(),
             conn_id: id,
@@ -692,8 +686,18 @@ impl Reading {
     }
 }
 
+/// Hands the user messages gathered so far to the runtime as one item.
+fn deliver(inbound: &InboundSender, from: &UniqueAddress, users: &mut UserBatch) {
+    if !users.is_empty() {
+        inbound.send(Inbound::User {
+            from: from.clone(),
+            messages: std::mem::take(users),
+        });
+    }
+}
+
 /// An undecodable frame is dropped, logged and counted; the connection stays up.
-fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
+pub(crate) fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
     metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
     tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
 }

@@ -32,7 +32,8 @@ use flotilla_proto::association::{AssociationSnapshot, QuarantineReason, StateNa
 use flotilla_proto::remoting::{Pdu, RemoteInput, RemoteOutput, Remoting};
 use flotilla_wire::pdu;
 use flotilla_wire::{
-    Heartbeat, HeartbeatReply, Kind, QuarantineNotice, SystemAck, SystemEnvelope, UserEnvelope,
+    Heartbeat, HeartbeatReply, Kind, QuarantineNotice, SystemAck, SystemEnvelope, UserBatch,
+    UserEnvelope, UserEnvelopeRef,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -60,8 +61,9 @@ pub enum Inbound {
     User {
         /// The sending incarnation.
         from: UniqueAddress,
-        /// The message.
-        envelope: UserEnvelope,
+        /// The messages, in the order they were sent (everything one read brought, handed over
+        /// at once); iterate to decode each in place.
+        messages: UserBatch,
     },
     /// A system message, exactly once and in order per incarnation.
     System {
@@ -177,7 +179,7 @@ struct Path {
 type Paths = Arc<RwLock<HashMap<Address, Arc<Path>, foldhash::fast::RandomState>>>;
 
 thread_local! {
-    /// Where `send_user` encodes a frame before copying it into a lane: no allocation per
+    /// Where a message that was not queued is encoded to check its size: no allocation per
     /// message.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -188,6 +190,48 @@ fn path(paths: &Paths, to: &Address) -> Arc<Path> {
     }
     let mut all = paths.write().unwrap_or_else(|e| e.into_inner());
     Arc::clone(all.entry(to.clone()).or_default())
+}
+
+fn send_error(e: flotilla_wire::WireError) -> SendError {
+    match e {
+        flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge { len, max }) => {
+            SendError::TooLarge { len, max }
+        }
+        e => SendError::Encode(e.to_string()),
+    }
+}
+
+/// Sends ordinary messages to one remote node without looking its path up per message
+/// ([`RemoteNode::outbound`]). It keeps remoting running while it exists, as a [`RemoteNode`]
+/// handle does.
+#[derive(Clone)]
+pub struct Outbound {
+    node: RemoteNode,
+    path: Arc<Path>,
+    to: Address,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").field("to", &self.to).finish()
+    }
+}
+
+impl Outbound {
+    /// The remote node.
+    pub fn address(&self) -> &Address {
+        &self.to
+    }
+
+    /// [`RemoteNode::send_user_ref`] to this node.
+    pub fn send_user_ref(&self, envelope: UserEnvelopeRef<'_>) -> Result<(), SendError> {
+        self.node.send_on(&self.to, &self.path, envelope)
+    }
+
+    /// [`RemoteNode::send_user`] to this node.
+    pub fn send_user(&self, envelope: &UserEnvelope) -> Result<(), SendError> {
+        self.send_user_ref(envelope.borrowed())
+    }
 }
 
 /// A running node's remoting. Dropping the last handle stops it.
@@ -406,45 +450,77 @@ impl RemoteNode {
     /// when that lane already holds `outbound-message-queue-size` frames the message goes to dead
     /// letters (the reader of the inbound channel gets [`Inbound::DeadLetter`]).
     pub fn send_user(&self, to: &Address, envelope: UserEnvelope) -> Result<(), SendError> {
+        self.send_user_ref(to, envelope.borrowed())
+    }
+
+    /// [`RemoteNode::send_user`] from borrowed fields: while the association is Active nothing
+    /// is allocated, the envelope is encoded straight into the lane's frame queue. An owned copy
+    /// is made only when the message takes the slow path (the association is not Active) or goes
+    /// to dead letters.
+    pub fn send_user_ref(
+        &self,
+        to: &Address,
+        envelope: UserEnvelopeRef<'_>,
+    ) -> Result<(), SendError> {
         if to.port().is_none() {
             return Err(SendError::NotRemote(to.clone()));
         }
-        let path = path(&self.paths, to);
-        let fast = path.slow.load(Ordering::SeqCst) == 0;
-        let pushed = SCRATCH.with_borrow_mut(|frame| {
-            frame.clear();
-            match pdu::encode(Kind::User, &envelope, self.max_frame, frame) {
-                Ok(()) => {}
-                Err(flotilla_wire::WireError::Frame(flotilla_wire::FrameError::TooLarge {
-                    len,
-                    max,
-                })) => return Err(SendError::TooLarge { len, max }),
-                Err(e) => return Err(SendError::Encode(e.to_string())),
-            }
-            if !fast {
-                return Ok(None);
-            }
-            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
-            Ok(lane.as_ref().map(|lane| lane.push(frame)))
-        })?;
-        match pushed {
-            Some(Push::Queued) => return Ok(()),
-            Some(Push::Full) => {
-                metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
-                tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
-                self.inbound.send(Inbound::DeadLetter {
-                    to: to.clone(),
-                    envelope,
-                    reason: "the outbound queue is full (remote.outbound-message-queue-size)"
-                        .to_owned(),
-                });
-                return Ok(());
-            }
-            // The link just closed, or no path is open: the control task knows what comes next.
-            Some(Push::Closed) | None => {}
+        self.send_on(to, &path(&self.paths, to), envelope)
+    }
+
+    /// A handle for sending to `to` that skips the per-message lookup of the node's path: keep
+    /// one per remote node a sender talks to often.
+    pub fn outbound(&self, to: &Address) -> Result<Outbound, SendError> {
+        if to.port().is_none() {
+            return Err(SendError::NotRemote(to.clone()));
         }
+        Ok(Outbound {
+            node: self.clone(),
+            path: path(&self.paths, to),
+            to: to.clone(),
+        })
+    }
+
+    fn send_on(
+        &self,
+        to: &Address,
+        path: &Path,
+        envelope: UserEnvelopeRef<'_>,
+    ) -> Result<(), SendError> {
+        let pushed = if path.slow.load(Ordering::SeqCst) == 0 {
+            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
+            match lane.as_ref() {
+                Some(lane) => Some(
+                    lane.push_with(|out| pdu::encode(Kind::User, &envelope, self.max_frame, out))
+                        .map_err(send_error)?,
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if pushed == Some(Push::Queued) {
+            return Ok(());
+        }
+        // Not queued: refuse a message that could never be sent before anything else.
+        SCRATCH.with_borrow_mut(|frame| {
+            frame.clear();
+            pdu::encode(Kind::User, &envelope, self.max_frame, frame).map_err(send_error)
+        })?;
+        if pushed == Some(Push::Full) {
+            metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
+            tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
+            self.inbound.send(Inbound::DeadLetter {
+                to: to.clone(),
+                envelope: envelope.to_envelope(),
+                reason: "the outbound queue is full (remote.outbound-message-queue-size)"
+                    .to_owned(),
+            });
+            return Ok(());
+        }
+        // The link just closed, or no path is open: the control task knows what comes next.
         path.slow.fetch_add(1, Ordering::SeqCst);
-        self.command(Command::SendUser(to.clone(), envelope))
+        self.command(Command::SendUser(to.clone(), envelope.to_envelope()))
     }
 
     /// Sends a system message reliably: exactly once, in order, to the incarnation at `to`.
@@ -665,10 +741,11 @@ impl Control {
                     }
                 }
                 RemoteOutput::DeliverUser { from, msg } => {
-                    self.inbound.send(Inbound::User {
-                        from,
-                        envelope: msg,
-                    });
+                    let mut messages = UserBatch::new();
+                    match messages.push(&msg.borrowed()) {
+                        Ok(()) => self.inbound.send(Inbound::User { from, messages }),
+                        Err(e) => link::undecodable(&from, &e),
+                    }
                 }
                 RemoteOutput::DeliverSystem { from, msg } => {
                     self.inbound.send(Inbound::System { from, payload: msg });
@@ -798,7 +875,11 @@ impl Control {
         }
         match pdu {
             Pdu::User(envelope) => {
-                if conn.ordinary.push(&frame) != Push::Queued {
+                let queued = conn.ordinary.push_with(|out| {
+                    out.extend_from_slice(&frame);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                if queued != Ok(Push::Queued) {
                     // As on the fast path: the sender learns of it through dead letters.
                     metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
                     tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);

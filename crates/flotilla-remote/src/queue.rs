@@ -53,6 +53,7 @@ impl FrameQueue {
     }
 
     /// Appends one encoded frame.
+    #[cfg(test)]
     pub(crate) fn push(&self, frame: &[u8]) -> Push {
         let was_empty = {
             let mut s = self.lock();
@@ -70,6 +71,31 @@ impl FrameQueue {
             self.ready.notify_one();
         }
         Push::Queued
+    }
+
+    /// Appends one frame that `encode` writes straight into the buffer (no copy), under the
+    /// lock. `encode` must leave the buffer as it was when it fails. Nothing is encoded when the
+    /// queue is full or closed.
+    pub(crate) fn push_with<E>(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Push, E> {
+        let was_empty = {
+            let mut s = self.lock();
+            if s.closed {
+                return Ok(Push::Closed);
+            }
+            if s.frames >= self.capacity {
+                return Ok(Push::Full);
+            }
+            encode(&mut s.bytes)?;
+            s.frames += 1;
+            s.frames == 1
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(Push::Queued)
     }
 
     /// No more frames are taken; the writer writes what is queued and ends.
@@ -138,6 +164,24 @@ mod tests {
             "what was queued is still written"
         );
         assert_eq!(q.next_chunk().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_frame_encoded_in_place_is_queued_unless_encoding_fails() {
+        let mut q = Arc::new(FrameQueue::new(2));
+        let put = |q: &FrameQueue, b: &'static [u8]| {
+            q.push_with(|out| {
+                out.extend_from_slice(b);
+                Ok::<(), ()>(())
+            })
+        };
+        assert_eq!(put(&q, b"ab"), Ok(Push::Queued));
+        assert_eq!(q.push_with(|_| Err("too large")), Err("too large"));
+        assert_eq!(put(&q, b"c"), Ok(Push::Queued));
+        assert_eq!(put(&q, b"d"), Ok(Push::Full));
+        assert_eq!(q.next_chunk().await.as_deref(), Some(&b"abc"[..]));
+        q.close();
+        assert_eq!(put(&q, b"e"), Ok(Push::Closed));
     }
 
     #[tokio::test]

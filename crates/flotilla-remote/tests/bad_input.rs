@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // reason: in tests a panic is the failure report
 
+mod common;
+
 use std::time::Duration;
 
 use flotilla_core::{Address, RemoteSettings, UniqueAddress};
@@ -22,8 +24,8 @@ fn start() -> (RemoteNode, flotilla_remote::InboundReceiver) {
 async fn delivered(rx: &mut flotilla_remote::InboundReceiver) -> UserEnvelope {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(Inbound::User { envelope, .. }) = rx.recv().await {
-                return envelope;
+            if let Some(Inbound::User { messages, .. }) = rx.recv_one().await {
+                return common::only(&messages);
             }
         }
     })

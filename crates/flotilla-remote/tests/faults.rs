@@ -63,9 +63,9 @@ impl Node {
     /// The next user message's number and sender.
     async fn received(&mut self) -> (UniqueAddress, u32) {
         next(&mut self.inbound, |x| match x {
-            Inbound::User { from, envelope } => Some((
+            Inbound::User { from, messages } => Some((
                 from,
-                u32::from_be_bytes(envelope.payload.try_into().unwrap()),
+                u32::from_be_bytes(common::only(&messages).payload.try_into().unwrap()),
             )),
             _ => None,
         })
@@ -76,8 +76,8 @@ impl Node {
     async fn nothing_for(&mut self, wait: Duration) {
         let got = tokio::time::timeout(wait, async {
             loop {
-                if let Some(Inbound::User { envelope, .. }) = self.inbound.recv().await {
-                    return envelope;
+                if let Some(Inbound::User { messages, .. }) = self.inbound.recv_one().await {
+                    return common::only(&messages);
                 }
             }
         })

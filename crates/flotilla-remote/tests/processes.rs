@@ -74,7 +74,7 @@ async fn kill_dash_nine_then_restart_with_a_new_uid() {
     }
     for n in 0..100u32 {
         let back = next(&mut inbound, |x| match x {
-            Inbound::User { envelope, from } => Some((envelope, from)),
+            Inbound::User { messages, from } => Some((common::only(&messages), from)),
             other => {
                 eprintln!("skip0 {other:?}");
                 None

@@ -69,7 +69,7 @@ async fn nodes_with_certificates_from_the_trusted_ca_associate_and_others_cannot
     let (b, mut b_in) = start(ca.node_files(dir.path(), "b"));
     a.send_user(&b.local().address, hello()).unwrap();
     let got = next(&mut b_in, |x| match x {
-        Inbound::User { envelope, .. } => Some(envelope),
+        Inbound::User { messages, .. } => Some(common::only(&messages)),
         _ => None,
     })
     .await;

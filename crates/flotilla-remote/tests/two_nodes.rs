@@ -46,7 +46,7 @@ async fn user_messages_arrive_in_order_and_system_messages_exactly_once() {
     }
     for i in 0..500u32 {
         let (from, env) = next(&mut b_in, |x| match x {
-            Inbound::User { from, envelope } => Some((from, envelope)),
+            Inbound::User { from, messages } => Some((from, common::only(&messages))),
             _ => None,
         })
         .await;
@@ -169,7 +169,7 @@ async fn order_holds_while_the_association_opens_and_the_fast_path_takes_over() 
     let mut expected = 0u32;
     while expected < N {
         let env = next(&mut b_in, |x| match x {
-            Inbound::User { envelope, .. } => Some(envelope),
+            Inbound::User { messages, .. } => Some(common::only(&messages)),
             _ => None,
         })
         .await;
@@ -181,7 +181,7 @@ async fn order_holds_while_the_association_opens_and_the_fast_path_takes_over() 
     let _a = sender.join().unwrap();
     for i in 0..N {
         let env = next(&mut a_in, |x| match x {
-            Inbound::User { envelope, .. } => Some(envelope),
+            Inbound::User { messages, .. } => Some(common::only(&messages)),
             Inbound::DeadLetter { reason, .. } => panic!("dead letter: {reason}"),
             _ => None,
         })

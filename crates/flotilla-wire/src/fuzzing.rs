@@ -53,7 +53,16 @@ pub fn decode_everything(data: &[u8]) {
                             let _ = pdu::decode::<QuarantineNotice>(frame.kind, body);
                         }
                         Kind::User => {
-                            let _ = pdu::decode::<UserEnvelope>(frame.kind, body);
+                            let owned = pdu::decode::<UserEnvelope>(frame.kind, body);
+                            // The in-place path a reader takes: it admits exactly what the
+                            // owned decoder accepts, and hands back the same envelope.
+                            let mut batch = crate::UserBatch::new();
+                            let admitted = batch.push_body(body);
+                            assert_eq!(owned.is_ok(), admitted.is_ok());
+                            assert_eq!(
+                                batch.first().map(crate::UserEnvelopeRef::to_envelope),
+                                owned.ok()
+                            );
                         }
                     }
                 }

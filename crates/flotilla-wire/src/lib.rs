@@ -13,8 +13,8 @@ pub mod pdu;
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use pdu::{
     Handshake, HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,
-    QuarantineNotice, SystemAck, SystemEnvelope, UserEnvelope, WireAddress, WireError,
-    WireUniqueAddress,
+    QuarantineNotice, SystemAck, SystemEnvelope, UserBatch, UserBatchIter, UserEnvelope,
+    UserEnvelopeRef, WireAddress, WireError, WireUniqueAddress,
 };
 
 /// What a frame's body is. The byte values are part of the wire format: never reuse one.

@@ -354,6 +354,201 @@ pub struct UserEnvelope {
     pub payload: Vec<u8>,
 }
 
+impl UserEnvelope {
+    /// The envelope borrowed: what [`UserEnvelopeRef`]-taking senders want.
+    pub fn borrowed(&self) -> UserEnvelopeRef<'_> {
+        UserEnvelopeRef {
+            recipient: &self.recipient,
+            sender: self.sender.as_deref(),
+            manifest: &self.manifest,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A [`UserEnvelope`] whose fields borrow: the same bytes on the wire, encoded from borrowed
+/// strings and decoded in place from a frame's body, with no allocation either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEnvelopeRef<'a> {
+    /// The recipient's actor path.
+    pub recipient: &'a str,
+    /// The sender's actor path, if there is one to reply to.
+    pub sender: Option<&'a str>,
+    /// The serializer manifest of `payload`.
+    pub manifest: &'a str,
+    /// The serialized message.
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+impl UserEnvelopeRef<'_> {
+    /// An owned copy.
+    pub fn to_envelope(self) -> UserEnvelope {
+        UserEnvelope {
+            recipient: self.recipient.to_owned(),
+            sender: self.sender.map(str::to_owned),
+            manifest: self.manifest.to_owned(),
+            payload: self.payload.to_vec(),
+        }
+    }
+
+    /// Decodes the body of a [`Kind::User`] frame in place.
+    pub fn decode(body: &[u8]) -> Result<UserEnvelopeRef<'_>, WireError> {
+        postcard::from_bytes(body).map_err(|e| WireError::Undecodable {
+            kind: Kind::User,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// User messages from one node, in the order they arrived, held as their encoded bodies in one
+/// buffer: a reader hands over everything one read brought as one batch, and the receiver
+/// decodes each envelope in place ([`UserBatch::iter`]). Only bodies that decode are admitted,
+/// so iteration yields every one of them.
+#[derive(Debug, Clone, Default)]
+pub struct UserBatch {
+    /// `u32` little-endian body length, then the body; repeated.
+    bytes: Vec<u8>,
+    /// Where the messages not yet split off begin.
+    start: usize,
+    count: usize,
+}
+
+impl PartialEq for UserBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes[self.start..] == other.bytes[other.start..]
+    }
+}
+
+impl Eq for UserBatch {}
+
+impl UserBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Admits the body of a [`Kind::User`] frame if it decodes; on an error the batch is
+    /// unchanged.
+    pub fn push_body(&mut self, body: &[u8]) -> Result<(), WireError> {
+        UserEnvelopeRef::decode(body)?;
+        let Ok(len) = u32::try_from(body.len()) else {
+            return Err(FrameError::TooLarge {
+                len: body.len(),
+                max: u32::MAX as usize,
+            }
+            .into());
+        };
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(body);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends an envelope.
+    pub fn push(&mut self, envelope: &UserEnvelopeRef<'_>) -> Result<(), WireError> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        if let Err(e) = postcard::to_extend(envelope, Append(&mut self.bytes)) {
+            self.bytes.truncate(start);
+            return Err(WireError::Encode {
+                kind: Kind::User,
+                reason: e.to_string(),
+            });
+        }
+        let len = self.bytes.len() - start - 4;
+        let Ok(prefix) = u32::try_from(len) else {
+            self.bytes.truncate(start);
+            return Err(FrameError::TooLarge {
+                len,
+                max: u32::MAX as usize,
+            }
+            .into());
+        };
+        self.bytes[start..start + 4].copy_from_slice(&prefix.to_le_bytes());
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many messages the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.start = 0;
+        self.count = 0;
+    }
+
+    /// Every message, in order, decoded in place.
+    pub fn iter(&self) -> UserBatchIter<'_> {
+        UserBatchIter {
+            rest: &self.bytes[self.start..],
+        }
+    }
+
+    /// The first message.
+    pub fn first(&self) -> Option<UserEnvelopeRef<'_>> {
+        self.iter().next()
+    }
+
+    /// Takes the first message off as a batch of its own (for a receiver that wants one
+    /// message at a time); the rest stay, without being copied.
+    pub fn split_first(&mut self) -> Option<Self> {
+        let rest = &self.bytes[self.start..];
+        let (prefix, _) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*prefix)).ok()?;
+        let one = rest.get(..4 + len)?.to_vec();
+        self.start += 4 + len;
+        self.count -= 1;
+        Some(Self {
+            bytes: one,
+            start: 0,
+            count: 1,
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a UserBatch {
+    type Item = UserEnvelopeRef<'a>;
+    type IntoIter = UserBatchIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// The messages of a [`UserBatch`].
+#[derive(Debug, Clone)]
+pub struct UserBatchIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for UserBatchIter<'a> {
+    type Item = UserEnvelopeRef<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Every body was checked on the way in; the `?`s only end iteration of a batch that
+        // cannot have been built through its methods.
+        loop {
+            let (prefix, rest) = self.rest.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_le_bytes(*prefix)).ok()?;
+            let body = rest.get(..len)?;
+            self.rest = &rest[len..];
+            if let Ok(envelope) = UserEnvelopeRef::decode(body) {
+                return Some(envelope);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,5 +730,61 @@ mod tests {
             [2, b'/', b'a', 1, 2, b'/', b'b', 1, b'm', 3, 7, 8, 9],
             "varint length + UTF-8 per string, 0/1 tag for the option, varint length + raw bytes"
         );
+        let borrowed = postcard::to_stdvec(&user.borrowed()).unwrap_or_default();
+        assert_eq!(borrowed, bytes, "the borrowed envelope has the same bytes");
+        let back = UserEnvelopeRef::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.to_envelope(), user);
+    }
+
+    #[test]
+    fn a_user_batch_keeps_order_and_admits_only_what_decodes() {
+        let mut batch = UserBatch::new();
+        assert!(batch.is_empty());
+        let env = |n: u8| UserEnvelope {
+            recipient: format!("/user/r{n}"),
+            sender: n.is_multiple_of(2).then(|| "/user/s".to_owned()),
+            manifest: "m".into(),
+            payload: vec![n; usize::from(n)],
+        };
+        for n in 0..5u8 {
+            let body = postcard::to_stdvec(&env(n)).unwrap_or_default();
+            batch.push_body(&body).unwrap_or_else(|e| panic!("{e}"));
+        }
+        batch
+            .push(&env(5).borrowed())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let garbage = [0xff, 0xff, 0xff];
+        let before = batch.clone();
+        assert!(matches!(
+            batch.push_body(&garbage),
+            Err(WireError::Undecodable {
+                kind: Kind::User,
+                ..
+            })
+        ));
+        assert_eq!(batch, before, "a refused body leaves the batch as it was");
+        assert_eq!(batch.len(), 6);
+        let got: Vec<UserEnvelope> = batch.iter().map(UserEnvelopeRef::to_envelope).collect();
+        assert_eq!(got, (0..6).map(env).collect::<Vec<_>>());
+        let first = batch.split_first().unwrap_or_default();
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first.first().map(UserEnvelopeRef::to_envelope),
+            Some(env(0))
+        );
+        assert_eq!(batch.len(), 5);
+        assert_eq!(
+            batch.first().map(UserEnvelopeRef::to_envelope),
+            Some(env(1))
+        );
+        let mut rest = UserBatch::new();
+        for n in 1..6 {
+            rest.push(&env(n).borrowed())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(batch, rest, "equal by the messages left");
+        batch.clear();
+        assert_eq!(batch.iter().count(), 0);
+        assert!(batch.split_first().is_none());
     }
 }

@@ -27,8 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (node, mut inbound) = RemoteNode::start(&address, settings)?;
         println!("listening {}", node.local());
         while let Some(item) = inbound.recv().await {
-            if let Inbound::User { from, envelope } = item {
-                let _ = node.send_user(&from.address, envelope);
+            if let Inbound::User { from, messages } = item {
+                for envelope in &messages {
+                    let _ = node.send_user_ref(&from.address, envelope);
+                }
             }
         }
         Ok::<_, Box<dyn std::error::Error>>(())
