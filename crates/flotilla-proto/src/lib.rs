@@ -12,6 +12,7 @@
 //!   Quarantined — with per-incarnation quarantine.
 //! - [`remoting`]: one node's remoting — associations, reliable system messages and quarantine
 //!   notices composed — tested on a seeded simulated network.
+//! - [`cluster`]: cluster membership — vector clocks, members and their status lifecycle.
 //! - [`failure_detector`]: the phi-accrual failure detector and a registry of detectors per
 //!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
@@ -26,6 +27,7 @@
 //! hash-ordered collection, so the same inputs always give the same outputs.
 
 pub mod association;
+pub mod cluster;
 pub mod failure_detector;
 pub mod lease;
 pub mod remoting;

@@ -1,0 +1,14 @@
+//! Cluster membership: who is in the cluster, as gossip spreads it.
+//!
+//! Pure data and decisions only, like the rest of this crate: the gossip driver, failure
+//! detection and the split-brain resolver build on these.
+//!
+//! - [`vclock`]: vector clocks, the version of a gossip.
+//! - [`member`]: members and the lifecycle of their status (Joining … Removed), with the merge
+//!   rule that gossip uses for two views of the same member.
+
+pub mod member;
+pub mod vclock;
+
+pub use member::{IllegalTransition, Member, MemberStatus};
+pub use vclock::{Causality, VectorClock};
