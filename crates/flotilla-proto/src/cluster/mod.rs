@@ -6,9 +6,13 @@
 //! - [`vclock`]: vector clocks, the version of a gossip.
 //! - [`member`]: members and the lifecycle of their status (Joining … Removed), with the merge
 //!   rule that gossip uses for two views of the same member.
+//! - [`reachability`]: what each observer's failure detector says of the members it monitors;
+//!   unreachable when any observer says so, reachable when all agree.
 
 pub mod member;
+pub mod reachability;
 pub mod vclock;
 
 pub use member::{IllegalTransition, Member, MemberStatus};
+pub use reachability::{Reachability, ReachabilityStatus};
 pub use vclock::{Causality, VectorClock};
