@@ -42,4 +42,13 @@ pub(crate) mod testing {
     pub(crate) fn epoch() -> std::time::Instant {
         std::time::Instant::now()
     }
+
+    /// Cluster node `n` of a test cluster: `flotilla://c@127.0.0.1:<2550 + n>`, UID `100 + n`.
+    pub(crate) fn node(n: u16) -> flotilla_core::UniqueAddress {
+        flotilla_core::UniqueAddress {
+            address: flotilla_core::Address::remote("c", "127.0.0.1", 2550 + n)
+                .unwrap_or_else(|e| panic!("{e}")),
+            uid: u64::from(n) + 100,
+        }
+    }
 }

@@ -170,18 +170,11 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::node;
     use MemberStatus::*;
-    use flotilla_core::Address;
     use proptest::prelude::*;
 
     const ALL: [MemberStatus; 7] = [Joining, WeaklyUp, Up, Leaving, Exiting, Down, Removed];
-
-    fn node(n: u16) -> UniqueAddress {
-        UniqueAddress {
-            address: Address::remote("c", "127.0.0.1", 2550 + n).unwrap_or_else(|e| panic!("{e}")),
-            uid: 7,
-        }
-    }
 
     /// The whole transition table, as Akka documents it.
     #[test]

@@ -138,16 +138,9 @@ impl Reachability {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::node;
     use ReachabilityStatus::*;
-    use flotilla_core::Address;
     use proptest::prelude::*;
-
-    fn node(n: u16) -> UniqueAddress {
-        UniqueAddress {
-            address: Address::remote("c", "127.0.0.1", 2550 + n).unwrap_or_else(|e| panic!("{e}")),
-            uid: 1,
-        }
-    }
 
     #[test]
     fn unreachable_if_any_observer_says_so_and_reachable_only_when_all_agree() {

@@ -107,15 +107,8 @@ impl VectorClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_core::Address;
+    use crate::testing::node;
     use proptest::prelude::*;
-
-    fn node(n: u16) -> UniqueAddress {
-        UniqueAddress {
-            address: Address::remote("c", "127.0.0.1", 2550 + n).unwrap_or_else(|e| panic!("{e}")),
-            uid: u64::from(n) + 100,
-        }
-    }
 
     fn clock(entries: &[(u16, u64)]) -> VectorClock {
         let mut c = VectorClock::new();
