@@ -4,6 +4,8 @@
 # flotilla-proto, every test (unit, integration, doc) and a benchmark smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-off run gains nothing from incremental caches, which are most of a debug target's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -31,6 +33,7 @@ step "doc tests"
 cargo test --workspace --doc --locked --quiet
 
 step "tests"
+df -h . | tail -n 1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
