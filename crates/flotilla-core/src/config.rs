@@ -67,6 +67,8 @@ pub struct FlotillaConfig {
     pub lease: LeaseSettings,
     /// Remoting: associations, system messages, remote deathwatch.
     pub remote: RemoteSettings,
+    /// Cluster membership, failure detection and the split-brain resolver.
+    pub cluster: crate::ClusterSettings,
 }
 
 impl FlotillaConfig {
@@ -81,6 +83,7 @@ impl FlotillaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.lease.validate()?;
         self.remote.validate()?;
+        self.cluster.validate()?;
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {
@@ -553,6 +556,17 @@ impl Default for FailureDetectorSettings {
 }
 
 impl FailureDetectorSettings {
+    /// The defaults between cluster members (Akka's cluster failure detector): threshold 8,
+    /// 1000 samples, acceptable pause 3 s; the rest as [`Default`].
+    pub fn cluster() -> Self {
+        Self {
+            threshold: 8.0,
+            max_sample_size: 1000,
+            acceptable_heartbeat_pause: Duration::from_secs(3),
+            ..Self::default()
+        }
+    }
+
     /// Checks every value's range; `section` names the TOML table in errors.
     pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| {

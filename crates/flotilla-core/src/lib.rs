@@ -6,18 +6,24 @@
 //! - [`path`]: [`ActorPath`], the location of one actor in a system's hierarchy.
 //! - [`machine`]: the [`StateMachine`] trait that every sans-IO protocol in `flotilla-proto`
 //!   implements.
-//! - [`config`]: TOML configuration with documented defaults and validated constructors.
+//! - [`config`]: TOML configuration with documented defaults and validated constructors;
+//!   [`cluster_config`] holds the `[cluster]` section.
 //!
 //! # What this crate is not
 //! It holds no runtime, does no I/O, reads no clock and spawns nothing. It depends only on `std`,
 //! `serde`, `toml` and `thiserror`, so the pure protocol crate can stand on it.
 
 pub mod address;
+pub mod cluster_config;
 pub mod config;
 pub mod machine;
 pub mod path;
 
 pub use address::{Address, AddressParseError, UniqueAddress};
+pub use cluster_config::{
+    ClusterSettings, DownAllWhenUnstable, KeepOldestSettings, LeaseMajoritySettings, RoleOnly,
+    SplitBrainResolverSettings, StaticQuorumSettings, Strategy,
+};
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
     FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings, RemoteSettings,

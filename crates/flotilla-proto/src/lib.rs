@@ -12,7 +12,8 @@
 //!   Quarantined — with per-incarnation quarantine.
 //! - [`remoting`]: one node's remoting — associations, reliable system messages and quarantine
 //!   notices composed — tested on a seeded simulated network.
-//! - [`cluster`]: cluster membership — vector clocks, members and their status lifecycle.
+//! - [`cluster`]: cluster membership — gossip, convergence and leader actions, heartbeats on a
+//!   ring, the split-brain resolver — and a seeded whole-cluster simulator.
 //! - [`failure_detector`]: the phi-accrual failure detector and a registry of detectors per
 //!   remote.
 //! - [`lease`]: the lease holder — acquire, renew within the TTL, release, lost — with fencing
@@ -49,6 +50,28 @@ pub(crate) mod testing {
             address: flotilla_core::Address::remote("c", "127.0.0.1", 2550 + n)
                 .unwrap_or_else(|e| panic!("{e}")),
             uid: u64::from(n) + 100,
+        }
+    }
+
+    /// Member `n` of a test cluster with `status` and `roles`; its up-number is `n` once Up.
+    pub(crate) fn member(
+        n: u16,
+        status: crate::cluster::MemberStatus,
+        roles: &[&str],
+    ) -> crate::cluster::Member {
+        use crate::cluster::MemberStatus::{Joining, WeaklyUp};
+        crate::cluster::Member {
+            status,
+            up_number: if matches!(status, Joining | WeaklyUp) {
+                u64::MAX
+            } else {
+                u64::from(n)
+            },
+            ..crate::cluster::Member::joining(
+                node(n),
+                roles.iter().map(|r| (*r).to_owned()).collect(),
+                "1",
+            )
         }
     }
 }

@@ -157,10 +157,24 @@ impl Gossip {
     /// counts as reachable to itself), the first Up or Leaving one in address order, or else the
     /// first one of any status.
     pub fn leader(&self, self_node: &UniqueAddress) -> Option<&UniqueAddress> {
+        self.leader_among(self_node, |_| true)
+    }
+
+    /// The leader among the members with `role`, chosen as [`Gossip::leader`] chooses.
+    pub fn role_leader(&self, self_node: &UniqueAddress, role: &str) -> Option<&UniqueAddress> {
+        self.leader_among(self_node, |m| m.has_role(role))
+    }
+
+    fn leader_among(
+        &self,
+        self_node: &UniqueAddress,
+        include: impl Fn(&Member) -> bool,
+    ) -> Option<&UniqueAddress> {
         let candidates: Vec<&Member> = self
             .members
             .values()
-            .filter(|m| m.status != MemberStatus::Down)
+            .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
+            .filter(|m| include(m))
             .filter(|m| {
                 &m.node == self_node
                     || self.reachability.status(&m.node)
@@ -173,6 +187,49 @@ impl Gossip {
             .or_else(|| candidates.first())
             .map(|m| &m.node)
     }
+
+    /// Whether every reachable Up or Leaving member has seen this version (convergence but for
+    /// the unreachable members): enough for the leader to move joiners to WeaklyUp.
+    pub fn converged_except_unreachable(&self) -> bool {
+        self.members.values().all(|m| {
+            !matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)
+                || self.seen.contains(&m.node)
+                || self.reachability.status(&m.node)
+                    != super::reachability::ReachabilityStatus::Reachable
+        })
+    }
+
+    /// Forgets the tombstone of `node` (it was removed long enough ago).
+    pub fn drop_tombstone(&mut self, node: &UniqueAddress) {
+        self.tombstones.remove(node);
+    }
+
+    /// Merges another seen-set for the same version.
+    pub fn see_all<'a>(&mut self, nodes: impl IntoIterator<Item = &'a UniqueAddress>) {
+        for n in nodes {
+            if self.members.contains_key(n) {
+                self.seen.insert(n.clone());
+            }
+        }
+    }
+
+    /// The member at `address`, whatever its incarnation.
+    pub fn member_at(&self, address: &flotilla_core::Address) -> Option<&Member> {
+        self.members.values().find(|m| &m.node.address == address)
+    }
+
+    /// Sets a member's status (the lifecycle must allow it) — a change: bump the version after.
+    pub fn set_status(
+        &mut self,
+        node: &UniqueAddress,
+        to: MemberStatus,
+    ) -> Result<(), super::member::IllegalTransition> {
+        if let Some(m) = self.members.get(node) {
+            let changed = m.become_(to)?;
+            self.members.insert(node.clone(), changed);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -183,15 +240,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn member(n: u16, status: MemberStatus) -> Member {
-        Member {
-            status,
-            up_number: if status == Joining {
-                u64::MAX
-            } else {
-                u64::from(n)
-            },
-            ..Member::joining(node(n), BTreeSet::new(), "1")
-        }
+        crate::testing::member(n, status, &[])
     }
 
     fn gossip(members: &[(u16, MemberStatus)], seen: &[u16]) -> Gossip {

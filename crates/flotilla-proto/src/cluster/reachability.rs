@@ -88,6 +88,31 @@ impl Reachability {
             .unwrap_or(ReachabilityStatus::Reachable)
     }
 
+    /// What `observer` itself says of `subject`.
+    pub fn observed(
+        &self,
+        observer: &UniqueAddress,
+        subject: &UniqueAddress,
+    ) -> ReachabilityStatus {
+        self.observers
+            .get(observer)
+            .and_then(|o| o.rows.get(subject).copied())
+            .unwrap_or(ReachabilityStatus::Reachable)
+    }
+
+    /// Every (observer, subject) pair where the observer finds the subject unreachable, in order.
+    pub fn unreachable_records(&self) -> Vec<(UniqueAddress, UniqueAddress)> {
+        self.observers
+            .iter()
+            .flat_map(|(o, rows)| {
+                rows.rows
+                    .iter()
+                    .filter(|(_, s)| **s == ReachabilityStatus::Unreachable)
+                    .map(move |(subject, _)| (o.clone(), subject.clone()))
+            })
+            .collect()
+    }
+
     /// Every subject some observer finds unreachable (or terminated), in address order.
     pub fn all_unreachable(&self) -> Vec<UniqueAddress> {
         let mut out: Vec<UniqueAddress> = self

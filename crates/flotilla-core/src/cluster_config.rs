@@ -1,0 +1,488 @@
+//! Cluster settings (`[cluster]`), with Akka's defaults where Akka has the same setting.
+//!
+//! ```toml
+//! [cluster]
+//! # Contact points, in order. The first seed may form a new cluster on its own when no other
+//! # seed answers within seed-node-timeout; every other node only ever joins an existing one.
+//! seed-nodes = ["flotilla://app@10.0.0.1:2552", "flotilla://app@10.0.0.2:2552"]
+//! seed-node-timeout = "5s"
+//! # A join that got no welcome is tried again (from the seeds) after this long.
+//! retry-unsuccessful-join-after = "10s"
+//! # How often a member gossips its view to one other member, and how often the leader acts.
+//! gossip-interval = "1s"
+//! leader-actions-interval = "1s"
+//! # The leader moves nobody Joining → Up before this many members are there.
+//! min-nr-of-members = 1
+//! # A Joining member becomes WeaklyUp after this long without convergence (an unreachable
+//! # member blocks it); "0s" turns WeaklyUp off.
+//! allow-weakly-up-members = "7s"
+//! roles = []
+//! app-version = "0.0.0"
+//! # How many members heartbeat each member (chosen on a ring over the members).
+//! monitored-by-nr-of-members = 9
+//! # Removed members are remembered this long, so an old gossip cannot bring them back.
+//! prune-gossip-tombstones-after = "24h"
+//!
+//! [cluster.failure-detector]
+//! heartbeat-interval = "1s"
+//! threshold = 8.0
+//! max-sample-size = 1000
+//! min-std-deviation = "100ms"
+//! acceptable-heartbeat-pause = "3s"
+//! first-heartbeat-estimate = "1s"
+//!
+//! [cluster.split-brain-resolver]
+//! # keep-majority | static-quorum | keep-oldest | down-all | lease-majority
+//! active-strategy = "keep-majority"
+//! # How long the set of unreachable members must stay the same before the resolver decides.
+//! stable-after = "20s"
+//! # Down every member when the view does not stabilize within this long after stable-after:
+//! # "on" (3/4 of stable-after, at least 4 s), "off", or a duration.
+//! down-all-when-unstable = "on"
+//!
+//! [cluster.split-brain-resolver.keep-majority]
+//! role = ""                 # count only members with this role ("" = all)
+//! [cluster.split-brain-resolver.static-quorum]
+//! quorum-size = 0           # required with static-quorum
+//! role = ""
+//! [cluster.split-brain-resolver.keep-oldest]
+//! down-if-alone = true
+//! role = ""
+//! [cluster.split-brain-resolver.lease-majority]
+//! lease-name = ""           # defaults to "<system>-sbr"
+//! acquire-lease-delay-for-minority = "2s"
+//! release-after = "40s"
+//! role = ""
+//! ```
+//!
+//! # Choosing `stable-after`
+//! Failover takes about: failure detection (acceptable-heartbeat-pause + a few heartbeats,
+//! ≈ 5 s at the defaults) + `stable-after` + `down-removal` (one or two gossip rounds). Shorter
+//! is faster but decides on a view that may still be changing. Akka's recommendations, which hold
+//! here too:
+//!
+//! | cluster size | stable-after |
+//! |---|---|
+//! | 5 | 7 s |
+//! | 10 | 10 s |
+//! | 20 | 13 s |
+//! | 50 | 17 s |
+//! | 100 | 20 s |
+//! | 1000 | 30 s |
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Address;
+use crate::config::{ConfigError, FailureDetectorSettings};
+
+/// Cluster membership settings (`[cluster]`). See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterSettings {
+    /// Contact points, in order; the first may form a new cluster (default: none — join by API).
+    pub seed_nodes: Vec<String>,
+    /// How long the first seed waits for another seed before it forms a cluster (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub seed_node_timeout: Duration,
+    /// How long a join may go unanswered before it is tried again (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_unsuccessful_join_after: Duration,
+    /// How often a member gossips (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub gossip_interval: Duration,
+    /// How often the leader looks for work (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub leader_actions_interval: Duration,
+    /// Members needed before the leader moves anyone Joining → Up (default 1).
+    pub min_nr_of_members: usize,
+    /// Joining → WeaklyUp after this long without convergence; zero turns it off (default 7 s).
+    #[serde(with = "humantime_serde")]
+    pub allow_weakly_up_members: Duration,
+    /// This node's roles (default none).
+    pub roles: Vec<String>,
+    /// The application version this node runs, for rolling updates (default "0.0.0").
+    pub app_version: String,
+    /// How many members monitor each member with heartbeats (default 9).
+    pub monitored_by_nr_of_members: usize,
+    /// How long removed members are remembered (default 24 h).
+    #[serde(with = "humantime_serde")]
+    pub prune_gossip_tombstones_after: Duration,
+    /// The failure detector between members (Akka's cluster defaults: threshold 8, 1000
+    /// samples, min std-deviation 100 ms, acceptable pause 3 s, heartbeat 1 s).
+    pub failure_detector: FailureDetectorSettings,
+    /// The split-brain resolver.
+    pub split_brain_resolver: SplitBrainResolverSettings,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            seed_nodes: Vec::new(),
+            seed_node_timeout: Duration::from_secs(5),
+            retry_unsuccessful_join_after: Duration::from_secs(10),
+            gossip_interval: Duration::from_secs(1),
+            leader_actions_interval: Duration::from_secs(1),
+            min_nr_of_members: 1,
+            allow_weakly_up_members: Duration::from_secs(7),
+            roles: Vec::new(),
+            app_version: "0.0.0".to_owned(),
+            monitored_by_nr_of_members: 9,
+            prune_gossip_tombstones_after: Duration::from_secs(24 * 3600),
+            failure_detector: FailureDetectorSettings::cluster(),
+            split_brain_resolver: SplitBrainResolverSettings::default(),
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The seed nodes, parsed.
+    pub fn seeds(&self) -> Result<Vec<Address>, ConfigError> {
+        self.seed_nodes
+            .iter()
+            .map(|s| {
+                Address::from_str(s).map_err(|e| ConfigError::Value {
+                    key: "cluster.seed-nodes".into(),
+                    reason: format!("{s:?} is not a node address: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("cluster.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        self.seeds()?;
+        for (key, d) in [
+            ("seed-node-timeout", self.seed_node_timeout),
+            (
+                "retry-unsuccessful-join-after",
+                self.retry_unsuccessful_join_after,
+            ),
+            ("gossip-interval", self.gossip_interval),
+            ("leader-actions-interval", self.leader_actions_interval),
+            (
+                "prune-gossip-tombstones-after",
+                self.prune_gossip_tombstones_after,
+            ),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be greater than zero");
+            }
+        }
+        if self.min_nr_of_members == 0 {
+            return bad("min-nr-of-members", "must be at least 1");
+        }
+        if self.monitored_by_nr_of_members == 0 {
+            return bad("monitored-by-nr-of-members", "must be at least 1");
+        }
+        self.failure_detector.validate("cluster.failure-detector")?;
+        self.split_brain_resolver.validate()
+    }
+}
+
+/// Which split-brain resolver strategy decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The side with more members survives; on a tie, the side with the lowest address.
+    #[default]
+    KeepMajority,
+    /// A side survives when it has at least `quorum-size` members.
+    StaticQuorum,
+    /// The side with the oldest member survives (unless it is alone, with `down-if-alone`).
+    KeepOldest,
+    /// Every member is downed.
+    DownAll,
+    /// The side that acquires the lease survives; the minority tries later.
+    LeaseMajority,
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::KeepMajority => "keep-majority",
+            Self::StaticQuorum => "static-quorum",
+            Self::KeepOldest => "keep-oldest",
+            Self::DownAll => "down-all",
+            Self::LeaseMajority => "lease-majority",
+        })
+    }
+}
+
+/// `down-all-when-unstable`: "on", "off" or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DownAllWhenUnstable {
+    /// 3/4 of `stable-after`, at least 4 s.
+    #[default]
+    On,
+    /// Never.
+    Off,
+    /// After this long.
+    After(Duration),
+}
+
+impl Serialize for DownAllWhenUnstable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::On => s.serialize_str("on"),
+            Self::Off => s.serialize_str("off"),
+            Self::After(d) => {
+                s.serialize_str(&humantime_serde::re::humantime::format_duration(*d).to_string())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DownAllWhenUnstable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => humantime_serde::re::humantime::parse_duration(other)
+                .map(Self::After)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "expected \"on\", \"off\" or a duration such as \"15s\", got {other:?}: {e}"
+                    ))
+                }),
+        }
+    }
+}
+
+/// The split-brain resolver (`[cluster.split-brain-resolver]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SplitBrainResolverSettings {
+    /// The strategy (default keep-majority).
+    pub active_strategy: Strategy,
+    /// How long the unreachable set must stay the same before deciding (default 20 s).
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
+    /// Down everyone when the view stays unstable this long after `stable-after` (default on).
+    pub down_all_when_unstable: DownAllWhenUnstable,
+    /// keep-majority's settings.
+    pub keep_majority: RoleOnly,
+    /// static-quorum's settings.
+    pub static_quorum: StaticQuorumSettings,
+    /// keep-oldest's settings.
+    pub keep_oldest: KeepOldestSettings,
+    /// lease-majority's settings.
+    pub lease_majority: LeaseMajoritySettings,
+}
+
+impl Default for SplitBrainResolverSettings {
+    fn default() -> Self {
+        Self {
+            active_strategy: Strategy::KeepMajority,
+            stable_after: Duration::from_secs(20),
+            down_all_when_unstable: DownAllWhenUnstable::On,
+            keep_majority: RoleOnly::default(),
+            static_quorum: StaticQuorumSettings::default(),
+            keep_oldest: KeepOldestSettings::default(),
+            lease_majority: LeaseMajoritySettings::default(),
+        }
+    }
+}
+
+impl SplitBrainResolverSettings {
+    /// How long after `stable-after` an unstable view makes the resolver down everyone, if ever.
+    pub fn down_all_after(&self) -> Option<Duration> {
+        match self.down_all_when_unstable {
+            DownAllWhenUnstable::Off => None,
+            DownAllWhenUnstable::After(d) => Some(d),
+            DownAllWhenUnstable::On => {
+                Some((self.stable_after * 3 / 4).max(Duration::from_secs(4)))
+            }
+        }
+    }
+
+    /// The role the active strategy counts ("" for every member).
+    pub fn role(&self) -> &str {
+        match self.active_strategy {
+            Strategy::KeepMajority => &self.keep_majority.role,
+            Strategy::StaticQuorum => &self.static_quorum.role,
+            Strategy::KeepOldest => &self.keep_oldest.role,
+            Strategy::DownAll => "",
+            Strategy::LeaseMajority => &self.lease_majority.role,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("cluster.split-brain-resolver.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.stable_after.is_zero() {
+            return bad("stable-after", "must be greater than zero");
+        }
+        if self.down_all_when_unstable == DownAllWhenUnstable::After(Duration::ZERO) {
+            return bad("down-all-when-unstable", "use \"off\" rather than zero");
+        }
+        if self.active_strategy == Strategy::StaticQuorum && self.static_quorum.quorum_size == 0 {
+            return bad(
+                "static-quorum.quorum-size",
+                "static-quorum needs a quorum size: more than half of the cluster's planned size",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A strategy setting that only restricts the counted members to a role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoleOnly {
+    /// Count only members with this role ("" = every member).
+    pub role: String,
+}
+
+/// static-quorum's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StaticQuorumSettings {
+    /// The least number of members a side needs to survive (required; no default).
+    pub quorum_size: usize,
+    /// Count only members with this role ("" = every member).
+    pub role: String,
+}
+
+/// keep-oldest's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeepOldestSettings {
+    /// When the oldest member is alone on its side, that side is downed instead (default true).
+    pub down_if_alone: bool,
+    /// Count only members with this role ("" = every member).
+    pub role: String,
+}
+
+impl Default for KeepOldestSettings {
+    fn default() -> Self {
+        Self {
+            down_if_alone: true,
+            role: String::new(),
+        }
+    }
+}
+
+/// lease-majority's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LeaseMajoritySettings {
+    /// The lease's name (`""` = `"<system>-sbr"`).
+    pub lease_name: String,
+    /// How long the minority side waits before it tries the lease (default 2 s).
+    #[serde(with = "humantime_serde")]
+    pub acquire_lease_delay_for_minority: Duration,
+    /// How long the winner keeps the lease before releasing it (default 40 s).
+    #[serde(with = "humantime_serde")]
+    pub release_after: Duration,
+    /// Count only members with this role ("" = every member).
+    pub role: String,
+}
+
+impl Default for LeaseMajoritySettings {
+    fn default() -> Self {
+        Self {
+            lease_name: String::new(),
+            acquire_lease_delay_for_minority: Duration::from_secs(2),
+            release_after: Duration::from_secs(40),
+            role: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FlotillaConfig;
+
+    #[test]
+    fn defaults_are_akkas() {
+        let c = ClusterSettings::default();
+        assert_eq!(c.seed_node_timeout, Duration::from_secs(5));
+        assert_eq!(c.retry_unsuccessful_join_after, Duration::from_secs(10));
+        assert_eq!(c.gossip_interval, Duration::from_secs(1));
+        assert_eq!(c.allow_weakly_up_members, Duration::from_secs(7));
+        assert_eq!(c.monitored_by_nr_of_members, 9);
+        assert_eq!(c.failure_detector.threshold, 8.0);
+        assert_eq!(c.failure_detector.max_sample_size, 1000);
+        assert_eq!(
+            c.failure_detector.acceptable_heartbeat_pause,
+            Duration::from_secs(3)
+        );
+        let sbr = &c.split_brain_resolver;
+        assert_eq!(sbr.active_strategy, Strategy::KeepMajority);
+        assert_eq!(sbr.stable_after, Duration::from_secs(20));
+        assert_eq!(sbr.down_all_after(), Some(Duration::from_secs(15)));
+        assert_eq!(
+            sbr.lease_majority.acquire_lease_delay_for_minority,
+            Duration::from_secs(2)
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("cluster_config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| {
+                l.strip_prefix("//! ")
+                    .unwrap_or(l.trim_start_matches("//!"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = FlotillaConfig::from_toml_str(&doc).unwrap();
+        assert_eq!(c.cluster.seeds().unwrap().len(), 2);
+        assert_eq!(
+            c.cluster,
+            ClusterSettings {
+                seed_nodes: c.cluster.seed_nodes.clone(),
+                ..ClusterSettings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = |text: &str| FlotillaConfig::from_toml_str(text).unwrap_err().to_string();
+        assert!(err("[cluster]\nseed-nodes = [\"10.0.0.1:2552\"]").contains("cluster.seed-nodes"));
+        assert!(err("[cluster]\nmin-nr-of-members = 0").contains("min-nr-of-members"));
+        assert!(
+            err("[cluster.split-brain-resolver]\nactive-strategy = \"static-quorum\"")
+                .contains("quorum-size")
+        );
+        assert!(
+            err("[cluster.split-brain-resolver]\ndown-all-when-unstable = \"sometimes\"")
+                .contains("expected \"on\"")
+        );
+        let c = FlotillaConfig::from_toml_str(
+            "[cluster.split-brain-resolver]\ndown-all-when-unstable = \"off\"\nactive-strategy = \"keep-oldest\"",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.split_brain_resolver.down_all_after(), None);
+        let c = FlotillaConfig::from_toml_str(
+            "[cluster.split-brain-resolver]\ndown-all-when-unstable = \"9s\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster.split_brain_resolver.down_all_after(),
+            Some(Duration::from_secs(9))
+        );
+    }
+}

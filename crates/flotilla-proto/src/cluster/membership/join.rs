@@ -1,0 +1,252 @@
+//! Joining: seeking a contact among the seeds, the join request, the welcome, and taking in
+//! joiners (including a new incarnation that replaces an old one).
+
+use std::time::Instant;
+
+use flotilla_core::{Address, UniqueAddress};
+
+use super::{INIT_JOIN_INTERVAL, JoinState, Membership};
+use crate::cluster::gossip::Gossip;
+use crate::cluster::member::{Member, MemberStatus};
+use crate::cluster::protocol::{ClusterMsg, LogLevel};
+
+impl Membership {
+    pub(super) fn join_seeds(&mut self, now: Instant, seeds: Vec<Address>) {
+        if self.join != JoinState::Idle {
+            self.log(
+                LogLevel::Warn,
+                "join ignored: this node is already joining or a member".into(),
+            );
+            return;
+        }
+        if seeds.is_empty() {
+            self.log(
+                LogLevel::Warn,
+                "join ignored: no seed nodes were given".into(),
+            );
+            return;
+        }
+        let first = seeds.first() == Some(&self.self_node.address);
+        if first && seeds.len() == 1 {
+            self.form_cluster(now, "this node is the only seed node");
+            return;
+        }
+        self.log(
+            LogLevel::Info,
+            format!(
+                "joining through seed nodes [{}]{}",
+                seeds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                if first {
+                    format!(
+                        "; as the first seed, this node forms a new cluster if no other seed answers within {:?}",
+                        self.settings.seed_node_timeout
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        self.join = JoinState::Seeking {
+            form_at: first.then(|| now + self.settings.seed_node_timeout),
+            seeds,
+            next_try: now,
+        };
+        self.seek(now);
+    }
+
+    pub(super) fn seek(&mut self, now: Instant) {
+        let JoinState::Seeking {
+            seeds, next_try, ..
+        } = &mut self.join
+        else {
+            return;
+        };
+        if *next_try > now {
+            return;
+        }
+        *next_try = now + INIT_JOIN_INTERVAL;
+        let targets: Vec<Address> = seeds
+            .iter()
+            .filter(|s| **s != self.self_node.address)
+            .cloned()
+            .collect();
+        for seed in targets {
+            let msg = ClusterMsg::InitJoin {
+                from: self.self_node.clone(),
+            };
+            self.send(&seed, msg);
+        }
+    }
+
+    pub(super) fn join_contact(&mut self, now: Instant, contact: Address, seeds: Vec<Address>) {
+        if contact == self.self_node.address {
+            self.form_cluster(now, "asked to join itself");
+            return;
+        }
+        self.log(
+            LogLevel::Info,
+            format!("sending a join request to {contact}"),
+        );
+        let msg = ClusterMsg::Join {
+            member: self.self_as_joining(),
+        };
+        self.send(&contact, msg);
+        self.join = JoinState::Joining {
+            contact,
+            seeds,
+            retry_at: now + self.settings.retry_unsuccessful_join_after,
+        };
+    }
+
+    pub(super) fn form_cluster(&mut self, now: Instant, why: &str) {
+        self.log(LogLevel::Info, format!("forming a new cluster: {why}"));
+        let mut g = Gossip::new();
+        g.put_member(self.self_as_joining());
+        g.bump(&self.self_node);
+        self.become_member(now, g);
+    }
+
+    pub(super) fn become_member(&mut self, now: Instant, gossip: Gossip) {
+        self.gossip = gossip;
+        self.gossip.see(&self.self_node);
+        self.join = JoinState::Member;
+        self.next_gossip = Some(now + self.settings.gossip_interval);
+        self.next_leader = Some(now);
+        self.next_heartbeat = Some(now + self.settings.failure_detector.heartbeat_interval);
+        self.changed(now);
+    }
+
+    pub(super) fn join_timeouts(&mut self, now: Instant) {
+        match &self.join {
+            JoinState::Seeking {
+                form_at: Some(at), ..
+            } if *at <= now => {
+                self.form_cluster(now, "no other seed node answered within seed-node-timeout");
+            }
+            JoinState::Seeking { .. } => self.seek(now),
+            JoinState::Joining {
+                contact,
+                seeds,
+                retry_at,
+            } if *retry_at <= now => {
+                let (contact, seeds) = (contact.clone(), seeds.clone());
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "no welcome from {contact} within {:?}; trying the seed nodes again",
+                        self.settings.retry_unsuccessful_join_after
+                    ),
+                );
+                if seeds.is_empty() {
+                    self.join_contact(now, contact, seeds);
+                } else {
+                    self.join = JoinState::Seeking {
+                        seeds,
+                        next_try: now,
+                        form_at: None,
+                    };
+                    self.seek(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_init_join(&mut self, from: UniqueAddress) {
+        let in_cluster = self.join == JoinState::Member
+            && self
+                .self_member()
+                .is_some_and(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting));
+        let me = self.self_node.clone();
+        let msg = if in_cluster {
+            ClusterMsg::InitJoinAck { from: me }
+        } else {
+            ClusterMsg::InitJoinNack { from: me }
+        };
+        self.send(&from.address, msg);
+    }
+
+    pub(super) fn on_init_join_ack(&mut self, now: Instant, from: UniqueAddress) {
+        if let JoinState::Seeking { seeds, .. } = &self.join {
+            let seeds = seeds.clone();
+            self.join_contact(now, from.address, seeds);
+        }
+    }
+
+    pub(super) fn on_join(&mut self, now: Instant, joiner: Member) {
+        if self.join != JoinState::Member
+            || self
+                .self_member()
+                .is_none_or(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
+        {
+            return; // not a member that can take joiners; the joiner retries elsewhere
+        }
+        let node = joiner.node.clone();
+        if node.address == self.self_node.address {
+            return;
+        }
+        if self.gossip.tombstones().contains_key(&node) {
+            self.stats.misaddressed += 1;
+            return;
+        }
+        match self.gossip.member_at(&node.address).cloned() {
+            Some(m) if m.node == node => self.welcome(&node),
+            Some(old) => {
+                if old.status != MemberStatus::Down {
+                    self.log(
+                        LogLevel::Info,
+                        format!(
+                            "a new incarnation of {} (uid {}) asks to join; the old incarnation (uid {}) is downed and removed first, then the join is accepted",
+                            node.address, node.uid, old.node.uid
+                        ),
+                    );
+                    self.mark_down(
+                        now,
+                        &old.node,
+                        "replaced by a new incarnation at the same address",
+                    );
+                }
+            }
+            None => {
+                let joiner = Member {
+                    status: MemberStatus::Joining,
+                    up_number: u64::MAX,
+                    ..joiner
+                };
+                self.gossip.put_member(joiner);
+                self.gossip.bump(&self.self_node);
+                self.welcome(&node);
+                self.changed(now);
+            }
+        }
+    }
+
+    pub(super) fn welcome(&mut self, node: &UniqueAddress) {
+        let msg = ClusterMsg::Welcome {
+            from: self.self_node.clone(),
+            to: node.clone(),
+            gossip: Box::new(self.gossip.clone()),
+        };
+        self.send(&node.address, msg);
+    }
+
+    pub(super) fn on_welcome(
+        &mut self,
+        now: Instant,
+        from: UniqueAddress,
+        to: UniqueAddress,
+        gossip: Gossip,
+    ) {
+        let expected =
+            matches!(&self.join, JoinState::Joining { contact, .. } if *contact == from.address);
+        if !expected || to != self.self_node || gossip.member(&self.self_node).is_none() {
+            self.stats.misaddressed += 1;
+            return;
+        }
+        self.log(
+            LogLevel::Info,
+            format!("welcomed into the cluster by {from}"),
+        );
+        self.become_member(now, gossip);
+    }
+}

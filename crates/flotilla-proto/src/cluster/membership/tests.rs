@@ -1,0 +1,424 @@
+//! Whole-cluster scenarios on the simulator, swept over seeds. A failure names its seed; rerun
+//! one seed with `FLOTILLA_SIM_SEED=<n>`, sweep longer with `FLOTILLA_SIM_SEEDS=<n>`.
+
+use std::time::Duration;
+
+use flotilla_core::{ClusterSettings, Strategy};
+
+use super::*;
+use crate::cluster::sim::{ClusterSim, address};
+use crate::testing::epoch;
+
+/// Seeds 1..=8, one seed with `$FLOTILLA_SIM_SEED`, or 1..=`$FLOTILLA_SIM_SEEDS`.
+fn seeds() -> Vec<u64> {
+    if let Some(one) = std::env::var("FLOTILLA_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return vec![one];
+    }
+    let n = std::env::var("FLOTILLA_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    (1..=n).collect()
+}
+
+/// Runs `scenario` for every seed; a failure panics with the seed and the failing node's log.
+fn sweep(
+    scenario: impl Fn(&mut ClusterSim) -> Result<(), String>,
+    settings: &ClusterSettings,
+    n: usize,
+) {
+    for seed in seeds() {
+        let mut sim = ClusterSim::new(seed, n, settings.clone(), epoch());
+        if let Err(e) = scenario(&mut sim) {
+            let logs: Vec<String> = sim
+                .nodes
+                .iter()
+                .enumerate()
+                .flat_map(|(i, node)| {
+                    node.logs
+                        .iter()
+                        .map(move |(t, l, text)| format!("  [{t:>8.3?}] node {i} {l:?}: {text}"))
+                })
+                .collect();
+            panic!(
+                "seed {seed}: {e}\n(rerun with FLOTILLA_SIM_SEED={seed})\nlogs:\n{}",
+                logs.join("\n")
+            );
+        }
+    }
+}
+
+fn s(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Akka's defaults, with stable-after at the value recommended for five nodes.
+fn settings() -> ClusterSettings {
+    let mut s = ClusterSettings::default();
+    s.split_brain_resolver.stable_after = Duration::from_secs(7);
+    s
+}
+
+/// Starts nodes 0..n through seeds 0 and 1 and waits until every one is Up everywhere.
+fn form(sim: &mut ClusterSim, n: usize) -> Result<(), String> {
+    sim.set_seeds(&[0, 1]);
+    for i in 0..n {
+        sim.start(i);
+        sim.run_for(Duration::from_millis(300));
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let ok = sim.run_until_true(s(30), |sim| sim.all_up(&all));
+    ensure!(
+        ok,
+        "the {n} nodes did not all come Up within 30 s: running {:?}",
+        sim.running_members()
+    );
+    sim.check_invariants()
+}
+
+fn alive_running(sim: &ClusterSim) -> Vec<usize> {
+    sim.running_members()
+}
+
+#[test]
+fn five_nodes_join_through_seeds_and_converge() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            let t = sim.elapsed();
+            ensure!(t < s(15), "convergence took {t:?}");
+            // the leader is the first member by address
+            let leader = sim.machine(3).and_then(|m| m.state().leader.clone());
+            ensure!(leader == Some(address(0)), "leader {leader:?}");
+            // every node saw every other one join and come Up, in that order
+            for i in 0..5 {
+                let ups = sim.nodes[i]
+                    .events
+                    .iter()
+                    .filter(|(_, e)| matches!(e, ClusterEvent::MemberUp(_)))
+                    .count();
+                ensure!(ups == 5, "node {i} saw {ups} MemberUp events");
+            }
+            sim.run_checked(s(30))?;
+            ensure!(sim.all_up(&[0, 1, 2, 3, 4]), "a quiet cluster changed");
+            Ok(())
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn the_first_seed_forms_a_cluster_alone_only_after_seed_node_timeout() {
+    sweep(
+        |sim| {
+            sim.set_seeds(&[0, 1]);
+            sim.start(0);
+            sim.run_for(s(4));
+            ensure!(
+                !sim.machine(0).is_some_and(Membership::is_member),
+                "formed before the timeout"
+            );
+            sim.run_for(s(2));
+            ensure!(
+                sim.machine(0).is_some_and(Membership::is_member),
+                "did not form after it"
+            );
+            // the second seed cannot form a cluster; it joins the first
+            sim.start(1);
+            let ok = sim.run_until_true(s(20), |sim| sim.all_up(&[0, 1]));
+            ensure!(ok, "seed 1 did not join seed 0");
+            Ok(())
+        },
+        &settings(),
+        2,
+    );
+}
+
+#[test]
+fn min_nr_of_members_holds_joiners_until_enough_are_there() {
+    let mut settings = settings();
+    settings.min_nr_of_members = 3;
+    sweep(
+        |sim| {
+            sim.set_seeds(&[0]);
+            sim.start(0);
+            sim.start(1);
+            sim.run_for(s(10));
+            ensure!(
+                sim.with_status(0, MemberStatus::Up).is_empty(),
+                "moved Up with two members"
+            );
+            sim.start(2);
+            let ok = sim.run_until_true(s(20), |sim| sim.all_up(&[0, 1, 2]));
+            ensure!(ok, "not Up with three");
+            Ok(())
+        },
+        &settings,
+        3,
+    );
+}
+
+#[test]
+fn graceful_leave_goes_leaving_exiting_removed_and_the_leaver_learns_it() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            sim.input(0, ClusterInput::Leave(address(3)));
+            let ok = sim.run_until_true(s(20), |sim| sim.nodes[3].removed_at.is_some());
+            ensure!(ok, "node 3 never learned it was removed");
+            let ok = sim.run_until_true(s(10), |sim| sim.all_up(&[0, 1, 2, 4]));
+            ensure!(ok, "the rest did not converge on four members");
+            let kinds: Vec<&str> = sim.nodes[0]
+                .events
+                .iter()
+                .filter(|(_, e)| match e {
+                    ClusterEvent::MemberLeft(m)
+                    | ClusterEvent::MemberExited(m)
+                    | ClusterEvent::MemberRemoved { member: m, .. } => m.node.address == address(3),
+                    _ => false,
+                })
+                .map(|(_, e)| e.kind())
+                .collect();
+            ensure!(
+                kinds == ["MemberLeft", "MemberExited", "MemberRemoved"],
+                "events {kinds:?}"
+            );
+            let old = sim.nodes[3].unique();
+            ensure!(
+                sim.nodes[0].quarantined.contains(&old),
+                "remoting was not told to quarantine it"
+            );
+            sim.run_checked(s(10))
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn a_crashed_node_is_found_unreachable_downed_and_removed() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            let crashed = sim.nodes[2].unique();
+            sim.kill(2);
+            let t0 = sim.elapsed();
+            let ok = sim.run_until_true(s(60), |sim| sim.all_up(&[0, 1, 3, 4]));
+            ensure!(ok, "the crashed node was not removed");
+            let took = sim.elapsed() - t0;
+            // failure detection (≈ 3 s pause + margin) + stable-after 7 s + removal rounds
+            ensure!(took > s(7) && took < s(20), "removal took {took:?}");
+            for i in [0, 1, 3, 4] {
+                ensure!(
+                    sim.nodes[i].quarantined.contains(&crashed),
+                    "node {i} did not quarantine it"
+                );
+                let unreachable = sim.nodes[i].events.iter().any(
+                    |(_, e)| matches!(e, ClusterEvent::UnreachableMember(m) if m.node == crashed),
+                );
+                ensure!(unreachable, "node {i} never published it unreachable");
+            }
+            let decided = sim.nodes[0]
+                .logs
+                .iter()
+                .any(|(_, _, t)| t.contains("keep-majority") && t.contains("DownUnreachable"));
+            ensure!(
+                decided,
+                "the leader's decision was not logged with its view"
+            );
+            sim.run_checked(s(10))
+        },
+        &settings(),
+        5,
+    );
+}
+
+/// After a partition has settled, the running members must all be on one side.
+fn one_side_runs(sim: &ClusterSim, a: &[usize], b: &[usize]) -> Result<(), String> {
+    let running = alive_running(sim);
+    let in_a = running.iter().any(|i| a.contains(i));
+    let in_b = running.iter().any(|i| b.contains(i));
+    ensure!(!(in_a && in_b), "both sides keep running: {running:?}");
+    Ok(())
+}
+
+#[test]
+fn a_symmetric_partition_2_3_downs_the_two_side_and_the_three_side_continues() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            let (small, big) = ([3, 4], [0, 1, 2]);
+            sim.partition(&small, &big);
+            let ok = sim.run_until_true(s(60), |sim| sim.all_up(&big));
+            ensure!(
+                ok,
+                "the majority did not continue alone: running {:?}",
+                alive_running(sim)
+            );
+            for i in small {
+                ensure!(
+                    sim.nodes[i].downed_at.is_some(),
+                    "node {i} did not down itself"
+                );
+                ensure!(!sim.alive(i), "node {i} did not shut down");
+            }
+            one_side_runs(sim, &small, &big)?;
+            sim.run_checked(s(30))?;
+            one_side_runs(sim, &small, &big)
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn an_asymmetric_partition_never_leaves_two_sides_running() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            // node 4 stops hearing node 1, but 1 still hears 4
+            sim.block(1, 4);
+            sim.run_checked(s(90))?;
+            // 1 and 4 are indirectly connected (each is seen by some and unreachable to
+            // another): both are downed, and the other three continue
+            let running = alive_running(sim);
+            ensure!(running == [0, 2, 3], "survivors {running:?}");
+            ensure!(sim.all_up(&running), "survivors {running:?} do not agree");
+            let why = sim.nodes[0]
+                .logs
+                .iter()
+                .any(|(_, _, t)| t.contains("DownIndirectlyConnected"));
+            ensure!(why, "the decision was not logged as indirectly connected");
+            Ok(())
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn lease_majority_keeps_the_side_that_gets_the_lease() {
+    let mut settings = settings();
+    settings.split_brain_resolver.active_strategy = Strategy::LeaseMajority;
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            let (small, big) = ([0, 1], [2, 3, 4]);
+            sim.partition(&small, &big);
+            let ok = sim.run_until_true(s(60), |sim| sim.all_up(&big));
+            ensure!(
+                ok,
+                "the majority (which tries the lease first) did not win: running {:?}",
+                alive_running(sim)
+            );
+            one_side_runs(sim, &small, &big)?;
+            let asked = sim.nodes[0]
+                .logs
+                .iter()
+                .any(|(_, _, t)| t.contains("lease-majority") && t.contains("did not acquire"));
+            ensure!(
+                asked,
+                "the minority's leader did not try the lease and lose"
+            );
+            Ok(())
+        },
+        &settings,
+        5,
+    );
+}
+
+#[test]
+fn a_rolling_restart_with_new_uids_ends_with_every_node_up_again() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            let all = [0, 1, 2, 3, 4];
+            for i in all {
+                let old = sim.nodes[i].unique();
+                sim.kill(i);
+                sim.run_for(s(2));
+                sim.start(i);
+                let ok = sim.run_until_true(s(90), |sim| {
+                    sim.all_up(&all) && sim.machine(i).is_some_and(|m| m.self_node().uid != old.uid)
+                });
+                ensure!(
+                    ok,
+                    "node {i} did not rejoin as a new incarnation: running {:?}",
+                    alive_running(sim)
+                );
+                for j in all.iter().filter(|j| **j != i) {
+                    ensure!(
+                        sim.nodes[*j].quarantined.contains(&old),
+                        "node {j} did not quarantine {old}"
+                    );
+                }
+                sim.check_invariants()?;
+            }
+            Ok(())
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn a_member_that_learns_it_was_quarantined_downs_itself() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            // node 4 pauses long enough to be downed and removed by the others
+            sim.freeze(4, s(30));
+            let resumes = sim.elapsed() + s(30);
+            let removed = |sim: &ClusterSim| {
+                sim.with_status(0, MemberStatus::Up) == [0, 1, 2, 3]
+                    && sim
+                        .machine(0)
+                        .is_some_and(|m| m.gossip().members().count() == 4)
+            };
+            let ok = sim.run_until_true(s(28), removed);
+            ensure!(ok, "the paused node was not removed while it was paused");
+            let wait = resumes - sim.elapsed() + s(3);
+            sim.run_for(wait);
+            ensure!(
+                sim.nodes[4].downed_at.is_some(),
+                "the resumed node did not down itself"
+            );
+            let why = sim.nodes[4]
+                .logs
+                .iter()
+                .any(|(_, _, t)| t.contains("quarantined this node"));
+            ensure!(why, "the log does not say it was quarantined");
+            sim.run_for(s(5));
+            ensure!(!sim.alive(4), "it did not shut down");
+            ensure!(sim.all_up(&[0, 1, 2, 3]), "the others were disturbed");
+            Ok(())
+        },
+        &settings(),
+        5,
+    );
+}
+
+#[test]
+fn a_run_replays_exactly_from_its_seed() {
+    let run = |seed| {
+        let mut sim = ClusterSim::new(seed, 5, settings(), epoch());
+        let _ = form(&mut sim, 5);
+        sim.partition(&[0, 1], &[2, 3, 4]);
+        sim.run_for(s(40));
+        (sim.trace_hash(), sim.net)
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7).0, run(8).0);
+}

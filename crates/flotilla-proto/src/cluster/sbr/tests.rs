@@ -1,0 +1,351 @@
+//! The resolver's decisions as a table: strategy, view, expected decision.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use flotilla_core::{SplitBrainResolverSettings, Strategy};
+
+use super::*;
+use crate::testing::{epoch, node};
+use MemberStatus::*;
+
+/// One row: who is a member (number, status), which are unreachable from node 1's side and who
+/// observed it, and what node 1 decides.
+struct Case {
+    why: &'static str,
+    strategy: Strategy,
+    members: &'static [(u16, MemberStatus)],
+    /// (observer, subject); node 1 decides.
+    records: &'static [(u16, u16)],
+    seen: &'static [u16],
+    lease: Option<bool>,
+    expect: Expect,
+}
+
+#[derive(Debug, PartialEq)]
+enum Expect {
+    Down(DecisionKind, &'static [u16]),
+    Lease(u64),
+}
+
+fn settings(strategy: Strategy) -> SplitBrainResolverSettings {
+    let mut s = SplitBrainResolverSettings {
+        active_strategy: strategy,
+        ..Default::default()
+    };
+    s.static_quorum.quorum_size = 3;
+    s
+}
+
+fn view(case: &Case) -> View {
+    let members = case
+        .members
+        .iter()
+        .map(|&(n, status)| Member {
+            status,
+            up_number: if matches!(status, Joining | WeaklyUp) {
+                u64::MAX
+            } else {
+                // node 5 is the oldest in every table
+                if n == 5 { 0 } else { u64::from(n) }
+            },
+            ..Member::joining(node(n), BTreeSet::new(), "1")
+        })
+        .filter(|m| m.status != Down)
+        .collect();
+    let records: Vec<_> = case
+        .records
+        .iter()
+        .map(|&(o, s)| (node(o), node(s)))
+        .collect();
+    View {
+        self_node: node(1),
+        members,
+        unreachable: records
+            .iter()
+            .map(|(_, s)| s.clone())
+            .filter(|s| *s != node(1))
+            .collect(),
+        records,
+        seen: case.seen.iter().map(|&n| node(n)).collect(),
+    }
+}
+
+const FIVE: &[(u16, MemberStatus)] = &[(1, Up), (2, Up), (3, Up), (4, Up), (5, Up)];
+const FOUR: &[(u16, MemberStatus)] = &[(1, Up), (2, Up), (3, Up), (4, Up)];
+
+#[test]
+fn decision_table() {
+    use DecisionKind::*;
+    use Expect::{Down as D, Lease};
+    use Strategy::{KeepMajority, KeepOldest, LeaseMajority, StaticQuorum};
+    let cases = [
+        Case {
+            why: "a 3|2 split: the majority downs the minority",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[(1, 4), (2, 5)],
+            seen: &[1, 2, 3],
+            lease: None,
+            expect: D(DownUnreachable, &[4, 5]),
+        },
+        Case {
+            why: "a 2|3 split: the minority downs itself",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[(1, 3), (1, 4), (2, 5)],
+            seen: &[1, 2],
+            lease: None,
+            expect: D(DownReachable, &[1, 2]),
+        },
+        Case {
+            why: "a 2|2 tie: the side with the lowest address (node 1) survives",
+            strategy: KeepMajority,
+            members: FOUR,
+            records: &[(1, 3), (2, 4)],
+            seen: &[1, 2],
+            lease: None,
+            expect: D(DownUnreachable, &[3, 4]),
+        },
+        Case {
+            why: "joining members do not vote but go down with their side",
+            strategy: KeepMajority,
+            members: &[(1, Up), (2, Joining), (3, WeaklyUp), (4, Up), (5, Up)],
+            records: &[(1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownReachable, &[1, 2, 3]),
+        },
+        Case {
+            why: "down members do not count",
+            strategy: KeepMajority,
+            members: &[(1, Up), (2, Up), (3, Down), (4, Up)],
+            records: &[(1, 4)],
+            seen: &[1, 2],
+            lease: None,
+            expect: D(DownUnreachable, &[4]),
+        },
+        Case {
+            why: "static-quorum 3: three on this side survive",
+            strategy: StaticQuorum,
+            members: FIVE,
+            records: &[(1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownUnreachable, &[4, 5]),
+        },
+        Case {
+            why: "static-quorum 3: two on this side go down",
+            strategy: StaticQuorum,
+            members: FIVE,
+            records: &[(1, 3), (1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownReachable, &[1, 2]),
+        },
+        Case {
+            why: "static-quorum 3 with six members: both sides might have quorum, so down all",
+            strategy: StaticQuorum,
+            members: &[(1, Up), (2, Up), (3, Up), (4, Up), (5, Up), (6, Up)],
+            records: &[(1, 4), (1, 5), (1, 6)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownAll, &[1, 2, 3, 4, 5, 6]),
+        },
+        Case {
+            why: "keep-oldest: the oldest (5) is on the other side, even as a minority",
+            strategy: KeepOldest,
+            members: FIVE,
+            records: &[(1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownReachable, &[1, 2, 3]),
+        },
+        Case {
+            why: "keep-oldest: the oldest is on this side",
+            strategy: KeepOldest,
+            members: FIVE,
+            records: &[(1, 3), (1, 4)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownUnreachable, &[3, 4]),
+        },
+        Case {
+            why: "keep-oldest, down-if-alone: the oldest alone on the other side is downed",
+            strategy: KeepOldest,
+            members: FIVE,
+            records: &[(1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownUnreachable, &[5]),
+        },
+        Case {
+            why: "down-all",
+            strategy: Strategy::DownAll,
+            members: FOUR,
+            records: &[(1, 4)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownAll, &[1, 2, 3, 4]),
+        },
+        Case {
+            why: "lease-majority: the majority asks for the lease at once",
+            strategy: LeaseMajority,
+            members: FIVE,
+            records: &[(1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: Lease(0),
+        },
+        Case {
+            why: "lease-majority: the minority waits before asking",
+            strategy: LeaseMajority,
+            members: FIVE,
+            records: &[(1, 3), (1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: Lease(2),
+        },
+        Case {
+            why: "lease-majority: the minority that got the lease survives",
+            strategy: LeaseMajority,
+            members: FIVE,
+            records: &[(1, 3), (1, 4), (1, 5)],
+            seen: &[1],
+            lease: Some(true),
+            expect: D(DownUnreachable, &[3, 4, 5]),
+        },
+        Case {
+            why: "lease-majority: the majority without the lease goes down",
+            strategy: LeaseMajority,
+            members: FIVE,
+            records: &[(1, 4), (1, 5)],
+            seen: &[1],
+            lease: Some(false),
+            expect: D(DownReachable, &[1, 2, 3]),
+        },
+        Case {
+            why: "3 and 4 see each other as unreachable but both saw the gossip: only they go",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[(3, 4), (4, 3)],
+            seen: &[1, 2, 3, 4, 5],
+            lease: None,
+            expect: D(DownIndirectlyConnected, &[3, 4]),
+        },
+        Case {
+            why: "an indirectly connected pair plus a crashed node: the pair goes and the \
+                  strategy decides over the rest",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[(3, 4), (4, 3), (1, 5)],
+            seen: &[1, 2, 3, 4],
+            lease: None,
+            expect: D(DownUnreachable, &[3, 4, 5]),
+        },
+    ];
+    for case in &cases {
+        let got = match decide(&settings(case.strategy), &view(case), case.lease) {
+            Outcome::Decide(d) => {
+                assert!(!d.reason.is_empty());
+                let down: Vec<u16> = d
+                    .down
+                    .iter()
+                    .map(|n| n.address.port().unwrap_or(0) - 2550)
+                    .collect();
+                (Some((d.kind, down)), None)
+            }
+            Outcome::AcquireLease { delay } => (None, Some(delay.as_secs())),
+        };
+        let want = match &case.expect {
+            Expect::Down(kind, down) => (Some((*kind, down.to_vec())), None),
+            Lease(s) => (None, Some(*s)),
+        };
+        assert_eq!(got, want, "{}", case.why);
+    }
+}
+
+#[test]
+fn both_sides_of_every_split_never_both_survive() {
+    // For every split of five members and every strategy but down-all, the decisions taken on
+    // the two sides never keep both sides running.
+    let all: Vec<u16> = (1..=5).collect();
+    for strategy in [
+        Strategy::KeepMajority,
+        Strategy::StaticQuorum,
+        Strategy::KeepOldest,
+        Strategy::LeaseMajority,
+    ] {
+        for mask in 1u32..31 {
+            let a: Vec<u16> = all
+                .iter()
+                .copied()
+                .filter(|n| mask & (1 << (n - 1)) != 0)
+                .collect();
+            let b: Vec<u16> = all
+                .iter()
+                .copied()
+                .filter(|n| mask & (1 << (n - 1)) == 0)
+                .collect();
+            let survives = |side: &[u16], other: &[u16], lease: Option<bool>| {
+                let me = side[0];
+                let members = all
+                    .iter()
+                    .map(|&n| Member {
+                        status: Up,
+                        up_number: if n == 5 { 0 } else { u64::from(n) },
+                        ..Member::joining(node(n), BTreeSet::new(), "1")
+                    })
+                    .collect();
+                let v = View {
+                    self_node: node(me),
+                    members,
+                    unreachable: other.iter().map(|&n| node(n)).collect(),
+                    records: other.iter().map(|&n| (node(me), node(n))).collect(),
+                    seen: [node(me)].into(),
+                };
+                match decide(&settings(strategy), &v, lease) {
+                    Outcome::Decide(d) => !d.down.contains(&node(me)),
+                    Outcome::AcquireLease { .. } => unreachable!("lease given"),
+                }
+            };
+            let (la, lb) = if strategy == Strategy::LeaseMajority {
+                (Some(true), Some(false))
+            } else {
+                (None, None)
+            };
+            assert!(
+                !(survives(&a, &b, la) && survives(&b, &a, lb)),
+                "{:?}: {a:?} | {b:?}",
+                strategy
+            );
+        }
+    }
+}
+
+#[test]
+fn stability_waits_for_an_unchanged_view_and_gives_up_on_a_restless_one() {
+    let t0 = epoch();
+    let s = |n| t0 + Duration::from_secs(n);
+    let settings = SplitBrainResolverSettings::default(); // stable-after 20 s, down-all after 15 s
+    let mut st = Stability::new(t0);
+    assert_eq!(st.stable_at(settings.stable_after), None);
+    st.observe(s(1), &[node(2)].into());
+    assert_eq!(st.stable_at(settings.stable_after), Some(s(21)));
+    assert_eq!(st.down_all_at(&settings), Some(s(36)));
+    // the view keeps changing: the stable point keeps moving, the down-all point does not
+    for t in (5..40).step_by(5) {
+        let set: BTreeSet<_> = if t % 10 == 0 {
+            [node(2)].into()
+        } else {
+            [node(2), node(3)].into()
+        };
+        st.observe(s(t), &set);
+    }
+    assert_eq!(st.stable_at(settings.stable_after), Some(s(55)));
+    assert_eq!(st.down_all_at(&settings), Some(s(36)));
+    st.decided(s(40));
+    assert_eq!(st.down_all_at(&settings), None);
+    st.observe(s(41), &BTreeSet::new());
+    assert_eq!(st.stable_at(settings.stable_after), None);
+}
