@@ -1,9 +1,10 @@
 //! Whole-cluster scenarios on the simulator, swept over seeds. A failure names its seed; rerun
 //! one seed with `FLOTILLA_SIM_SEED=<n>`, sweep longer with `FLOTILLA_SIM_SEEDS=<n>`.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use flotilla_core::{ClusterSettings, Strategy};
+use flotilla_core::{Address, ClusterSettings, StateMachine, Strategy, UniqueAddress};
 
 use super::*;
 use crate::cluster::sim::{ClusterSim, address};
@@ -256,31 +257,7 @@ fn one_side_runs(sim: &ClusterSim, a: &[usize], b: &[usize]) -> Result<(), Strin
 
 #[test]
 fn a_symmetric_partition_2_3_downs_the_two_side_and_the_three_side_continues() {
-    sweep(
-        |sim| {
-            form(sim, 5)?;
-            let (small, big) = ([3, 4], [0, 1, 2]);
-            sim.partition(&small, &big);
-            let ok = sim.run_until_true(s(60), |sim| sim.all_up(&big));
-            ensure!(
-                ok,
-                "the majority did not continue alone: running {:?}",
-                alive_running(sim)
-            );
-            for i in small {
-                ensure!(
-                    sim.nodes[i].downed_at.is_some(),
-                    "node {i} did not down itself"
-                );
-                ensure!(!sim.alive(i), "node {i} did not shut down");
-            }
-            one_side_runs(sim, &small, &big)?;
-            sim.run_checked(s(30))?;
-            one_side_runs(sim, &small, &big)
-        },
-        &settings(),
-        5,
-    );
+    partition_keeps(&settings(), &[0, 1, 2], &[3, 4]);
 }
 
 #[test]
@@ -421,4 +398,210 @@ fn a_run_replays_exactly_from_its_seed() {
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7).0, run(8).0);
+}
+
+#[test]
+fn a_joiner_becomes_weakly_up_while_a_member_is_unreachable_and_up_once_it_is_removed() {
+    let mut settings = settings();
+    settings.split_brain_resolver.stable_after = Duration::from_secs(3600);
+    settings.split_brain_resolver.down_all_when_unstable = flotilla_core::DownAllWhenUnstable::Off;
+    sweep(
+        |sim| {
+            form(sim, 4)?;
+            sim.kill(3);
+            sim.run_for(s(10)); // node 3 is unreachable now, and nobody downs it
+            sim.start(4);
+            let weakly = |sim: &ClusterSim| sim.with_status(0, MemberStatus::WeaklyUp) == [4];
+            let ok = sim.run_until_true(s(20), weakly);
+            ensure!(ok, "the joiner did not become WeaklyUp");
+            ensure!(
+                sim.with_status(0, MemberStatus::Up) == [0, 1, 2, 3],
+                "moved Up without convergence"
+            );
+            sim.input(1, ClusterInput::Down(address(3)));
+            let ok = sim.run_until_true(s(20), |sim| sim.all_up(&[0, 1, 2, 4]));
+            ensure!(
+                ok,
+                "the joiner did not come Up once the unreachable member was removed"
+            );
+            Ok(())
+        },
+        &settings,
+        5,
+    );
+}
+
+/// A 2|3 partition of a formed five-node cluster under `settings`: `keep` continues alone and
+/// every node of `lose` downs itself and shuts down.
+fn partition_keeps(settings: &ClusterSettings, keep: &'static [usize], lose: &'static [usize]) {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            sim.partition(keep, lose);
+            let ok = sim.run_until_true(s(60), |sim| sim.all_up(keep));
+            ensure!(
+                ok,
+                "{keep:?} did not continue alone: running {:?}",
+                alive_running(sim)
+            );
+            for &i in lose {
+                ensure!(
+                    sim.nodes[i].downed_at.is_some(),
+                    "node {i} did not down itself"
+                );
+                ensure!(!sim.alive(i), "node {i} did not shut down");
+            }
+            sim.run_checked(s(30))?;
+            one_side_runs(sim, keep, lose)
+        },
+        settings,
+        5,
+    );
+}
+
+#[test]
+fn keep_oldest_keeps_the_side_of_the_oldest_member_even_as_a_minority() {
+    let mut settings = settings();
+    settings.split_brain_resolver.active_strategy = Strategy::KeepOldest;
+    partition_keeps(&settings, &[0, 1], &[2, 3, 4]); // node 0 came Up first
+}
+
+#[test]
+fn static_quorum_keeps_the_side_with_a_quorum() {
+    let mut settings = settings();
+    settings.split_brain_resolver.active_strategy = Strategy::StaticQuorum;
+    settings.split_brain_resolver.static_quorum.quorum_size = 3;
+    partition_keeps(&settings, &[2, 3, 4], &[0, 1]);
+}
+
+#[test]
+fn down_all_downs_both_sides() {
+    let mut settings = settings();
+    settings.split_brain_resolver.active_strategy = Strategy::DownAll;
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            sim.partition(&[0, 1], &[2, 3, 4]);
+            let ok = sim.run_until_true(s(60), |sim| sim.running_members().is_empty());
+            ensure!(ok, "still running: {:?}", alive_running(sim));
+            Ok(())
+        },
+        &settings,
+        5,
+    );
+}
+
+// ---- one machine, message by message ---------------------------------------------------------
+
+fn sends(outputs: &[ClusterOutput]) -> Vec<(Address, &'static str)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ClusterOutput::Send { to, msg } => Some((to.clone(), msg.kind())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unique(i: usize, uid: u64) -> UniqueAddress {
+    UniqueAddress {
+        address: address(i),
+        uid,
+    }
+}
+
+/// Node 0 formed a cluster alone and is Up.
+fn alone() -> (Membership, Instant) {
+    let t0 = epoch();
+    let mut m = Membership::new(unique(0, 1), settings(), 1, t0);
+    m.handle(t0, ClusterInput::JoinSeeds(vec![address(0)]));
+    m.handle_timeout(t0);
+    let _ = flotilla_core::machine::drain(&mut m);
+    assert_eq!(m.self_member().map(|x| x.status), Some(MemberStatus::Up));
+    (m, t0)
+}
+
+#[test]
+fn init_join_is_answered_by_members_only() {
+    let t0 = epoch();
+    let mut idle = Membership::new(unique(1, 1), settings(), 1, t0);
+    idle.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::InitJoin { from: unique(2, 1) }),
+    );
+    assert_eq!(
+        sends(&flotilla_core::machine::drain(&mut idle)),
+        [(address(2), "init-join-nack")]
+    );
+    let (mut m, t0) = alone();
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::InitJoin { from: unique(2, 1) }),
+    );
+    assert_eq!(
+        sends(&flotilla_core::machine::drain(&mut m)),
+        [(address(2), "init-join-ack")]
+    );
+}
+
+#[test]
+fn a_joiner_is_welcomed_and_a_new_incarnation_first_downs_the_old_one() {
+    let (mut m, t0) = alone();
+    let joiner = |uid| Member::joining(unique(2, uid), BTreeSet::new(), "1");
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::Join { member: joiner(7) }),
+    );
+    let out = flotilla_core::machine::drain(&mut m);
+    assert_eq!(sends(&out), [(address(2), "welcome")]);
+    assert!(out.iter().any(
+        |o| matches!(o, ClusterOutput::Event(ClusterEvent::MemberJoined(j)) if j.node.uid == 7)
+    ));
+    // the same node again: welcomed again, nothing changes
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::Join { member: joiner(7) }),
+    );
+    assert_eq!(
+        sends(&flotilla_core::machine::drain(&mut m)),
+        [(address(2), "welcome")]
+    );
+    // a new incarnation at the same address: the old one goes down, no welcome yet
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::Join { member: joiner(8) }),
+    );
+    let out = flotilla_core::machine::drain(&mut m);
+    assert!(sends(&out).is_empty());
+    assert_eq!(
+        m.gossip().member(&unique(2, 7)).map(|x| x.status),
+        Some(MemberStatus::Down)
+    );
+    assert!(
+        out.iter().any(
+            |o| matches!(o, ClusterOutput::Log { text, .. } if text.contains("new incarnation"))
+        )
+    );
+}
+
+#[test]
+fn messages_for_another_incarnation_are_counted_and_dropped() {
+    let (mut m, t0) = alone();
+    let hb = |to| ClusterMsg::Heartbeat {
+        from: unique(2, 1),
+        to,
+        seq: 1,
+    };
+    m.handle(t0, ClusterInput::Received(hb(unique(0, 99))));
+    assert!(sends(&flotilla_core::machine::drain(&mut m)).is_empty());
+    assert_eq!(m.stats().misaddressed, 1);
+    m.handle(t0, ClusterInput::Received(hb(unique(0, 1))));
+    assert_eq!(
+        sends(&flotilla_core::machine::drain(&mut m)),
+        [(address(2), "heartbeat-rsp")]
+    );
+    // a quarantine notice from a node that is not a member changes nothing
+    m.handle(t0, ClusterInput::QuarantinedBy(unique(3, 1)));
+    assert!(flotilla_core::machine::drain(&mut m).is_empty());
+    assert_eq!(m.self_member().map(|x| x.status), Some(MemberStatus::Up));
 }
