@@ -1,15 +1,20 @@
 //! Flotilla's wire format, version 2: frames ([`frame`]) and the protocol data units of remoting
-//! ([`pdu`]). See `docs/design/remoting.md` for the whole protocol.
+//! ([`pdu`]), and cluster membership messages ([`cluster`]). See `docs/design/remoting.md` for the
+//! whole protocol.
 //!
 //! # What this crate is not
 //! No I/O and no runtime: it turns bytes into values and back, so it can be fuzzed and reused by
 //! the transport, the simulator and tools alike. Decoding never panics and never allocates more
 //! than the configured maximum frame size for one frame.
 
+pub mod cluster;
 pub mod frame;
 pub mod fuzzing;
 pub mod pdu;
 
+pub use cluster::{
+    ClusterPdu, WireGossip, WireMember, WireObserver, decode_cluster, encode_cluster,
+};
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use pdu::{
     Handshake, HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,

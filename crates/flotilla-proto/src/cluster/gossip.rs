@@ -33,6 +33,31 @@ impl Gossip {
         Self::default()
     }
 
+    /// A gossip from its parts, as decoded from the wire. Members with a tombstone are dropped,
+    /// and only members can have seen it.
+    pub fn from_parts(
+        members: impl IntoIterator<Item = Member>,
+        seen: impl IntoIterator<Item = UniqueAddress>,
+        reachability: Reachability,
+        version: VectorClock,
+        tombstones: BTreeMap<UniqueAddress, u64>,
+    ) -> Self {
+        let mut members: BTreeMap<UniqueAddress, Member> =
+            members.into_iter().map(|m| (m.node.clone(), m)).collect();
+        members.retain(|n, _| !tombstones.contains_key(n));
+        let seen = seen
+            .into_iter()
+            .filter(|n| members.contains_key(n))
+            .collect();
+        Self {
+            members,
+            seen,
+            reachability,
+            version,
+            tombstones,
+        }
+    }
+
     /// Every member, in address order.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
@@ -204,6 +229,38 @@ impl Gossip {
         self.tombstones.remove(node);
     }
 
+    /// Who has seen this version, as one bit per member in address order (bit `i % 8` of byte
+    /// `i / 8`): compact, and unambiguous between two nodes with the same version, which have
+    /// the same members.
+    pub fn seen_bits(&self) -> Vec<u8> {
+        let mut bits = vec![0u8; self.members.len().div_ceil(8)];
+        for (i, node) in self.members.keys().enumerate() {
+            if self.seen.contains(node) {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        bits
+    }
+
+    /// Marks the members whose bits are set in `bits` (from [`Gossip::seen_bits`] of a gossip
+    /// with the same version) as having seen it.
+    pub fn see_bits(&mut self, bits: &[u8]) {
+        for (i, node) in self.members.keys().enumerate() {
+            if bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+                self.seen.insert(node.clone());
+            }
+        }
+    }
+
+    /// Whether `bits` (of a gossip with the same version) marks every member this one has
+    /// seen as having seen it.
+    pub fn seen_within(&self, bits: &[u8]) -> bool {
+        self.seen_bits()
+            .iter()
+            .enumerate()
+            .all(|(i, ours)| ours & !bits.get(i).copied().unwrap_or(0) == 0)
+    }
+
     /// Merges another seen-set for the same version.
     pub fn see_all<'a>(&mut self, nodes: impl IntoIterator<Item = &'a UniqueAddress>) {
         for n in nodes {
@@ -323,6 +380,24 @@ mod tests {
             }
             assert_eq!(g.converged(&node(1)), c.converged, "{}", c.why);
         }
+    }
+
+    #[test]
+    fn seen_bits_carry_the_seen_set_between_equal_versions() {
+        let members: Vec<(u16, MemberStatus)> = (1..=11).map(|n| (n, Up)).collect();
+        let a = gossip(&members, &[1, 3, 10]);
+        let bits = a.seen_bits();
+        assert_eq!(bits, [0b0000_0101, 0b0000_0010]);
+        let mut b = gossip(&members, &[2]);
+        assert!(!b.seen_within(&bits));
+        b.see_bits(&bits);
+        assert_eq!(
+            b.seen_by().iter().map(|n| n.uid - 100).collect::<Vec<_>>(),
+            [1, 2, 3, 10]
+        );
+        assert!(a.seen_within(&b.seen_bits()));
+        b.see_bits(&[0xff; 4]); // bits past the members are ignored
+        assert_eq!(b.seen_by().len(), 11);
     }
 
     #[test]

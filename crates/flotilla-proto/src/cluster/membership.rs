@@ -217,7 +217,7 @@ impl Membership {
             from: self.self_node.clone(),
             to: to.clone(),
             version: self.gossip.version().clone(),
-            seen: self.gossip.seen_by().clone(),
+            seen: self.gossip.seen_bits(),
         };
         self.send(&to.address, msg);
     }
@@ -293,7 +293,7 @@ impl Membership {
             self.stats.foreign_gossip += 1;
             return;
         }
-        let before_seen = remote.seen_by().clone();
+        let theirs = remote.seen_by().clone();
         match remote.version().compare(self.gossip.version()) {
             Causality::Same => self.gossip.see_all(remote.seen_by()),
             Causality::After => {
@@ -309,7 +309,8 @@ impl Membership {
         self.changed(now);
         if !self.gossip.seen_by().contains(&from) {
             self.send_gossip(&from);
-        } else if !self.gossip.seen_by().is_subset(&before_seen) {
+        } else if !self.gossip.seen_by().is_subset(&theirs) {
+            // Same version, and this node knows of more members that have seen it.
             self.send_status(&from);
         }
     }
@@ -320,16 +321,16 @@ impl Membership {
         from: UniqueAddress,
         to: UniqueAddress,
         version: &super::vclock::VectorClock,
-        seen: &BTreeSet<UniqueAddress>,
+        seen: &[u8],
     ) {
         if !self.accept_gossip_from(&from, &to) || self.gossip.member(&from).is_none() {
             return;
         }
         match version.compare(self.gossip.version()) {
             Causality::Same => {
-                self.gossip.see_all(seen);
+                self.gossip.see_bits(seen);
                 self.changed(now);
-                if !self.gossip.seen_by().is_subset(seen) {
+                if !self.gossip.seen_within(seen) {
                     self.send_status(&from);
                 }
             }

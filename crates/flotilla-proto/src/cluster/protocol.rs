@@ -6,8 +6,6 @@
 //! transport and the lease deliver; outputs ([`ClusterOutput`]) are messages to send, events to
 //! publish, quarantines, lease operations and log lines in words an operator understands.
 
-use std::collections::BTreeSet;
-
 use flotilla_core::{Address, UniqueAddress};
 
 use super::events::ClusterEvent;
@@ -64,8 +62,9 @@ pub enum ClusterMsg {
         to: UniqueAddress,
         /// The sender's gossip version.
         version: VectorClock,
-        /// Who the sender knows has seen that version.
-        seen: BTreeSet<UniqueAddress>,
+        /// Who the sender knows has seen that version, as [`Gossip::seen_bits`]: meaningful
+        /// only to a receiver with the same version.
+        seen: Vec<u8>,
     },
     /// A failure-detector heartbeat.
     Heartbeat {

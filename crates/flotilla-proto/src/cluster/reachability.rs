@@ -88,6 +88,40 @@ impl Reachability {
             .unwrap_or(ReachabilityStatus::Reachable)
     }
 
+    /// Every observer's version and rows (subjects it does not find reachable), in order: the
+    /// table's content, for encoding.
+    pub fn observer_rows(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            &UniqueAddress,
+            u64,
+            &BTreeMap<UniqueAddress, ReachabilityStatus>,
+        ),
+    > {
+        self.observers.iter().map(|(o, r)| (o, r.version, &r.rows))
+    }
+
+    /// A table from [`Reachability::observer_rows`] content (Reachable rows are dropped).
+    pub fn from_observer_rows(
+        rows: impl IntoIterator<
+            Item = (
+                UniqueAddress,
+                u64,
+                BTreeMap<UniqueAddress, ReachabilityStatus>,
+            ),
+        >,
+    ) -> Self {
+        let observers = rows
+            .into_iter()
+            .map(|(o, version, mut rows)| {
+                rows.retain(|_, s| *s != ReachabilityStatus::Reachable);
+                (o, ObserverRows { version, rows })
+            })
+            .collect();
+        Self { observers }
+    }
+
     /// What `observer` itself says of `subject`.
     pub fn observed(
         &self,

@@ -68,7 +68,7 @@ impl SimNode {
 /// Counters of the simulated network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
-    /// Messages delivered, by kind: gossip (full), gossip status, heartbeats, others.
+    /// Full gossips (and welcomes) delivered.
     pub gossip: u64,
     /// Gossip status messages delivered.
     pub status: u64,
@@ -80,6 +80,15 @@ pub struct NetStats {
     pub gossip_members: u64,
     /// Messages dropped by partitions, dead nodes or quarantine.
     pub dropped: u64,
+    /// Bytes of delivered full gossips (and welcomes), as the meter (see
+    /// [`ClusterSim::set_meter`]) counts them.
+    pub gossip_bytes: u64,
+    /// Bytes of delivered gossip status messages.
+    pub status_bytes: u64,
+    /// Bytes of delivered heartbeats and replies.
+    pub heartbeat_bytes: u64,
+    /// Bytes of every other delivered message.
+    pub other_bytes: u64,
 }
 
 /// The simulated cluster. See the [module docs](self).
@@ -103,6 +112,7 @@ pub struct ClusterSim {
     seeds: Vec<usize>,
     /// Network counters.
     pub net: NetStats,
+    meter: Option<fn(&ClusterMsg) -> usize>,
     hash: u64,
 }
 
@@ -132,6 +142,7 @@ impl ClusterSim {
             lease_ttl: Duration::from_secs(20),
             seeds: Vec::new(),
             net: NetStats::default(),
+            meter: None,
             hash: 0xcbf2_9ce4_8422_2325,
         };
         for i in 0..n {
@@ -178,6 +189,12 @@ impl ClusterSim {
     /// The current simulated instant.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// Measures every delivered message (e.g. its encoded size) into [`NetStats`]'s byte counters; a
+    /// codec test can also check each message there.
+    pub fn set_meter(&mut self, meter: fn(&ClusterMsg) -> usize) {
+        self.meter = Some(meter);
     }
 
     /// The seed nodes by index, for starts and restarts.
@@ -398,16 +415,25 @@ impl ClusterSim {
                     }
                     return;
                 }
+                let size = self.meter.map_or(0, |meter| meter(&msg) as u64);
                 match &msg {
                     ClusterMsg::Gossip { gossip, .. } | ClusterMsg::Welcome { gossip, .. } => {
                         self.net.gossip += 1;
+                        self.net.gossip_bytes += size;
                         self.net.gossip_members += gossip.members().count() as u64;
                     }
-                    ClusterMsg::GossipStatus { .. } => self.net.status += 1,
+                    ClusterMsg::GossipStatus { .. } => {
+                        self.net.status += 1;
+                        self.net.status_bytes += size;
+                    }
                     ClusterMsg::Heartbeat { .. } | ClusterMsg::HeartbeatRsp { .. } => {
                         self.net.heartbeat += 1;
+                        self.net.heartbeat_bytes += size;
                     }
-                    _ => self.net.other += 1,
+                    _ => {
+                        self.net.other += 1;
+                        self.net.other_bytes += size;
+                    }
                 }
                 let now = self.now;
                 if let Some(m) = self.nodes[i].machine.as_mut() {

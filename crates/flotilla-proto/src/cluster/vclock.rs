@@ -56,6 +56,13 @@ impl VectorClock {
         self.versions.is_empty()
     }
 
+    /// A clock with these counters (zero counters are left out).
+    pub fn from_entries(entries: impl IntoIterator<Item = (UniqueAddress, u64)>) -> Self {
+        Self {
+            versions: entries.into_iter().filter(|(_, v)| *v > 0).collect(),
+        }
+    }
+
     /// The larger counter per node.
     #[must_use]
     pub fn merge(&self, other: &Self) -> Self {
