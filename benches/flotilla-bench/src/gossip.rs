@@ -142,8 +142,8 @@ fn main() -> anyhow::Result<()> {
             bail!("a cluster needs at least two nodes to gossip");
         }
         let r = run(n, opts.seed, steady)?;
-        // spread is measured in whole simulated seconds (the runner's step)
-        let rounds = r.spread.as_secs_f64() / 1.0;
+        // one gossip round per gossip interval (1 s); the spread is measured in whole seconds
+        let rounds = r.spread.as_secs_f64();
         let ideal = (r.n as f64).log2().ceil();
         println!(
             "{:>5}  {:>8.1}s  {:>14.1}   {:>11.2}x  {:>13.0}  {:>12.0}  {:>13.3}x  {:>10}B  {:>7.2}s",

@@ -80,6 +80,8 @@ pub struct Heartbeats {
     monitored_by: usize,
     detectors: BTreeMap<UniqueAddress, PhiAccrual>,
     seq: u64,
+    /// The members and unreachable set the monitored ones were last chosen from.
+    chosen_from: (BTreeSet<UniqueAddress>, BTreeSet<UniqueAddress>),
 }
 
 impl Heartbeats {
@@ -90,6 +92,7 @@ impl Heartbeats {
             monitored_by,
             detectors: BTreeMap::new(),
             seq: 0,
+            chosen_from: (BTreeSet::new(), BTreeSet::new()),
         }
     }
 
@@ -103,6 +106,10 @@ impl Heartbeats {
         unreachable: &BTreeSet<UniqueAddress>,
         now: Instant,
     ) {
+        if self.chosen_from.0 == *nodes && self.chosen_from.1 == *unreachable {
+            return; // same members, same ring: nothing to re-choose
+        }
+        self.chosen_from = (nodes.clone(), unreachable.clone());
         let wanted = receivers(self_node, nodes, unreachable, self.monitored_by);
         self.detectors.retain(|node, _| wanted.contains(node));
         for node in wanted {
