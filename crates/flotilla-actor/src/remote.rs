@@ -443,13 +443,17 @@ impl RemoteSupport {
 
     /// The failure detector declared `remote` dead: every actor watched there is terminated.
     fn on_address_terminated(&self, remote: &Address) {
+        self.address_terminated(remote, &format!("its node {remote} was declared dead"));
+    }
+
+    pub(crate) fn address_terminated(&self, remote: &Address, why: &str) {
         let dead: Vec<Arc<Watchee>> = lock(&self.remotes)
             .iter()
             .filter(|(p, _)| p.address() == remote)
             .map(|(_, w)| Arc::clone(w))
             .collect();
         for w in dead {
-            w.terminated(&format!("its node {remote} was declared dead"));
+            w.terminated(why);
         }
     }
 

@@ -335,6 +335,21 @@ impl ActorSystem {
         }
     }
 
+    /// This system's remoting, when it was built with [`ActorSystemBuilder::remote`]: what the
+    /// cluster runs on.
+    pub fn remote_node(&self) -> Option<&RemoteNode> {
+        self.inner.remote.get().map(|r| &r.node)
+    }
+
+    /// Declares every actor on node `remote` dead: their local watchers get `Terminated`, as
+    /// when remoting's failure detector gives up on a watched node. The cluster calls it when a
+    /// member is removed, with `why` in words for the log.
+    pub fn address_terminated(&self, remote: &Address, why: &str) {
+        if let Some(r) = self.inner.remote.get() {
+            r.address_terminated(remote, why);
+        }
+    }
+
     /// The event stream.
     pub fn event_stream(&self) -> &EventStream {
         &self.inner.event_stream

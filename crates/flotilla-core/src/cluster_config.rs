@@ -22,6 +22,9 @@
 //! monitored-by-nr-of-members = 9
 //! # Removed members are remembered this long, so an old gossip cannot bring them back.
 //! prune-gossip-tombstones-after = "24h"
+//! # A member removed after a graceful leave is quarantined this long after its removal (it
+//! # first learns of the removal and finishes its hand-overs); a downed member at once.
+//! quarantine-removed-node-after = "5s"
 //!
 //! [cluster.failure-detector]
 //! heartbeat-interval = "1s"
@@ -111,6 +114,10 @@ pub struct ClusterSettings {
     /// How long removed members are remembered (default 24 h).
     #[serde(with = "humantime_serde")]
     pub prune_gossip_tombstones_after: Duration,
+    /// How long after its removal a member that left gracefully is quarantined (default 5 s);
+    /// a downed member is quarantined at once.
+    #[serde(with = "humantime_serde")]
+    pub quarantine_removed_node_after: Duration,
     /// The failure detector between members (Akka's cluster defaults: threshold 8, 1000
     /// samples, min std-deviation 100 ms, acceptable pause 3 s, heartbeat 1 s).
     pub failure_detector: FailureDetectorSettings,
@@ -132,6 +139,7 @@ impl Default for ClusterSettings {
             app_version: "0.0.0".to_owned(),
             monitored_by_nr_of_members: 9,
             prune_gossip_tombstones_after: Duration::from_secs(24 * 3600),
+            quarantine_removed_node_after: Duration::from_secs(5),
             failure_detector: FailureDetectorSettings::cluster(),
             split_brain_resolver: SplitBrainResolverSettings::default(),
         }

@@ -27,4 +27,7 @@ pub mod tls;
 
 pub use faults::{Direction, FaultInjector};
 pub use inbound::InboundReceiver;
-pub use node::{Inbound, Outbound, RemoteNode, SendError, StartError, StartOptions, SystemPayload};
+pub use node::{
+    ClusterInbound, Inbound, Outbound, RemoteNode, SendError, StartError, StartOptions,
+    SystemPayload,
+};

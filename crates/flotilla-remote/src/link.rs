@@ -735,6 +735,7 @@ fn decode(
                 reason: n.reason,
             }
         }
+        Kind::Cluster => Pdu::Cluster(body.to_vec()),
         Kind::Handshake | Kind::HandshakeReply => {
             let _ = pdu::decode::<HandshakeReply>(kind, body);
             return Ok(None);

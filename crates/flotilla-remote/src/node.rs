@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use flotilla_core::{Address, RemoteSettings, StateMachine, UniqueAddress};
-use flotilla_proto::association::{AssociationSnapshot, QuarantineReason, StateName};
+use flotilla_proto::association::{AssociationSnapshot, Cause, QuarantineReason, StateName};
 use flotilla_proto::remoting::{Pdu, RemoteInput, RemoteOutput, Remoting};
 use flotilla_wire::pdu;
 use flotilla_wire::{
@@ -108,6 +108,33 @@ pub enum Inbound {
     },
 }
 
+/// What remoting hands to the cluster (see [`RemoteNode::cluster_inbound`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterInbound {
+    /// A cluster membership message.
+    Message {
+        /// The sending incarnation.
+        from: UniqueAddress,
+        /// The encoded message.
+        bytes: Vec<u8>,
+    },
+    /// This node quarantined a remote incarnation (for whatever reason: the cluster's own
+    /// removal, failed system messages, remote deathwatch, an operator).
+    Quarantined {
+        /// The incarnation.
+        node: UniqueAddress,
+        /// Why.
+        reason: QuarantineReason,
+    },
+    /// A remote node quarantined this one: the cluster must down this node.
+    QuarantinedBy {
+        /// The quarantining node.
+        by: UniqueAddress,
+        /// Its reason.
+        reason: String,
+    },
+}
+
 /// Why a message was not accepted for sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -160,6 +187,7 @@ enum Command {
     WatchNode(Address),
     UnwatchNode(Address),
     Quarantine(UniqueAddress, QuarantineReason),
+    SendCluster(Address, Vec<u8>),
     Associations(oneshot::Sender<Vec<AssociationSnapshot>>),
     /// Answer once no system message to a reachable node waits for its acknowledgement.
     Flushed(oneshot::Sender<()>),
@@ -243,6 +271,9 @@ pub struct RemoteNode {
     commands: mpsc::UnboundedSender<Command>,
     paths: Paths,
     inbound: InboundSender,
+    cluster: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<ClusterInbound>>>>,
+    cluster_open: Arc<std::sync::atomic::AtomicBool>,
+    runtime: tokio::runtime::Handle,
     _runtime: Arc<RuntimeGuard>,
 }
 
@@ -363,6 +394,8 @@ impl RemoteNode {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = inbound::channel();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
+        let cluster_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let max_frame = settings.maximum_frame_size;
         let flush_timeout = settings.shutdown_flush_timeout;
         let paths = Paths::default();
@@ -384,6 +417,8 @@ impl RemoteNode {
             paths: Arc::clone(&paths),
             touched: BTreeSet::new(),
             inbound: inbound_tx.clone(),
+            cluster: cluster_tx,
+            cluster_open: Arc::clone(&cluster_open),
             flushes: Vec::new(),
         };
         runtime.spawn(accept_loop(listener, dialer));
@@ -407,6 +442,9 @@ impl RemoteNode {
                 commands,
                 paths,
                 inbound: inbound_tx,
+                cluster: Arc::new(std::sync::Mutex::new(Some(cluster_rx))),
+                cluster_open,
+                runtime: runtime.handle().clone(),
                 _runtime: Arc::new(RuntimeGuard(std::sync::Mutex::new(Some(runtime)))),
             },
             inbound,
@@ -540,10 +578,55 @@ impl RemoteNode {
 
     /// Quarantines an incarnation for good.
     pub fn quarantine(&self, remote: &UniqueAddress, reason: &str) -> Result<(), SendError> {
-        self.command(Command::Quarantine(
-            remote.clone(),
-            QuarantineReason::Explicit(reason.to_owned()),
-        ))
+        self.quarantine_for(remote, QuarantineReason::Explicit(reason.to_owned()))
+    }
+
+    /// Quarantines an incarnation for good, for a reason given as such (the cluster's removal,
+    /// say).
+    pub fn quarantine_for(
+        &self,
+        remote: &UniqueAddress,
+        reason: QuarantineReason,
+    ) -> Result<(), SendError> {
+        self.command(Command::Quarantine(remote.clone(), reason))
+    }
+
+    /// Sends a cluster membership message to the incarnation at `to`, at most once, on the
+    /// control lane (see [`RemoteInput::SendCluster`]). Refuses one larger than the maximum
+    /// frame size.
+    pub fn send_cluster(&self, to: &Address, bytes: Vec<u8>) -> Result<(), SendError> {
+        if to.port().is_none() {
+            return Err(SendError::NotRemote(to.clone()));
+        }
+        let len = bytes.len() + 1;
+        if len > self.max_frame {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        self.command(Command::SendCluster(to.clone(), bytes))
+    }
+
+    /// The channel of cluster messages and quarantine notices for the cluster driver. There is
+    /// one: the first call takes it, later calls get `None`. Until it is taken, cluster messages
+    /// are dropped and counted.
+    pub fn cluster_inbound(&self) -> Option<mpsc::UnboundedReceiver<ClusterInbound>> {
+        let taken = self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if taken.is_some() {
+            self.cluster_open.store(true, Ordering::SeqCst);
+        }
+        taken
+    }
+
+    /// Remoting's own runtime, where the cluster's internals run too: busy user actors cannot
+    /// delay them.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Every association: state, UID, since-when, last cause, quarantined UIDs.
@@ -571,6 +654,9 @@ struct Control {
     /// Nodes whose fast paths may have changed since they were last set.
     touched: BTreeSet<Address>,
     inbound: InboundSender,
+    /// Where cluster messages go, once a cluster has taken the channel (`cluster_open`).
+    cluster: mpsc::UnboundedSender<ClusterInbound>,
+    cluster_open: Arc<std::sync::atomic::AtomicBool>,
     /// Who waits for every system message to be acknowledged.
     flushes: Vec<oneshot::Sender<()>>,
 }
@@ -665,6 +751,7 @@ impl Control {
             Command::WatchNode(remote) => RemoteInput::WatchNode { remote },
             Command::UnwatchNode(remote) => RemoteInput::UnwatchNode { remote },
             Command::Quarantine(remote, reason) => RemoteInput::Quarantine { remote, reason },
+            Command::SendCluster(to, bytes) => RemoteInput::SendCluster { to, bytes },
             Command::Associations(reply) => {
                 let _ = reply.send(self.remoting.associations());
                 return;
@@ -768,6 +855,17 @@ impl Control {
                 RemoteOutput::Association(e) => {
                     self.touched.insert(e.remote.clone());
                     metrics::counter!("flotilla_remote_association_transitions_total", "to" => e.to.to_string()).increment(1);
+                    if let Cause::Quarantined { uid, reason } = &e.cause
+                        && self.cluster_open.load(Ordering::SeqCst)
+                    {
+                        let _ = self.cluster.send(ClusterInbound::Quarantined {
+                            node: UniqueAddress {
+                                address: e.remote.clone(),
+                                uid: *uid,
+                            },
+                            reason: reason.clone(),
+                        });
+                    }
                     match e.to {
                         StateName::Quarantined => {
                             tracing::warn!(remote = %e.remote, "association with {} {} -> {}: {}", e.remote, e.from, e.to, e.cause)
@@ -793,8 +891,29 @@ impl Control {
                 }
                 RemoteOutput::ThisSystemQuarantined { by, reason } => {
                     tracing::error!(%by, "this node was quarantined by {by} ({reason}); it cannot talk to that node again until this node restarts");
+                    if self.cluster_open.load(Ordering::SeqCst) {
+                        let _ = self.cluster.send(ClusterInbound::QuarantinedBy {
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
                     self.inbound
                         .send(Inbound::ThisSystemQuarantined { by, reason });
+                }
+                RemoteOutput::DeliverCluster { from, bytes } => {
+                    let open = self.cluster_open.load(Ordering::SeqCst);
+                    if !open
+                        || self
+                            .cluster
+                            .send(ClusterInbound::Message { from, bytes })
+                            .is_err()
+                    {
+                        metrics::counter!("flotilla_remote_cluster_messages_dropped_total", "reason" => "no-cluster").increment(1);
+                    }
+                }
+                RemoteOutput::DroppedCluster { to, reason } => {
+                    metrics::counter!("flotilla_remote_cluster_messages_dropped_total", "reason" => "not-sent").increment(1);
+                    tracing::debug!(remote = %to, "a cluster message to {to} was not sent: {reason}");
                 }
             }
         }
@@ -854,6 +973,10 @@ impl Control {
                 max,
                 &mut frame,
             ),
+            Pdu::Cluster(bytes) => {
+                flotilla_wire::frame::encode(Kind::Cluster, bytes, max, &mut frame)
+                    .map_err(flotilla_wire::WireError::from)
+            }
             Pdu::QuarantineNotice { to_uid, reason } => match to_wire_unique(self.remoting.local())
             {
                 Some(from) => pdu::encode(

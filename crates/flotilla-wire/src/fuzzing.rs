@@ -52,6 +52,9 @@ pub fn decode_everything(data: &[u8]) {
                         Kind::QuarantineNotice => {
                             let _ = pdu::decode::<QuarantineNotice>(frame.kind, body);
                         }
+                        Kind::Cluster => {
+                            let _ = crate::cluster::decode_cluster(body);
+                        }
                         Kind::User => {
                             let owned = pdu::decode::<UserEnvelope>(frame.kind, body);
                             // The in-place path a reader takes: it admits exactly what the

@@ -1,4 +1,4 @@
-//! Flotilla's wire format, version 2: frames ([`frame`]) and the protocol data units of remoting
+//! Flotilla's wire format, version 3: frames ([`frame`]) and the protocol data units of remoting
 //! ([`pdu`]), and cluster membership messages ([`cluster`]). See `docs/design/remoting.md` for the
 //! whole protocol.
 //!
@@ -40,6 +40,8 @@ pub enum Kind {
     SystemAck = 0x06,
     /// [`QuarantineNotice`]: "I have quarantined you".
     QuarantineNotice = 0x07,
+    /// A cluster membership message: a [`ClusterPdu`] (see [`cluster`]), at most once.
+    Cluster = 0x08,
     /// [`UserEnvelope`]: an ordinary message, at most once.
     User = 0x10,
 }
@@ -55,6 +57,7 @@ impl Kind {
             0x05 => Self::System,
             0x06 => Self::SystemAck,
             0x07 => Self::QuarantineNotice,
+            0x08 => Self::Cluster,
             0x10 => Self::User,
             _ => return None,
         })

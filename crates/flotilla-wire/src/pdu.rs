@@ -14,7 +14,7 @@ use crate::frame::{self, FrameError};
 pub const MAGIC: [u8; 4] = *b"FLTL";
 
 /// The wire format version this crate speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Why bytes could not be turned into a PDU, or a PDU into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -608,7 +608,7 @@ mod tests {
         };
         assert_eq!(
             old.check(&addr("orders", 2552)).unwrap_err().to_string(),
-            "incompatible wire format: the peer speaks version 0, this node 2"
+            "incompatible wire format: the peer speaks version 0, this node 3"
         );
         let http = Handshake {
             magic: *b"GET ",

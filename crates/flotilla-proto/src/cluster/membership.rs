@@ -108,6 +108,8 @@ pub struct Membership {
     next_heartbeat: Option<Instant>,
     joining_since: BTreeMap<UniqueAddress, Instant>,
     tombstones_seen: BTreeMap<UniqueAddress, Instant>,
+    /// Gracefully removed members, quarantined at these instants.
+    quarantine_at: BTreeMap<UniqueAddress, (Instant, String)>,
     down_reason: Option<String>,
     self_downed: bool,
     stats: MembershipStats,
@@ -141,6 +143,7 @@ impl Membership {
             next_heartbeat: None,
             joining_since: BTreeMap::new(),
             tombstones_seen: BTreeMap::new(),
+            quarantine_at: BTreeMap::new(),
             down_reason: None,
             self_downed: false,
             stats: MembershipStats::default(),
@@ -366,7 +369,7 @@ impl Membership {
         }
         let state = CurrentClusterState::of(&self.gossip, &me);
         if state != self.published {
-            self.publish(state);
+            self.publish(now, state);
         }
         for m in self.gossip.members() {
             if m.status == MemberStatus::Joining {
@@ -422,21 +425,44 @@ impl Membership {
         }
     }
 
-    fn publish(&mut self, state: CurrentClusterState) {
+    fn publish(&mut self, now: Instant, state: CurrentClusterState) {
         for event in diff(&self.published, &state) {
             if let ClusterEvent::MemberRemoved { member, previous } = &event
                 && member.node != self.self_node
             {
-                self.out.push_back(ClusterOutput::Quarantine {
-                    node: member.node.clone(),
-                    reason: format!(
-                        "it was removed from the cluster (it was {previous}); a removed incarnation never comes back, the node must restart with a new uid to rejoin"
-                    ),
-                });
+                let reason = format!(
+                    "it was removed from the cluster (it was {previous}); a removed incarnation never comes back, the node must restart with a new uid to rejoin"
+                );
+                if *previous == MemberStatus::Exiting {
+                    // It left gracefully: it first learns of its removal (and finishes its
+                    // hand-overs) over the association a quarantine would close.
+                    let at = now + self.settings.quarantine_removed_node_after;
+                    self.quarantine_at.insert(member.node.clone(), (at, reason));
+                } else {
+                    self.out.push_back(ClusterOutput::Quarantine {
+                        node: member.node.clone(),
+                        reason,
+                    });
+                }
             }
             self.out.push_back(ClusterOutput::Event(event));
         }
         self.published = state;
+    }
+
+    fn quarantine_due(&mut self, now: Instant) {
+        let due: Vec<UniqueAddress> = self
+            .quarantine_at
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in due {
+            if let Some((_, reason)) = self.quarantine_at.remove(&node) {
+                self.out
+                    .push_back(ClusterOutput::Quarantine { node, reason });
+            }
+        }
     }
 
     fn on_message(&mut self, now: Instant, msg: ClusterMsg) {
@@ -534,7 +560,20 @@ impl StateMachine for Membership {
             }
             ClusterInput::Received(msg) => self.on_message(now, msg),
             ClusterInput::QuarantinedBy(by) => {
-                if self.join == JoinState::Member && self.gossip.member(&by).is_some() {
+                let exiting = self
+                    .self_member()
+                    .is_some_and(|m| m.status == MemberStatus::Exiting);
+                if self.join == JoinState::Member && exiting {
+                    // Only a member that removed this node quarantines an Exiting one: the
+                    // gossip saying so was lost, the quarantine says the same.
+                    let me = self.self_node.clone();
+                    self.log(
+                        LogLevel::Info,
+                        format!("{by} quarantined this node after its exit: it was removed"),
+                    );
+                    self.gossip.remove_member(&me, 0);
+                    self.changed(now);
+                } else if self.join == JoinState::Member && self.gossip.member(&by).is_some() {
                     let me = self.self_node.clone();
                     self.mark_down(
                         now,
@@ -549,6 +588,7 @@ impl StateMachine for Membership {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.join_timeouts(now);
+        self.quarantine_due(now);
         if self.join != JoinState::Member {
             return;
         }
@@ -580,7 +620,8 @@ impl StateMachine for Membership {
             LeaseStep::Waiting(t) | LeaseStep::Held(t) => Some(t),
             LeaseStep::Idle | LeaseStep::Asked => None,
         };
-        [
+        let quarantine = self.quarantine_at.values().map(|(at, _)| *at).min();
+        let running = [
             join,
             self.next_gossip,
             self.next_leader,
@@ -590,7 +631,8 @@ impl StateMachine for Membership {
         .into_iter()
         .flatten()
         .min()
-        .filter(|_| self.join != JoinState::Removed)
+        .filter(|_| self.join != JoinState::Removed);
+        running.into_iter().chain(quarantine).min()
     }
 
     fn poll_output(&mut self) -> Option<ClusterOutput> {

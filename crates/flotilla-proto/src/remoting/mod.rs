@@ -71,6 +71,9 @@ pub enum Pdu<M, S> {
         /// Why, in words.
         reason: String,
     },
+    /// A cluster membership message, opaque here (control lane, at most once: the membership
+    /// protocol repeats what matters).
+    Cluster(Vec<u8>),
 }
 
 /// Inputs of a [`Remoting`] machine.
@@ -149,7 +152,19 @@ pub enum RemoteInput<M, S> {
         /// Why.
         reason: QuarantineReason,
     },
+    /// Send a cluster membership message to the incarnation at `to`, at most once: at once
+    /// while Active, after the connection otherwise (at most [`CLUSTER_BUFFER`] wait per node,
+    /// the oldest dropped first); dropped while the association is Gated or Quarantined.
+    SendCluster {
+        /// The remote node.
+        to: Address,
+        /// The encoded message.
+        bytes: Vec<u8>,
+    },
 }
+
+/// How many cluster messages wait per remote node for its connection.
+pub const CLUSTER_BUFFER: usize = 64;
 
 /// Outputs of a [`Remoting`] machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +233,21 @@ pub enum RemoteOutput<M, S> {
         /// Its reason.
         reason: String,
     },
+    /// A cluster membership message for the local cluster.
+    DeliverCluster {
+        /// The sender.
+        from: UniqueAddress,
+        /// The encoded message.
+        bytes: Vec<u8>,
+    },
+    /// A cluster membership message could not be sent (the association is Gated or
+    /// Quarantined, or too many waited for a connection).
+    DroppedCluster {
+        /// Its destination.
+        to: Address,
+        /// Why, in words.
+        reason: &'static str,
+    },
 }
 
 struct Peer<M, S> {
@@ -230,6 +260,8 @@ struct Peer<M, S> {
     receivers: BTreeMap<u64, Receiver>,
     /// The last incarnation this node was associated with (it outlives a gate).
     last_uid: Option<u64>,
+    /// Cluster messages waiting for the connection.
+    cluster: VecDeque<Vec<u8>>,
 }
 
 /// Remote deathwatch of one node.
@@ -327,6 +359,7 @@ impl<M, S: Clone> Remoting<M, S> {
             pending: Vec::new(),
             receivers: BTreeMap::new(),
             last_uid: None,
+            cluster: VecDeque::new(),
         })
     }
 
@@ -392,12 +425,56 @@ impl<M, S: Clone> Remoting<M, S> {
             };
             self.outputs.push_back(out);
         }
-        // Newly associated with an incarnation: its reliable sender starts (or resumes).
+        // Newly associated with an incarnation: its reliable sender starts (or resumes), and
+        // the cluster messages that waited go.
         if after.0 == StateName::Active
             && let Some(uid) = after.1
             && before != after
         {
+            for bytes in std::mem::take(&mut peer.cluster) {
+                self.outputs.push_back(RemoteOutput::Transmit {
+                    to: Self::unique(remote, uid),
+                    pdu: Pdu::Cluster(bytes),
+                });
+            }
             self.start_sender(now, remote, uid);
+        } else if matches!(after.0, StateName::Gated | StateName::Quarantined) {
+            for _ in std::mem::take(&mut peer.cluster) {
+                self.outputs.push_back(RemoteOutput::DroppedCluster {
+                    to: remote.clone(),
+                    reason: "the association failed before the message could be sent",
+                });
+            }
+        }
+    }
+
+    fn send_cluster(&mut self, now: Instant, to: Address, bytes: Vec<u8>) {
+        if let Some(uid) = self.active_uid(&to) {
+            self.outputs.push_back(RemoteOutput::Transmit {
+                to: Self::unique(&to, uid),
+                pdu: Pdu::Cluster(bytes),
+            });
+            return;
+        }
+        let peer = self.peer(now, &to);
+        match peer.association.state() {
+            StateName::Gated | StateName::Quarantined => {
+                self.outputs.push_back(RemoteOutput::DroppedCluster {
+                    to,
+                    reason: "the association is gated or quarantined",
+                });
+            }
+            _ => {
+                peer.cluster.push_back(bytes);
+                if peer.cluster.len() > CLUSTER_BUFFER {
+                    peer.cluster.pop_front();
+                    self.outputs.push_back(RemoteOutput::DroppedCluster {
+                        to: to.clone(),
+                        reason: "too many cluster messages waited for the connection",
+                    });
+                }
+                self.associate(now, &to, AssociationInput::Open);
+            }
         }
     }
 
@@ -522,6 +599,9 @@ impl<M, S: Clone> Remoting<M, S> {
                 }
             }
             Pdu::QuarantineNotice { .. } => {}
+            Pdu::Cluster(bytes) => self
+                .outputs
+                .push_back(RemoteOutput::DeliverCluster { from, bytes }),
         }
     }
 
@@ -658,6 +738,7 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                     },
                 );
             }
+            RemoteInput::SendCluster { to, bytes } => self.send_cluster(now, to, bytes),
         }
     }
 

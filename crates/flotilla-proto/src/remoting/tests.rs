@@ -859,3 +859,92 @@ fn a_node_that_dies_before_its_first_heartbeat_reply_is_named_by_its_last_incarn
         );
     }
 }
+
+fn cluster_received(sim: &Sim, at: usize) -> Vec<(UniqueAddress, Vec<u8>)> {
+    sim.nodes[at]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RemoteOutput::DeliverCluster { from, bytes } => Some((from.clone(), bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cluster_dropped(sim: &Sim, at: usize) -> usize {
+    sim.nodes[at]
+        .events
+        .iter()
+        .filter(|e| matches!(e, RemoteOutput::DroppedCluster { .. }))
+        .count()
+}
+
+#[test]
+fn cluster_messages_wait_for_the_connection_and_arrive_in_order() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        for i in 0..3u8 {
+            sim.input(
+                0,
+                RemoteInput::SendCluster {
+                    to: address(1),
+                    bytes: vec![i],
+                },
+            );
+        }
+        sim.run_for(s(1));
+        let got = cluster_received(&sim, 1);
+        let from = sim.unique(0);
+        assert_eq!(
+            got,
+            vec![
+                (from.clone(), vec![0]),
+                (from.clone(), vec![1]),
+                (from, vec![2])
+            ],
+            "seed {seed}"
+        );
+        assert_eq!(cluster_dropped(&sim, 0), 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn cluster_messages_to_an_unreachable_node_are_dropped_and_counted_not_queued_forever() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        sim.kill(1);
+        for i in 0..(CLUSTER_BUFFER as u8 + 3) {
+            sim.input(
+                0,
+                RemoteInput::SendCluster {
+                    to: address(1),
+                    bytes: vec![i],
+                },
+            );
+        }
+        assert_eq!(
+            cluster_dropped(&sim, 0),
+            3,
+            "seed {seed}: beyond the buffer"
+        );
+        sim.run_for(s(3));
+        assert_eq!(sim.state(0, 1), Some(StateName::Gated), "seed {seed}");
+        assert_eq!(
+            cluster_dropped(&sim, 0),
+            CLUSTER_BUFFER + 3,
+            "seed {seed}: the buffer is dropped when the connection fails"
+        );
+        sim.input(
+            0,
+            RemoteInput::SendCluster {
+                to: address(1),
+                bytes: vec![9],
+            },
+        );
+        assert_eq!(
+            cluster_dropped(&sim, 0),
+            CLUSTER_BUFFER + 4,
+            "seed {seed}: gated"
+        );
+    }
+}

@@ -197,15 +197,67 @@ fn graceful_leave_goes_leaving_exiting_removed_and_the_leaver_learns_it() {
                 "events {kinds:?}"
             );
             let old = sim.nodes[3].unique();
+            // A member that left is quarantined only after quarantine-removed-node-after, so
+            // that it learns of its removal first.
             ensure!(
-                sim.nodes[0].quarantined.contains(&old),
-                "remoting was not told to quarantine it"
+                !sim.nodes[0].quarantined.contains(&old),
+                "quarantined before it could learn of its removal"
             );
+            let ok = sim.run_until_true(s(6), |sim| sim.nodes[0].quarantined.contains(&old));
+            ensure!(ok, "remoting was not told to quarantine it");
             sim.run_checked(s(10))
         },
         &settings(),
         5,
     );
+}
+
+static EXERCISED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[test]
+fn a_leaver_that_misses_the_news_of_its_removal_learns_it_from_the_quarantine() {
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            sim.input(0, ClusterInput::Leave(address(3)));
+            let exiting = |sim: &ClusterSim| {
+                sim.nodes[3]
+                    .machine
+                    .as_ref()
+                    .and_then(|m| m.self_member())
+                    .is_some_and(|m| m.status == MemberStatus::Exiting)
+            };
+            let ok = sim.run_until_true(s(20), |sim| {
+                exiting(sim) || sim.nodes[3].removed_at.is_some()
+            });
+            ensure!(ok, "node 3 never saw itself Exiting");
+            if !exiting(sim) {
+                // The news of Exiting and of the removal came in one gossip: nothing to miss.
+                return sim.run_checked(s(1));
+            }
+            EXERCISED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // From now on nothing reaches node 3: not the gossip that removes it either.
+            for i in [0, 1, 2, 4] {
+                sim.block(i, 3);
+            }
+            let ok = sim.run_until_true(s(20), |sim| sim.nodes[3].removed_at.is_some());
+            ensure!(ok, "node 3 never concluded it was removed");
+            ensure!(
+                sim.nodes[3].downed_at.is_none(),
+                "node 3 downed itself instead of finishing its exit"
+            );
+            sim.heal();
+            sim.run_checked(s(5))
+        },
+        &settings(),
+        5,
+    );
+    if std::env::var("FLOTILLA_SIM_SEED").is_err() {
+        assert!(
+            EXERCISED.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "no seed saw node 3 Exiting before its removal"
+        );
+    }
 }
 
 #[test]
