@@ -2,7 +2,7 @@
 """Writes hand-made seed inputs for the `frames` fuzz target into fuzz/corpus/frames.
 
 Each seed is one byte (the piece size the target feeds the decoder with) followed by real
-wire-format-1 frames, encoded here by hand in postcard's format (LEB128 varints, length-prefixed
+frames of the current wire format (version 3), encoded here by hand in postcard's format (LEB128 varints, length-prefixed
 strings and byte vectors, 0/1 option tags, varint enum variant indices), so the fuzzer starts
 deep inside the PDU decoders. `crates/flotilla-wire/tests/corpus.rs` checks that they decode.
 """
@@ -41,10 +41,14 @@ def frame(kind, body):
     return struct.pack(">I", len(body) + 1) + bytes([kind]) + body
 
 
-def handshake(version=1, system="fuzz", secret=None):
+VERSION = 3
+
+
+def handshake(version=VERSION, system="fuzz", secret=None):
     proof = b"\x00" if secret is None else b"\x01" + varint(len(secret)) + secret
+    lane, link = varint(0), varint(42)  # the control connection of link 42
     return (b"FLTL" + varint(version) + uaddr(system, "127.0.0.1", 2551, 7)
-            + addr(system, "127.0.0.1", 2552) + proof)
+            + addr(system, "127.0.0.1", 2552) + proof + lane + link)
 
 
 hb = varint(7) + varint(1)
@@ -66,6 +70,7 @@ SEEDS = {
     "system-ack": frame(6, ack),
     "quarantine-notice": frame(7, notice),
     "user": frame(0x10, user),
+    "cluster-init-join": frame(8, varint(0) + uaddr("fuzz", "127.0.0.1", 2551, 7)),
     "conversation": frame(1, handshake()) + frame(3, hb) + frame(5, sysenv) + frame(0x10, user) + frame(6, ack),
     "oversized-prefix": b"\xff\xff\xff\xff\x01",
     "empty-frame": b"\x00\x00\x00\x00",

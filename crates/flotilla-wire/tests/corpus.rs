@@ -80,4 +80,16 @@ fn the_seed_frames_decode_as_their_pdus() {
             Kind::SystemAck
         ]
     );
+    let mut d = FrameDecoder::new(4096);
+    d.extend(&read("seed-cluster-init-join-1")[1..]);
+    let frame = d
+        .next_frame()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no frame"));
+    assert_eq!(frame.kind, Kind::Cluster);
+    let pdu = flotilla_wire::decode_cluster(&frame.body).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(pdu, flotilla_wire::ClusterPdu::InitJoin { .. }),
+        "{pdu:?}"
+    );
 }

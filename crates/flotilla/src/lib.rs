@@ -13,14 +13,19 @@
 //!   [`lease_kubernetes`]: the other backends.
 //! - [`demo`]: the supervised-pipeline demo behind `flotilla demo`.
 //! - [`leases`]: listing leases, behind `flotilla leases`.
+//! - [`cluster`]: cluster membership on a running node; [`remote`]: remoting.
+//! - [`node`]: one cluster node as a process, behind `flotilla node`.
 
 pub use flotilla_actor::*;
+pub use flotilla_cluster as cluster;
 pub use flotilla_core as core;
 pub use flotilla_lease as lease;
 pub use flotilla_lease_azure as lease_azure;
 pub use flotilla_lease_etcd as lease_etcd;
 pub use flotilla_lease_kubernetes as lease_kubernetes;
 pub use flotilla_proto as proto;
+pub use flotilla_remote as remote;
 
 pub mod demo;
 pub mod leases;
+pub mod node;

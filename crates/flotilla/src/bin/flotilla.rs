@@ -39,6 +39,32 @@ enum Command {
     },
     /// List the leases a backend holds: name, owner, fencing token, age, time to expiry.
     Leases(LeasesArgs),
+    /// Run one cluster node: it joins through the seed nodes (or forms a cluster when none are
+    /// given) and prints every cluster event; SIGTERM or Ctrl-C makes it leave gracefully.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The actor system's name (the same on every node of a cluster).
+    #[arg(long, default_value = "flotilla")]
+    system: String,
+    /// The host to listen on and be reached at.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port (0 picks a free one).
+    #[arg(long, default_value_t = 2552)]
+    port: u16,
+    /// A seed node, flotilla://system@host:port (repeatable; the first may form the cluster).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// A TOML configuration file (see docs/design/cluster.md for the [cluster] section).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Fast failure detection and decisions (seconds, not tens of seconds), for trying things
+    /// out on one machine.
+    #[arg(long)]
+    fast: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +164,25 @@ fn main() -> anyhow::Result<()> {
                 "summary: {} numbers summed to {}; the parser ran as {} incarnations; {} dead letter(s)",
                 summary.numbers, summary.total, summary.parser_incarnations, summary.dead_letters
             );
+        }
+        Command::Node(args) => {
+            let seeds = args
+                .seeds
+                .iter()
+                .map(|s| {
+                    s.parse::<flotilla::core::Address>()
+                        .with_context(|| format!("bad seed node {s:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let options = flotilla::node::NodeOptions {
+                system: args.system,
+                host: args.host,
+                port: args.port,
+                seeds,
+                config: args.config,
+                fast: args.fast,
+            };
+            runtime.block_on(flotilla::node::run(options))?;
         }
         Command::Leases(args) => {
             let records = runtime.block_on(async {

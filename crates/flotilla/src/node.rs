@@ -1,0 +1,129 @@
+//! One cluster node as a process, behind `flotilla node`: an actor system with remoting and the
+//! cluster, joined through seed nodes, reporting what it sees as one line per fact on stdout.
+//!
+//! The lines are meant for people and for scripts (the multi-process tests and the failover
+//! benchmark read them):
+//!
+//! ```text
+//! listening flotilla://demo@127.0.0.1:2552#8391...   this node's unique address
+//! event MemberUp flotilla://demo@127.0.0.1:2553#12...  every cluster event, with its member
+//! event LeaderChanged flotilla://demo@127.0.0.1:2552   (or "none")
+//! quarantined flotilla://demo@127.0.0.1:2554#77...    a removed member's incarnation is
+//!                                                      quarantined by remoting
+//! shutdown the node was downed by the cluster          coordinated shutdown finished, and why
+//! ```
+//!
+//! SIGTERM or Ctrl-C runs coordinated shutdown: the node leaves the cluster gracefully first.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use flotilla_actor::ActorSystem;
+use flotilla_cluster::{Cluster, ClusterEvent};
+use flotilla_core::{Address, FlotillaConfig};
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The actor system's name (every node of a cluster has the same).
+    pub system: String,
+    /// The host to listen on and be reached at.
+    pub host: String,
+    /// The port (0 picks a free one).
+    pub port: u16,
+    /// Seed nodes; none means this node forms a cluster by joining itself.
+    pub seeds: Vec<Address>,
+    /// A TOML configuration file.
+    pub config: Option<PathBuf>,
+    /// Use the fast settings of tests and demos (failures noticed within seconds) instead of
+    /// the configured ones.
+    pub fast: bool,
+}
+
+/// Loads the configuration the options name.
+pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
+    let mut config = match &options.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            FlotillaConfig::from_toml_str(&text)
+                .with_context(|| format!("invalid configuration in {}", path.display()))?
+        }
+        None => FlotillaConfig::default(),
+    };
+    if options.fast {
+        config.remote = flotilla_remote::testing::fast_settings();
+        config.cluster = flotilla_cluster::testing::fast_settings();
+    }
+    Ok(config)
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader went away) must not stop the node.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs a node until coordinated shutdown completes (SIGTERM, Ctrl-C, or the cluster downing
+/// or removing it). Must be called inside a tokio runtime.
+pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
+    let config = config(&options)?;
+    let system = ActorSystem::builder(&options.system)
+        .config(config)
+        .remote(&options.host, options.port)
+        .build()
+        .context("cannot start the actor system")?;
+    system.coordinated_shutdown().install_signal_handlers();
+    let cluster = Cluster::start(&system).context("cannot start the cluster")?;
+    say(&format!("listening {}", cluster.self_node()));
+    let mut events = cluster.subscribe().await;
+    if options.seeds.is_empty() {
+        cluster.join(cluster.self_address().clone());
+    } else {
+        cluster.join_seed_nodes(options.seeds.clone());
+    }
+    let watcher = {
+        let system = system.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                say(&format!("event {}", describe(&event)));
+                if let ClusterEvent::MemberRemoved { member, .. } = &event {
+                    let quarantined = system.associations().await.iter().any(|a| {
+                        a.remote == member.node.address && a.quarantined.contains(&member.node.uid)
+                    });
+                    if quarantined {
+                        say(&format!("quarantined {}", member.node));
+                    }
+                }
+            }
+        })
+    };
+    let outcome = system.coordinated_shutdown().completed().await;
+    watcher.abort();
+    say(&format!("shutdown {}", outcome.reason));
+    Ok(())
+}
+
+fn describe(e: &ClusterEvent) -> String {
+    match e {
+        ClusterEvent::MemberJoined(m)
+        | ClusterEvent::MemberWeaklyUp(m)
+        | ClusterEvent::MemberUp(m)
+        | ClusterEvent::MemberLeft(m)
+        | ClusterEvent::MemberExited(m)
+        | ClusterEvent::MemberDowned(m)
+        | ClusterEvent::MemberRemoved { member: m, .. }
+        | ClusterEvent::UnreachableMember(m)
+        | ClusterEvent::ReachableMember(m) => format!("{} {}", e.kind(), m.node),
+        ClusterEvent::LeaderChanged(l) | ClusterEvent::RoleLeaderChanged { leader: l, .. } => {
+            format!(
+                "{} {}",
+                e.kind(),
+                l.as_ref()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string)
+            )
+        }
+    }
+}
