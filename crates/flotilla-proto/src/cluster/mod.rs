@@ -18,6 +18,7 @@
 //! - [`membership`]: one node's membership machine — join, gossip, leader actions, failure
 //!   detection, downing — composed from the above.
 //! - [`sim`]: a seeded simulator of a whole cluster of membership machines.
+//! - [`singleton`]: where a cluster singleton runs, and its hand-over, take-over and lease.
 
 pub mod events;
 pub mod gossip;
@@ -28,6 +29,7 @@ pub mod protocol;
 pub mod reachability;
 pub mod sbr;
 pub mod sim;
+pub mod singleton;
 pub mod vclock;
 
 pub use events::{ClusterEvent, CurrentClusterState};
