@@ -7,15 +7,22 @@
 
 use std::time::Duration;
 
-use flotilla_actor::{ActorSystem, ShutdownReason};
+use flotilla_actor::{
+    Actor, ActorError, ActorRef, ActorSystem, Context, Props, RemoteMessage, ShutdownReason,
+    Terminated,
+};
 use flotilla_cluster::{Cluster, ClusterEvent, MemberStatus, testing};
 use flotilla_core::{Address, FlotillaConfig};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn system(name: &str) -> ActorSystem {
+    let mut remote = flotilla_remote::testing::fast_settings();
+    // Remote deathwatch's own detector is slow here, so that a Terminated for an actor on a
+    // crashed member can only come from the cluster's removal of that member.
+    remote.watch_failure_detector.acceptable_heartbeat_pause = Duration::from_secs(600);
     let config = FlotillaConfig {
-        remote: flotilla_remote::testing::fast_settings(),
+        remote,
         cluster: testing::fast_settings(),
         ..FlotillaConfig::default()
     };
@@ -232,6 +239,95 @@ async fn a_node_quarantined_by_a_member_downs_itself() {
             .members
             .iter()
             .all(|m| m.node != victim)
+    })
+    .await;
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Ping;
+
+impl RemoteMessage for Ping {
+    const MANIFEST: &'static str = "test.Ping";
+}
+
+struct Idle;
+
+impl Actor for Idle {
+    type Msg = Ping;
+    async fn handle(&mut self, _: Ping, _: &mut Context<Ping>) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+/// Watches one actor and reports its Terminated.
+struct Watcher {
+    target: ActorRef<Ping>,
+    report: tokio::sync::mpsc::UnboundedSender<Terminated>,
+}
+
+impl Actor for Watcher {
+    type Msg = Ping;
+    async fn pre_start(&mut self, ctx: &mut Context<Ping>) -> Result<(), ActorError> {
+        ctx.watch(&self.target);
+        Ok(())
+    }
+    async fn handle(&mut self, _: Ping, _: &mut Context<Ping>) -> Result<(), ActorError> {
+        Ok(())
+    }
+    async fn on_terminated(
+        &mut self,
+        terminated: Terminated,
+        _: &mut Context<Ping>,
+    ) -> Result<(), ActorError> {
+        let _ = self.report.send(terminated);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_of_an_actor_on_a_removed_member_get_terminated() {
+    let nodes = cluster_of("watch", 3).await;
+    let remote = nodes[2]
+        .system
+        .spawn("idle", Props::new(|| Idle))
+        .unwrap_or_else(|e| panic!("{e}"));
+    nodes[2].system.expose(&remote);
+    let path = format!("{}/user/idle", nodes[2].cluster.self_address());
+    let target = nodes[0]
+        .system
+        .remote_ref::<Ping>(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (report, mut terminated) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = nodes[0]
+        .system
+        .spawn(
+            "watcher",
+            Props::new(move || Watcher {
+                target: target.clone(),
+                report: report.clone(),
+            }),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watch reaches node 2
+    nodes[2]
+        .system
+        .remote_node()
+        .unwrap_or_else(|| panic!("remoting"))
+        .shutdown();
+    let got = tokio::time::timeout(LIMIT, terminated.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no Terminated within {LIMIT:?}"))
+        .unwrap_or_else(|| panic!("the watcher stopped"));
+    assert_eq!(got.path.to_string(), path);
+    // Remote deathwatch's detector would take minutes here: the removal delivered it.
+    let gone = nodes[2].cluster.self_address().clone();
+    wait_until("the crashed member is removed", || {
+        nodes[0]
+            .cluster
+            .state()
+            .members
+            .iter()
+            .all(|m| m.node.address != gone)
     })
     .await;
 }
