@@ -9,13 +9,12 @@
 //! cargo run --release -p flotilla-bench --bin flotilla-failover-bench -- --nodes 5 --fast
 //! ```
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use flotilla::node::NodeProcess;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,81 +46,6 @@ enum Role {
     },
 }
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
-    unique: String,
-}
-
-impl Proc {
-    fn start(seed: Option<&str>, fast: bool, limit: Duration) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find this binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("node");
-        if let Some(seed) = seed {
-            cmd.args(["--seed", seed]);
-        }
-        if fast {
-            cmd.arg("--fast");
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start a node")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((Instant::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut p = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            unique: String::new(),
-        };
-        let (_, line) = p.wait_for(limit, |l| l.starts_with("listening "))?;
-        p.unique = line["listening ".len()..].to_owned();
-        Ok(p)
-    }
-
-    fn wait_for(
-        &mut self,
-        limit: Duration,
-        want: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<(Instant, String)> {
-        if let Some(hit) = self.seen.iter().find(|(_, l)| want(l)) {
-            return Ok(hit.clone());
-        }
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok((at, line)) = self.lines.recv_timeout(left) else {
-                bail!("node {} did not report in time", self.unique);
-            };
-            self.seen.push((at, line.clone()));
-            if want(&line) {
-                return Ok((at, line));
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Role::Node { seed, fast }) = cli.role {
@@ -144,18 +68,25 @@ fn main() -> anyhow::Result<()> {
         bail!("--nodes must be at least 3");
     }
     let limit = Duration::from_secs(cli.limit);
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let start = |seed: Option<&str>| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node");
+        if let Some(seed) = seed {
+            cmd.args(["--seed", seed]);
+        }
+        if cli.fast {
+            cmd.arg("--fast");
+        }
+        NodeProcess::spawn(cmd, limit)
+    };
     let started = Instant::now();
-    let mut procs = vec![Proc::start(None, cli.fast, limit)?];
-    let seed = procs[0]
-        .unique
-        .split('#')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let mut procs = vec![start(None)?];
+    let seed = procs[0].address().to_owned();
     for _ in 1..cli.nodes {
-        procs.push(Proc::start(Some(&seed), cli.fast, limit)?);
+        procs.push(start(Some(&seed))?);
     }
-    let uniques: Vec<String> = procs.iter().map(|p| p.unique.clone()).collect();
+    let uniques: Vec<String> = procs.iter().map(|p| p.unique().to_owned()).collect();
     for p in &mut procs {
         for u in &uniques {
             p.wait_for(limit, |l| l == format!("event MemberUp {u}"))?;
@@ -172,8 +103,7 @@ fn main() -> anyhow::Result<()> {
     let victim = uniques[cli.nodes - 1].clone();
     let killed = Instant::now();
     let mut last = procs.pop().context("no node")?;
-    last.child.kill().context("kill -9")?;
-    let _ = last.child.wait();
+    last.kill()?;
     let mut steps: Vec<(&str, Vec<f64>)> = vec![
         ("unreachable", Vec::new()),
         ("downed", Vec::new()),
@@ -223,9 +153,8 @@ fn main() -> anyhow::Result<()> {
         stable.as_secs_f64(),
         removed / akka
     );
-    for p in &mut procs {
-        let pid = p.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    for p in &procs {
+        p.terminate()?;
     }
     for p in &mut procs {
         let _ = p.wait_for(limit, |l| l.starts_with("shutdown "));

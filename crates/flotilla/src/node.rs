@@ -127,3 +127,133 @@ fn describe(e: &ClusterEvent) -> String {
         }
     }
 }
+
+/// A node process started by this one (tests, benchmarks): its output lines as they come, with
+/// the instant each arrived. Dropping it kills the process if it still runs (only this child,
+/// by its PID).
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    seen: Vec<(std::time::Instant, String)>,
+    unique: String,
+}
+
+impl NodeProcess {
+    /// Starts `cmd` (a `node` command; its stdout is piped, stderr discarded) and waits, at
+    /// most `limit`, for its `listening` line.
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start a node process")?;
+        let stdout = child.stdout.take().context("the node has no stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((std::time::Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut node = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            unique: String::new(),
+        };
+        let (_, line) = node.wait_for(limit, |l| l.starts_with("listening "))?;
+        node.unique = line["listening ".len()..].to_owned();
+        Ok(node)
+    }
+
+    /// The node's unique address, as it printed it (`flotilla://…#uid`).
+    pub fn unique(&self) -> &str {
+        &self.unique
+    }
+
+    /// The node's address, without the incarnation.
+    pub fn address(&self) -> &str {
+        self.unique.split('#').next().unwrap_or_default()
+    }
+
+    /// The first line that satisfies `want` (also among those already read), with the instant
+    /// it arrived; an error if none comes within `limit`.
+    pub fn wait_for(
+        &mut self,
+        limit: std::time::Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<(std::time::Instant, String)> {
+        if let Some(hit) = self.seen.iter().find(|(_, l)| want(l)) {
+            return Ok(hit.clone());
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok((at, line)) = self.lines.recv_timeout(left) else {
+                let printed: Vec<&str> = self.seen.iter().map(|(_, l)| l.as_str()).collect();
+                anyhow::bail!(
+                    "no expected line from node {} within {limit:?}; it printed:\n{}",
+                    self.unique,
+                    printed.join("\n")
+                );
+            };
+            self.seen.push((at, line.clone()));
+            if want(&line) {
+                return Ok((at, line));
+            }
+        }
+    }
+
+    /// Sends SIGTERM: the node leaves the cluster gracefully and exits.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("cannot run kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed: {status}");
+        Ok(())
+    }
+
+    /// Sends SIGKILL and reaps the process: a crash, no goodbye.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("kill -9")?;
+        let _ = self.child.wait();
+        Ok(())
+    }
+
+    /// Waits, at most `limit`, for the process to exit.
+    pub fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {} did not exit within {limit:?}",
+                self.unique
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
