@@ -110,6 +110,62 @@ pub struct ActorRef<M: Send + 'static> {
 pub(crate) enum Target<M: Send + 'static> {
     Local(Arc<Cell<M>>),
     Remote(Arc<RemoteRef<M>>),
+    /// Another actor, reached through a conversion (see [`ActorRef::adapt`]).
+    Adapted(Arc<dyn Adapter<M>>),
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An actor of another message type, seen through a conversion.
+pub(crate) trait Adapter<M>: Send + Sync + 'static {
+    fn tell(&self, msg: M);
+    fn send(&self, msg: M) -> BoxFuture<'_, bool>;
+    fn stop(&self);
+    fn stopped(&self) -> BoxFuture<'_, ()>;
+    fn is_stopped(&self) -> bool;
+    fn path(&self) -> &ActorPath;
+    fn id(&self) -> ActorId;
+    fn erased(&self) -> Arc<dyn Erased>;
+}
+
+struct Mapped<M, N: Send + 'static> {
+    inner: ActorRef<N>,
+    convert: Box<dyn Fn(M) -> N + Send + Sync>,
+}
+
+impl<M: Send + 'static, N: Send + 'static> Adapter<M> for Mapped<M, N> {
+    fn tell(&self, msg: M) {
+        self.inner.tell((self.convert)(msg));
+    }
+
+    fn send(&self, msg: M) -> BoxFuture<'_, bool> {
+        let msg = (self.convert)(msg);
+        Box::pin(self.inner.send(msg))
+    }
+
+    fn stop(&self) {
+        self.inner.stop();
+    }
+
+    fn stopped(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.stopped())
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.inner.is_stopped()
+    }
+
+    fn path(&self) -> &ActorPath {
+        self.inner.path()
+    }
+
+    fn id(&self) -> ActorId {
+        self.inner.id()
+    }
+
+    fn erased(&self) -> Arc<dyn Erased> {
+        self.inner.erased()
+    }
 }
 
 impl<M: Send + 'static> Clone for ActorRef<M> {
@@ -118,6 +174,7 @@ impl<M: Send + 'static> Clone for ActorRef<M> {
             target: match &self.target {
                 Target::Local(c) => Target::Local(Arc::clone(c)),
                 Target::Remote(r) => Target::Remote(Arc::clone(r)),
+                Target::Adapted(a) => Target::Adapted(Arc::clone(a)),
             },
         }
     }
@@ -140,6 +197,31 @@ impl<M: Send + 'static> ActorRef<M> {
                 }
             }
             Target::Remote(r) => r.tell(msg),
+            Target::Adapted(a) => a.tell(msg),
+        }
+    }
+
+    /// A reference that takes messages of type `T` and delivers them to this actor converted by
+    /// `convert` — Akka's message adapter. It is the same actor: same path, same id (watching
+    /// it watches this actor), stopping it stops this actor.
+    ///
+    /// This is how an actor with an internal protocol offers a narrower public one:
+    /// ```
+    /// # use flotilla_actor::{ActorRef};
+    /// enum Internal { Public(u64), Tick }
+    /// fn public(me: &ActorRef<Internal>) -> ActorRef<u64> {
+    ///     me.adapt(Internal::Public)
+    /// }
+    /// ```
+    pub fn adapt<T: Send + 'static>(
+        &self,
+        convert: impl Fn(T) -> M + Send + Sync + 'static,
+    ) -> ActorRef<T> {
+        ActorRef {
+            target: Target::Adapted(Arc::new(Mapped {
+                inner: self.clone(),
+                convert: Box::new(convert),
+            })),
         }
     }
 
@@ -153,7 +235,7 @@ impl<M: Send + 'static> ActorRef<M> {
     pub(crate) fn local_cell(&self) -> Option<&Arc<Cell<M>>> {
         match &self.target {
             Target::Local(c) => Some(c),
-            Target::Remote(_) => None,
+            Target::Remote(_) | Target::Adapted(_) => None,
         }
     }
 
@@ -167,6 +249,7 @@ impl<M: Send + 'static> ActorRef<M> {
         let cell = match &self.target {
             Target::Local(c) => c,
             Target::Remote(r) => return r.send(msg),
+            Target::Adapted(a) => return a.send(msg).await,
         };
         match cell.mailbox.send(msg).await {
             Ok(()) => true,
@@ -191,6 +274,7 @@ impl<M: Send + 'static> ActorRef<M> {
         let cell = match &self.target {
             Target::Local(c) => c,
             Target::Remote(r) => return r.ask(make(reply), rx, timeout).await,
+            Target::Adapted(a) => return adapted_ask(a.as_ref(), make(reply), rx, timeout).await,
         };
         // The timeout covers waiting for mailbox space as well as waiting for the answer.
         let exchange = async {
@@ -211,14 +295,7 @@ impl<M: Send + 'static> ActorRef<M> {
                 Err(_) => Err(AskError::NoReply { target: target() }),
             }
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(AskError::Timeout {
-                    target: target(),
-                    timeout,
-                })
-            })
+        within(timeout, self.path(), exchange).await
     }
 
     /// Asks the actor to stop: it finishes the message in hand, stops its children, runs
@@ -236,6 +313,7 @@ impl<M: Send + 'static> ActorRef<M> {
                 "stop() on remote actor {} ignored: an actor is stopped by its own node",
                 r.path
             ),
+            Target::Adapted(a) => a.stop(),
         }
     }
 
@@ -245,6 +323,7 @@ impl<M: Send + 'static> ActorRef<M> {
         match &self.target {
             Target::Local(cell) => cell.wait_stopped().await,
             Target::Remote(r) => r.wait_stopped().await,
+            Target::Adapted(a) => a.stopped().await,
         }
     }
 
@@ -253,6 +332,7 @@ impl<M: Send + 'static> ActorRef<M> {
         match &self.target {
             Target::Local(cell) => cell.is_dead(),
             Target::Remote(r) => r.is_stopped(),
+            Target::Adapted(a) => a.is_stopped(),
         }
     }
 
@@ -261,6 +341,7 @@ impl<M: Send + 'static> ActorRef<M> {
         match &self.target {
             Target::Local(cell) => &cell.path,
             Target::Remote(r) => &r.path,
+            Target::Adapted(a) => a.path(),
         }
     }
 
@@ -269,6 +350,7 @@ impl<M: Send + 'static> ActorRef<M> {
         match &self.target {
             Target::Local(cell) => cell.id,
             Target::Remote(r) => r.id,
+            Target::Adapted(a) => a.id(),
         }
     }
 
@@ -276,8 +358,46 @@ impl<M: Send + 'static> ActorRef<M> {
         match &self.target {
             Target::Local(cell) => Arc::clone(cell) as Arc<dyn Erased>,
             Target::Remote(r) => r.watchee(),
+            Target::Adapted(a) => a.erased(),
         }
     }
+}
+
+/// An `ask` through an adapter: the question is delivered converted, the answer awaited here.
+async fn adapted_ask<M: Send + 'static, R>(
+    a: &dyn Adapter<M>,
+    msg: M,
+    rx: oneshot::Receiver<R>,
+    timeout: Duration,
+) -> Result<R, AskError> {
+    let target = || a.path().clone();
+    let exchange = async {
+        if !a.send(msg).await {
+            return Err(AskError::TargetDead { target: target() });
+        }
+        match rx.await {
+            Ok(answer) => Ok(answer),
+            Err(_) if a.is_stopped() => Err(AskError::TargetDead { target: target() }),
+            Err(_) => Err(AskError::NoReply { target: target() }),
+        }
+    };
+    within(timeout, a.path(), exchange).await
+}
+
+/// The answer of `exchange`, or [`AskError::Timeout`] after `timeout`.
+async fn within<R>(
+    timeout: Duration,
+    target: &ActorPath,
+    exchange: impl Future<Output = Result<R, AskError>>,
+) -> Result<R, AskError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AskError::Timeout {
+                target: target.clone(),
+                timeout,
+            })
+        })
 }
 
 impl<M: Send + 'static> PartialEq for ActorRef<M> {

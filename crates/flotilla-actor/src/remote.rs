@@ -303,9 +303,16 @@ impl RemoteSupport {
         }
     }
 
+    /// The watch state of the actor at `path`: shared by every live reference to it. Once that
+    /// actor is known to have stopped, a new reference gets a new one (and a new id): it is for
+    /// whatever lives at the path now — a restarted actor, or the node's next incarnation — while
+    /// the old references stay stopped.
     fn watchee(self: &Arc<Self>, path: &ActorPath) -> Arc<Watchee> {
         let mut remotes = lock(&self.remotes);
-        if let Some(w) = remotes.get(path) {
+        if let Some(w) = remotes
+            .get(path)
+            .filter(|w| !w.stopped.load(Ordering::Acquire))
+        {
             return Arc::clone(w);
         }
         let id = self

@@ -414,3 +414,37 @@ async fn a_full_dead_letter_subscriber_does_not_feed_on_itself() {
     gate.add_permits(1_000);
     system.terminate().await;
 }
+
+/// The public face of [`Collector`] through an adapter: plain numbers and a question.
+enum Public {
+    Add(u64),
+    Total(ReplyTo<Vec<u64>>),
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adapted_reference_is_the_same_actor_with_another_message_type() {
+    let system = ActorSystem::new("adapt").unwrap();
+    let c = system.spawn("c", Props::<Collector>::default()).unwrap();
+    let public: ActorRef<Public> = c.adapt(|m| match m {
+        Public::Add(n) => Msg::Item(n * 10),
+        Public::Total(reply) => Msg::Collected(reply),
+    });
+    assert_eq!(public.path(), c.path());
+    assert_eq!(public.id(), c.id());
+    public.tell(Public::Add(1));
+    c.tell(Msg::Item(2));
+    assert!(public.send(Public::Add(3)).await);
+    let total = public.ask(Public::Total, Duration::from_secs(1)).await;
+    assert_eq!(total.unwrap(), vec![10, 2, 30]);
+    // Adapting an adapted reference works too.
+    let doubled: ActorRef<u64> = public.adapt(|n| Public::Add(n * 2));
+    doubled.tell(4);
+    assert_eq!(collected(&c).await, vec![80]);
+    // Stopping it stops the actor; questions then fail as to a dead actor.
+    doubled.stop();
+    public.stopped().await;
+    assert!(c.is_stopped() && public.is_stopped());
+    let late = public.ask(Public::Total, Duration::from_secs(1)).await;
+    assert!(matches!(late, Err(AskError::TargetDead { .. })), "{late:?}");
+    system.terminate().await;
+}

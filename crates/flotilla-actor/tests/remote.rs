@@ -253,6 +253,18 @@ async fn watching_a_remote_actor_delivers_terminated_when_it_stops() {
     assert_eq!(rx.next().await, format!("terminated {}", remote.path()));
     remote.stopped().await;
     assert!(remote.is_stopped());
+    // A new actor at the same path: a reference made now is to it (a new id, not stopped), and
+    // the old one stays stopped.
+    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
+    b.expose(&counter);
+    let again = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    assert!(!again.is_stopped() && remote.is_stopped());
+    assert_ne!(again.id(), remote.id());
+    again.tell(CounterMsg::Add(7));
+    let total = again.ask(CounterMsg::Get, Duration::from_secs(5)).await;
+    assert_eq!(total, Ok(7));
     a.terminate().await;
     b.terminate().await;
 }

@@ -19,6 +19,7 @@
 //! `cluster-shutdown` until it is Removed; each wait is bounded by its phase's timeout. A node
 //! that is downed, or removed without having asked, runs coordinated shutdown itself.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -171,6 +172,7 @@ impl ClusterBuilder {
             lease: self.lease,
             lease_answers: lease_tx,
             leaving: false,
+            members_told: BTreeSet::new(),
         };
         node.runtime()
             .spawn(driver.run(command_rx, inbound, lease_rx));
@@ -328,6 +330,11 @@ impl Cluster {
         }
     }
 
+    /// The driver's published snapshots, for the cluster's own extensions (singletons).
+    pub(crate) fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.inner.snapshot.clone()
+    }
+
     fn input(&self, input: ClusterInput) {
         let _ = self.inner.commands.send(Command::Input(input));
     }
@@ -380,6 +387,8 @@ struct Driver {
     lease_answers: mpsc::UnboundedSender<bool>,
     /// Whether this node asked to leave (its removal is then expected, not a surprise).
     leaving: bool,
+    /// The members remoting was last told of.
+    members_told: BTreeSet<Address>,
 }
 
 impl Driver {
@@ -549,6 +558,19 @@ impl Driver {
                 .set(s.state.unreachable.len() as f64);
             true
         });
+        // Remote deathwatch leaves members to the cluster (see RemoteInput::ClusterMembers).
+        let me = &membership.self_node().address;
+        let members: BTreeSet<Address> = membership
+            .state()
+            .members
+            .iter()
+            .map(|m| m.node.address.clone())
+            .filter(|a| a != me)
+            .collect();
+        if members != self.members_told {
+            let _ = self.node.set_cluster_members(members.clone());
+            self.members_told = members;
+        }
     }
 
     fn send(&self, to: &Address, msg: &ClusterMsg) {

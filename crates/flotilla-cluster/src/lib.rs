@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`cluster`]: [`Cluster`], the driver of the membership machine on a running node — join,
 //!   leave, down, state, event subscriptions, coordinated shutdown's cluster phases.
+//! - [`singleton`]: [`ClusterSingleton`], one actor in the whole cluster, on its oldest member,
+//!   with hand-over, take-over, an optional lease and a proxy that finds it wherever it runs.
 //! - [`codec`]: membership messages to bytes and back, validated.
 //! - [`testing`]: fast settings for tests and demos.
 //!
@@ -13,8 +15,10 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod singleton;
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError, ClusterEvents, Snapshot};
 pub use codec::{CodecError, decode, encode};
 pub use flotilla_proto::cluster::{ClusterEvent, CurrentClusterState, Member, MemberStatus};
+pub use singleton::{ClusterSingleton, SingletonBuilder, SingletonError};

@@ -17,12 +17,11 @@ use flotilla_core::{Address, FlotillaConfig};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn system(name: &str) -> ActorSystem {
-    let mut remote = flotilla_remote::testing::fast_settings();
-    // Remote deathwatch's own detector is slow here, so that a Terminated for an actor on a
-    // crashed member can only come from the cluster's removal of that member.
-    remote.watch_failure_detector.acceptable_heartbeat_pause = Duration::from_secs(600);
+    // Remote deathwatch's own detector is fast here (1 s), faster than the cluster's downing:
+    // it must leave members alone, so that a Terminated for an actor on a crashed member comes
+    // only from the cluster's removal of that member, never behind the resolver's back.
     let config = FlotillaConfig {
-        remote,
+        remote: flotilla_remote::testing::fast_settings(),
         cluster: testing::fast_settings(),
         ..FlotillaConfig::default()
     };
@@ -314,12 +313,20 @@ async fn watchers_of_an_actor_on_a_removed_member_get_terminated() {
         .remote_node()
         .unwrap_or_else(|| panic!("remoting"))
         .shutdown();
+    let crashed = tokio::time::Instant::now();
     let got = tokio::time::timeout(LIMIT, terminated.recv())
         .await
         .unwrap_or_else(|_| panic!("no Terminated within {LIMIT:?}"))
         .unwrap_or_else(|| panic!("the watcher stopped"));
     assert_eq!(got.path.to_string(), path);
-    // Remote deathwatch's detector would take minutes here: the removal delivered it.
+    // Remote deathwatch's detector (1 s) would have fired long before the resolver's
+    // stable-after: the removal delivered it.
+    let stable_after = testing::fast_settings().split_brain_resolver.stable_after;
+    assert!(
+        crashed.elapsed() >= stable_after,
+        "Terminated after {:?}, before the resolver could have decided",
+        crashed.elapsed()
+    );
     let gone = nodes[2].cluster.self_address().clone();
     wait_until("the crashed member is removed", || {
         nodes[0]

@@ -35,6 +35,9 @@ pub enum AddressParseError {
     /// The host is empty or the port is not a number from 0 to 65535.
     #[error("invalid host:port {0:?}")]
     HostPort(String),
+    /// A unique address without `#<uid>` at its end, or with a UID that is not a number.
+    #[error("unique address {0:?} must end with #<incarnation uid>")]
+    Uid(String),
 }
 
 /// Checks an actor system name: non-empty ASCII letters, digits, `-` and `_`.
@@ -139,6 +142,21 @@ impl fmt::Display for UniqueAddress {
     }
 }
 
+impl FromStr for UniqueAddress {
+    type Err = AddressParseError;
+
+    /// Parses what [`Display`](fmt::Display) writes: `flotilla://system@host:port#uid`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || AddressParseError::Uid(s.to_owned());
+        let (address, uid) = s.rsplit_once('#').ok_or_else(bad)?;
+        let uid = uid.parse().map_err(|_| bad())?;
+        Ok(Self {
+            address: address.parse()?,
+            uid,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +176,22 @@ mod tests {
         assert_eq!(addr.host(), Some("10.0.0.1"));
         assert_eq!(addr.port(), Some(25520));
         assert!(!addr.is_local());
+        let unique: UniqueAddress = "flotilla://demo@10.0.0.1:25520#18446744073709551615"
+            .parse()
+            .unwrap();
+        assert_eq!(unique.uid, u64::MAX);
+        assert_eq!(unique.address, addr);
+        assert_eq!(unique.to_string().parse::<UniqueAddress>(), Ok(unique));
+        for bad in [
+            "flotilla://demo@h:1",
+            "flotilla://demo@h:1#x",
+            "flotilla://demo@h:1#",
+        ] {
+            assert_eq!(
+                bad.parse::<UniqueAddress>(),
+                Err(AddressParseError::Uid(bad.into()))
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,22 @@
 //! acquire-lease-delay-for-minority = "2s"
 //! release-after = "40s"
 //! role = ""
+//!
+//! [cluster.singleton]
+//! # Only members with this role run singletons ("" = every member).
+//! role = ""
+//! # How often the new oldest asks the previous one to hand a singleton over.
+//! hand-over-retry-interval = "1s"
+//! # After a crashed oldest is removed, the new oldest waits this long before starting the
+//! # singleton, so that the old instance has surely stopped (default: stable-after).
+//! # removal-margin = "20s"
+//! # How long after a denied or unanswered lease acquisition it is tried again.
+//! lease-retry-interval = "5s"
+//! # Messages a proxy holds while it does not know where the singleton runs; beyond, the
+//! # oldest are dropped (logged and counted).
+//! buffer-size = 1000
+//! # How often a proxy asks the oldest member whether the singleton runs there, until it does.
+//! identification-interval = "1s"
 //! ```
 //!
 //! # Choosing `stable-after`
@@ -123,6 +139,45 @@ pub struct ClusterSettings {
     pub failure_detector: FailureDetectorSettings,
     /// The split-brain resolver.
     pub split_brain_resolver: SplitBrainResolverSettings,
+    /// `[cluster.singleton]`.
+    pub singleton: SingletonConfig,
+}
+
+/// How cluster singletons and their proxies behave (`[cluster.singleton]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SingletonConfig {
+    /// Only members with this role run singletons ("" = every member).
+    pub role: String,
+    /// How often the new oldest asks the previous one to hand over (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub hand_over_retry_interval: Duration,
+    /// How long the new oldest waits after a crashed oldest's removal before starting the
+    /// singleton (default: `split-brain-resolver.stable-after`).
+    #[serde(with = "humantime_serde")]
+    pub removal_margin: Option<Duration>,
+    /// How long after a denied or unanswered lease acquisition it is tried again (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub lease_retry_interval: Duration,
+    /// Messages a proxy buffers while the singleton's location is unknown (default 1000).
+    pub buffer_size: usize,
+    /// How often a proxy asks the oldest member for the singleton until it finds it
+    /// (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub identification_interval: Duration,
+}
+
+impl Default for SingletonConfig {
+    fn default() -> Self {
+        Self {
+            role: String::new(),
+            hand_over_retry_interval: Duration::from_secs(1),
+            removal_margin: None,
+            lease_retry_interval: Duration::from_secs(5),
+            buffer_size: 1000,
+            identification_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for ClusterSettings {
@@ -142,6 +197,7 @@ impl Default for ClusterSettings {
             quarantine_removed_node_after: Duration::from_secs(5),
             failure_detector: FailureDetectorSettings::cluster(),
             split_brain_resolver: SplitBrainResolverSettings::default(),
+            singleton: SingletonConfig::default(),
         }
     }
 }
@@ -178,6 +234,18 @@ impl ClusterSettings {
             ("gossip-interval", self.gossip_interval),
             ("leader-actions-interval", self.leader_actions_interval),
             (
+                "singleton.hand-over-retry-interval",
+                self.singleton.hand_over_retry_interval,
+            ),
+            (
+                "singleton.lease-retry-interval",
+                self.singleton.lease_retry_interval,
+            ),
+            (
+                "singleton.identification-interval",
+                self.singleton.identification_interval,
+            ),
+            (
                 "prune-gossip-tombstones-after",
                 self.prune_gossip_tombstones_after,
             ),
@@ -191,6 +259,9 @@ impl ClusterSettings {
         }
         if self.monitored_by_nr_of_members == 0 {
             return bad("monitored-by-nr-of-members", "must be at least 1");
+        }
+        if self.singleton.buffer_size == 0 {
+            return bad("singleton.buffer-size", "must be at least 1");
         }
         self.failure_detector.validate("cluster.failure-detector")?;
         self.split_brain_resolver.validate()
@@ -471,6 +542,11 @@ mod tests {
         let err = |text: &str| FlotillaConfig::from_toml_str(text).unwrap_err().to_string();
         assert!(err("[cluster]\nseed-nodes = [\"10.0.0.1:2552\"]").contains("cluster.seed-nodes"));
         assert!(err("[cluster]\nmin-nr-of-members = 0").contains("min-nr-of-members"));
+        assert!(err("[cluster.singleton]\nbuffer-size = 0").contains("singleton.buffer-size"));
+        assert!(
+            err("[cluster.singleton]\nhand-over-retry-interval = \"0s\"")
+                .contains("singleton.hand-over-retry-interval")
+        );
         assert!(
             err("[cluster.split-brain-resolver]\nactive-strategy = \"static-quorum\"")
                 .contains("quorum-size")

@@ -22,7 +22,7 @@ pub mod path;
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use cluster_config::{
     ClusterSettings, DownAllWhenUnstable, KeepOldestSettings, LeaseMajoritySettings, RoleOnly,
-    SplitBrainResolverSettings, StaticQuorumSettings, Strategy,
+    SingletonConfig, SplitBrainResolverSettings, StaticQuorumSettings, Strategy,
 };
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,

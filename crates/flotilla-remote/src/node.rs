@@ -187,6 +187,7 @@ enum Command {
     WatchNode(Address),
     UnwatchNode(Address),
     Quarantine(UniqueAddress, QuarantineReason),
+    ClusterMembers(BTreeSet<Address>),
     SendCluster(Address, Vec<u8>),
     Associations(oneshot::Sender<Vec<AssociationSnapshot>>),
     /// Answer once no system message to a reachable node waits for its acknowledgement.
@@ -576,6 +577,12 @@ impl RemoteNode {
         self.command(Command::UnwatchNode(remote.clone()))
     }
 
+    /// Tells remoting which nodes are members of this node's cluster now: remote deathwatch
+    /// leaves those to the cluster (see [`RemoteInput::ClusterMembers`]).
+    pub fn set_cluster_members(&self, members: BTreeSet<Address>) -> Result<(), SendError> {
+        self.command(Command::ClusterMembers(members))
+    }
+
     /// Quarantines an incarnation for good.
     pub fn quarantine(&self, remote: &UniqueAddress, reason: &str) -> Result<(), SendError> {
         self.quarantine_for(remote, QuarantineReason::Explicit(reason.to_owned()))
@@ -751,6 +758,7 @@ impl Control {
             Command::WatchNode(remote) => RemoteInput::WatchNode { remote },
             Command::UnwatchNode(remote) => RemoteInput::UnwatchNode { remote },
             Command::Quarantine(remote, reason) => RemoteInput::Quarantine { remote, reason },
+            Command::ClusterMembers(members) => RemoteInput::ClusterMembers { members },
             Command::SendCluster(to, bytes) => RemoteInput::SendCluster { to, bytes },
             Command::Associations(reply) => {
                 let _ = reply.send(self.remoting.associations());

@@ -32,6 +32,20 @@ use flotilla_core::{StateMachine, UniqueAddress};
 use super::member::{Member, MemberStatus};
 use super::protocol::LogLevel;
 
+/// The member a singleton of `role` ("" for any) runs on: among the Up members with the role,
+/// the one with the lowest up-number (ties, which gossip never produces, by address).
+pub fn oldest<'a>(members: impl IntoIterator<Item = &'a Member>, role: &str) -> Option<&'a Member> {
+    members
+        .into_iter()
+        .filter(|m| m.status == MemberStatus::Up)
+        .filter(|m| role.is_empty() || m.roles.contains(role))
+        .min_by(|a, b| {
+            a.up_number
+                .cmp(&b.up_number)
+                .then_with(|| a.node.address.cmp(&b.node.address))
+        })
+}
+
 /// How a singleton is placed and moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SingletonSettings {
@@ -228,17 +242,7 @@ impl SingletonManager {
     }
 
     fn on_members(&mut self, now: Instant, members: &[Member]) {
-        let role = &self.settings.role;
-        let oldest = members
-            .iter()
-            .filter(|m| m.status == MemberStatus::Up)
-            .filter(|m| role.is_empty() || m.roles.contains(role))
-            .min_by(|a, b| {
-                a.up_number
-                    .cmp(&b.up_number)
-                    .then_with(|| a.node.address.cmp(&b.node.address))
-            })
-            .map(|m| m.node.clone());
+        let oldest = oldest(members, &self.settings.role).map(|m| m.node.clone());
         self.members = members.iter().map(|m| (m.node.clone(), m.status)).collect();
         self.oldest.clone_from(&oldest);
         let me = self.self_node.clone();

@@ -13,6 +13,8 @@
 //!                         Heartbeat → HeartbeatReply, HeartbeatReply → the watched node's detector
 //!  Sender gave up ─▶ quarantine addr#uid (system message delivery failed)
 //!  watched node's detector says dead ─▶ AddressTerminated, quarantine addr#uid
+//!    (never for a cluster member: its death is the cluster's to decide, see
+//!     [`RemoteInput::ClusterMembers`])
 //! ```
 //!
 //! The transport (a tokio driver, or the simulator) turns [`RemoteOutput::Connect`] into a
@@ -22,7 +24,7 @@
 //! frame back as [`RemoteInput::Received`]. Message payloads `M` (user) and `S` (system) are
 //! opaque here.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use flotilla_core::{Address, RemoteSettings, StateMachine, UniqueAddress};
@@ -144,6 +146,16 @@ pub enum RemoteInput<M, S> {
     UnwatchNode {
         /// The remote node.
         remote: Address,
+    },
+    /// The nodes that are members of this node's cluster now (sent by the cluster on every
+    /// change). Remote deathwatch leaves them to the cluster: no heartbeats, no failure
+    /// detector, no quarantine of its own — the cluster's failure detector and split-brain
+    /// resolver decide, and the cluster terminates their actors when it removes them. Otherwise
+    /// remoting's faster detector would declare a member dead and get it downed behind the
+    /// resolver's back, on both sides of a partition.
+    ClusterMembers {
+        /// Their addresses.
+        members: BTreeSet<Address>,
     },
     /// Quarantine `remote` (failure detector, cluster removal, an explicit call).
     Quarantine {
@@ -283,6 +295,8 @@ pub struct Remoting<M, S> {
     settings: RemoteSettings,
     peers: BTreeMap<Address, Peer<M, S>>,
     watched: BTreeMap<Address, Watched>,
+    /// Members of this node's cluster: deathwatch of them is the cluster's.
+    cluster_members: BTreeSet<Address>,
     quarantined_by: BTreeMap<UniqueAddress, String>,
     outputs: VecDeque<RemoteOutput<M, S>>,
 }
@@ -304,6 +318,7 @@ impl<M, S: Clone> Remoting<M, S> {
             settings,
             peers: BTreeMap::new(),
             watched: BTreeMap::new(),
+            cluster_members: BTreeSet::new(),
             quarantined_by: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
@@ -615,6 +630,9 @@ impl<M, S: Clone> Remoting<M, S> {
         let mut dead = Vec::new();
         let mut beats = Vec::new();
         for (remote, w) in &mut self.watched {
+            if self.cluster_members.contains(remote) {
+                continue;
+            }
             if !w.detector.is_monitoring() && now >= w.since + first_estimate {
                 // No answer yet: start the clock as if one had come, as Akka does.
                 w.detector.heartbeat(now);
@@ -728,6 +746,19 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                     }
                 }
             }
+            RemoteInput::ClusterMembers { members } => {
+                // A node that stops being a member (it was removed) is watched afresh, as if
+                // from now: the cluster has already terminated what was watched there.
+                let settings = &self.settings.watch_failure_detector;
+                for (remote, w) in &mut self.watched {
+                    if self.cluster_members.contains(remote) != members.contains(remote) {
+                        w.detector = PhiAccrual::new(settings.clone());
+                        w.since = now;
+                        w.next_beat = now;
+                    }
+                }
+                self.cluster_members = members;
+            }
             RemoteInput::Quarantine { remote, reason } => {
                 self.associate(
                     now,
@@ -743,7 +774,11 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.watched.values().any(|w| now >= w.next_beat) {
+        if self
+            .watched
+            .iter()
+            .any(|(a, w)| now >= w.next_beat && !self.cluster_members.contains(a))
+        {
             self.watch_tick(now);
         }
         let due: Vec<Address> = self
@@ -785,7 +820,12 @@ impl<M, S: Clone> StateMachine for Remoting<M, S> {
                     p.sender.as_ref().and_then(|(_, s)| s.poll_timeout()),
                 ]
             })
-            .chain(self.watched.values().map(|w| Some(w.next_beat)))
+            .chain(
+                self.watched
+                    .iter()
+                    .filter(|(a, _)| !self.cluster_members.contains(*a))
+                    .map(|(_, w)| Some(w.next_beat)),
+            )
             .flatten()
             .min()
     }

@@ -768,6 +768,37 @@ fn a_watched_node_that_dies_is_declared_dead_after_the_acceptable_pause() {
 }
 
 #[test]
+fn a_watched_cluster_member_is_left_to_the_cluster_until_it_is_no_longer_a_member() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 2, settings());
+        let members = [address(0), address(1)].into_iter().collect();
+        sim.input(0, RemoteInput::ClusterMembers { members });
+        sim.input(0, RemoteInput::WatchNode { remote: address(1) });
+        sim.send_user(0, 1, "hello");
+        sim.run_for(s(5));
+        let uid = sim.uid(1);
+        sim.kill(1);
+        // Long past remoting's own acceptable pause: nothing, the cluster decides.
+        sim.run_for(s(60));
+        assert!(terminated(&sim, 0).is_empty(), "seed {seed}");
+        let associations = sim.nodes[0].remoting.associations();
+        assert!(
+            associations.iter().all(|a| !a.quarantined.contains(&uid)),
+            "seed {seed}: {associations:?}"
+        );
+        // Removed from the cluster: remoting watches it again, from now.
+        let members = [address(0)].into_iter().collect();
+        sim.input(0, RemoteInput::ClusterMembers { members });
+        sim.run_for(s(30));
+        assert_eq!(
+            terminated(&sim, 0),
+            [(address(1), Some(uid))],
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
 fn a_healthy_watched_node_is_never_declared_dead() {
     for seed in seeds() {
         let mut sim = Sim::new(seed, 2, settings());
