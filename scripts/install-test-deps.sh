@@ -2,6 +2,7 @@
 # Installs, if missing, the servers and tools the test suite runs against:
 #   protoc       (Debian protobuf-compiler; the etcd client's build needs it)
 #   etcd         (Debian etcd-server and etcd-client)
+#   dnsmasq      (Debian dnsmasq-base: the DNS server discovery is tested against)
 #   azurite      (npm, pinned; installed under .cache/azurite, run with the machine's Node)
 #   erlang       (Debian erlang-base: the remoting benchmark compares with Erlang distribution)
 # Idempotent: a second run installs nothing.
@@ -19,6 +20,7 @@ command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
 command -v erl >/dev/null 2>&1 || apt_packages+=(erlang-base)
+[ -x /usr/sbin/dnsmasq ] || apt_packages+=(dnsmasq-base)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]}"
   as_root apt-get update -q
@@ -38,5 +40,6 @@ fi
 
 echo "protoc: $(protoc --version)"
 echo "etcd: $(etcd --version | head -n1)"
+echo "dnsmasq: $(/usr/sbin/dnsmasq --version | head -n1)"
 echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"
 echo "erlang/otp: $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().')"

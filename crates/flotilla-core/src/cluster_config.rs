@@ -72,6 +72,30 @@
 //! buffer-size = 1000
 //! # How often a proxy asks the oldest member whether the singleton runs there, until it does.
 //! identification-interval = "1s"
+//!
+//! [cluster.discovery]
+//! # How a node finds its contact points instead of seed-nodes: "none" (use seed-nodes),
+//! # "static" (endpoints below), "dns" (A/AAAA records, or SRV with port-name and protocol) or
+//! # "kubernetes" (the pods matching pod-label-selector).
+//! method = "none"
+//! service-name = ""         # DNS: the name to look up; Kubernetes: fills %s in the selector
+//! port-name = ""            # DNS: SRV's _<port-name>._<protocol>.<service-name>; Kubernetes: the container port's name
+//! protocol = "tcp"
+//! # The remoting port of a contact point found without one (default: this node's port).
+//! # port = 2552
+//! # Join once at least this many contact points are seen, unchanged for stable-margin; the
+//! # lowest address is the first seed (the only one that may form a new cluster).
+//! required-contact-point-nr = 2
+//! stable-margin = "5s"
+//! interval = "1s"           # how often discovery is asked until then
+//! resolve-timeout = "3s"    # how long one lookup may take
+//! endpoints = []            # static: "host:port" or "host"
+//! nameservers = []          # dns: "ip:port"; empty = the system's resolver configuration
+//! # kubernetes: the API server URL (default: the in-cluster configuration), the namespace
+//! # (default: the pod's own), and the selector of the cluster's pods.
+//! # api-server = "https://kubernetes.default.svc"
+//! # namespace = "default"
+//! pod-label-selector = "app=%s"
 //! ```
 //!
 //! # Choosing `stable-after`
@@ -141,6 +165,121 @@ pub struct ClusterSettings {
     pub split_brain_resolver: SplitBrainResolverSettings,
     /// `[cluster.singleton]`.
     pub singleton: SingletonConfig,
+    /// `[cluster.discovery]`.
+    pub discovery: DiscoverySettings,
+}
+
+/// How a node finds its contact points (`[cluster.discovery]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscoveryMethod {
+    /// No discovery: the node joins through `seed-nodes`.
+    #[default]
+    None,
+    /// A fixed list of endpoints.
+    Static,
+    /// DNS: A/AAAA records of `service-name`, or its SRV records with `port-name`.
+    Dns,
+    /// The Kubernetes API: the pods that match `pod-label-selector`.
+    Kubernetes,
+}
+
+/// Service discovery and cluster bootstrap settings (`[cluster.discovery]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiscoverySettings {
+    /// Which discovery (default none: seed-nodes).
+    pub method: DiscoveryMethod,
+    /// The service to look up (DNS name; `%s` in the Kubernetes selector).
+    pub service_name: String,
+    /// The port's name: SRV lookups with DNS, the container port with Kubernetes ("" = none).
+    pub port_name: String,
+    /// The protocol of SRV lookups (default "tcp").
+    pub protocol: String,
+    /// The remoting port of a contact point found without one (default: this node's port).
+    pub port: Option<u16>,
+    /// How many contact points must be seen before joining (default 2).
+    pub required_contact_point_nr: usize,
+    /// How long the contact points must stay the same before joining (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub stable_margin: Duration,
+    /// How often discovery is asked until the node joins (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one lookup may take (default 3 s).
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// Static endpoints, `host:port` or `host`.
+    pub endpoints: Vec<String>,
+    /// DNS name servers, `ip:port` ("" = the system's resolver configuration).
+    pub nameservers: Vec<String>,
+    /// The Kubernetes API server (default: the in-cluster configuration).
+    pub api_server: Option<String>,
+    /// The pods' namespace (default: the configuration's, the pod's own in a cluster).
+    pub namespace: Option<String>,
+    /// The label selector of the cluster's pods; `%s` is replaced by `service-name`
+    /// (default `app=%s`).
+    pub pod_label_selector: String,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            method: DiscoveryMethod::None,
+            service_name: String::new(),
+            port_name: String::new(),
+            protocol: "tcp".to_owned(),
+            port: None,
+            required_contact_point_nr: 2,
+            stable_margin: Duration::from_secs(5),
+            interval: Duration::from_secs(1),
+            resolve_timeout: Duration::from_secs(3),
+            endpoints: Vec::new(),
+            nameservers: Vec::new(),
+            api_server: None,
+            namespace: None,
+            pod_label_selector: "app=%s".to_owned(),
+        }
+    }
+}
+
+impl DiscoverySettings {
+    /// Checks the values for the chosen method.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("cluster.discovery.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.method == DiscoveryMethod::None {
+            return Ok(());
+        }
+        if self.required_contact_point_nr == 0 {
+            return bad("required-contact-point-nr", "must be at least 1");
+        }
+        for (key, d) in [
+            ("interval", self.interval),
+            ("resolve-timeout", self.resolve_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be greater than zero");
+            }
+        }
+        match self.method {
+            DiscoveryMethod::Static if self.endpoints.is_empty() => {
+                bad("endpoints", "static discovery needs at least one endpoint")
+            }
+            DiscoveryMethod::Dns if self.service_name.is_empty() => {
+                bad("service-name", "DNS discovery needs the name to look up")
+            }
+            DiscoveryMethod::Kubernetes if self.pod_label_selector.is_empty() => bad(
+                "pod-label-selector",
+                "Kubernetes discovery needs a label selector",
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How cluster singletons and their proxies behave (`[cluster.singleton]`).
@@ -198,6 +337,7 @@ impl Default for ClusterSettings {
             failure_detector: FailureDetectorSettings::cluster(),
             split_brain_resolver: SplitBrainResolverSettings::default(),
             singleton: SingletonConfig::default(),
+            discovery: DiscoverySettings::default(),
         }
     }
 }
@@ -264,6 +404,7 @@ impl ClusterSettings {
             return bad("singleton.buffer-size", "must be at least 1");
         }
         self.failure_detector.validate("cluster.failure-detector")?;
+        self.discovery.validate()?;
         self.split_brain_resolver.validate()
     }
 }
@@ -543,6 +684,13 @@ mod tests {
         assert!(err("[cluster]\nseed-nodes = [\"10.0.0.1:2552\"]").contains("cluster.seed-nodes"));
         assert!(err("[cluster]\nmin-nr-of-members = 0").contains("min-nr-of-members"));
         assert!(err("[cluster.singleton]\nbuffer-size = 0").contains("singleton.buffer-size"));
+        assert!(
+            err("[cluster.discovery]\nmethod = \"static\"").contains("cluster.discovery.endpoints")
+        );
+        assert!(err("[cluster.discovery]\nmethod = \"dns\"").contains("service-name"));
+        assert!(
+            err("[cluster.discovery]\nmethod = \"carrier-pigeon\"").contains("unknown variant")
+        );
         assert!(
             err("[cluster.singleton]\nhand-over-retry-interval = \"0s\"")
                 .contains("singleton.hand-over-retry-interval")

@@ -21,8 +21,9 @@ pub mod path;
 
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use cluster_config::{
-    ClusterSettings, DownAllWhenUnstable, KeepOldestSettings, LeaseMajoritySettings, RoleOnly,
-    SingletonConfig, SplitBrainResolverSettings, StaticQuorumSettings, Strategy,
+    ClusterSettings, DiscoveryMethod, DiscoverySettings, DownAllWhenUnstable, KeepOldestSettings,
+    LeaseMajoritySettings, RoleOnly, SingletonConfig, SplitBrainResolverSettings,
+    StaticQuorumSettings, Strategy,
 };
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,

@@ -19,6 +19,7 @@
 pub use flotilla_actor::*;
 pub use flotilla_cluster as cluster;
 pub use flotilla_core as core;
+pub use flotilla_discovery as discovery;
 pub use flotilla_lease as lease;
 pub use flotilla_lease_azure as lease_azure;
 pub use flotilla_lease_etcd as lease_etcd;

@@ -54,7 +54,14 @@ pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
     };
     if options.fast {
         config.remote = flotilla_remote::testing::fast_settings();
-        config.cluster = flotilla_cluster::testing::fast_settings();
+        // Fast timings; how the node finds the cluster stays as configured.
+        let configured = std::mem::replace(
+            &mut config.cluster,
+            flotilla_cluster::testing::fast_settings(),
+        );
+        config.cluster.seed_nodes = configured.seed_nodes;
+        config.cluster.discovery = configured.discovery;
+        config.cluster.roles = configured.roles;
     }
     Ok(config)
 }
@@ -79,10 +86,17 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     let cluster = Cluster::start(&system).context("cannot start the cluster")?;
     say(&format!("listening {}", cluster.self_node()));
     let mut events = cluster.subscribe().await;
-    if options.seeds.is_empty() {
-        cluster.join(cluster.self_address().clone());
-    } else {
+    if !options.seeds.is_empty() {
         cluster.join_seed_nodes(options.seeds.clone());
+    } else if cluster.settings().seed_nodes.is_empty() {
+        // Discovery, when configured, finds the seed nodes; otherwise this node forms a
+        // cluster of its own.
+        let bootstrap = flotilla_discovery::bootstrap::start_from_config(&cluster)
+            .await
+            .context("cannot start cluster bootstrap from [cluster.discovery]")?;
+        if bootstrap.is_none() {
+            cluster.join(cluster.self_address().clone());
+        }
     }
     let watcher = {
         let system = system.clone();

@@ -19,7 +19,10 @@
 //!   detection, downing — composed from the above.
 //! - [`sim`]: a seeded simulator of a whole cluster of membership machines.
 //! - [`singleton`]: where a cluster singleton runs, and its hand-over, take-over and lease.
+//! - [`bootstrap`]: when a node that found its contact points through service discovery joins,
+//!   and with which seed nodes.
 
+pub mod bootstrap;
 pub mod events;
 pub mod gossip;
 pub mod heartbeat;
