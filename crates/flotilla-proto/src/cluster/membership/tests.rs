@@ -657,3 +657,42 @@ fn messages_for_another_incarnation_are_counted_and_dropped() {
     assert!(flotilla_core::machine::drain(&mut m).is_empty());
     assert_eq!(m.self_member().map(|x| x.status), Some(MemberStatus::Up));
 }
+
+#[test]
+fn a_view_that_never_settles_downs_everyone_when_down_all_when_unstable_is_on() {
+    // stable-after 7 s, down-all 3/4 of it (5.25 s) later: a member stays unreachable (killed)
+    // while another flaps in and out of reach, so the unreachable set never stays the same for
+    // 7 s and no strategy can decide; after stable-after + 5.25 s of that, everyone is downed.
+    let settings = settings();
+    sweep(
+        |sim| {
+            form(sim, 5)?;
+            sim.kill(4);
+            let started = sim.elapsed();
+            for _ in 0..8 {
+                sim.partition(&[3], &[0, 1, 2, 4]);
+                sim.run_for(s(5));
+                sim.heal();
+                sim.run_for(s(2));
+                if sim.running_members().is_empty() {
+                    break;
+                }
+            }
+            let took = sim.elapsed() - started;
+            ensure!(
+                sim.running_members().is_empty(),
+                "still running after {took:?} of instability: {:?}",
+                sim.running_members()
+            );
+            let downed_all = sim.nodes.iter().any(|n| {
+                n.logs
+                    .iter()
+                    .any(|(_, _, text)| text.contains("down-all-when-unstable"))
+            });
+            ensure!(downed_all, "they went down, but not for instability");
+            Ok(())
+        },
+        &settings,
+        5,
+    );
+}
