@@ -21,6 +21,8 @@
 //! - [`system_messages`]: exactly-once, in-order delivery of system messages between two
 //!   incarnations, with resend and the give-up rules that lead to quarantine.
 //! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
+//! - [`sharding`]: entity → shard, the shard coordinator's state as a checked fold over events,
+//!   and the least-shard allocation and rebalance strategy.
 //!
 //! # What this crate is not
 //! It has no async code and depends on no runtime: no tokio, futures or mio (CI checks this with
@@ -32,6 +34,7 @@ pub mod cluster;
 pub mod failure_detector;
 pub mod lease;
 pub mod remoting;
+pub mod sharding;
 pub mod shutdown;
 pub mod supervision;
 pub mod system_messages;

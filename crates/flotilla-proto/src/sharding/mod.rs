@@ -1,0 +1,18 @@
+//! Cluster sharding's decisions, as pure data and functions: which shard an entity belongs to,
+//! the shard coordinator's state (a fold over its events, with its invariants checked on every
+//! event), and where shards go — allocation and rebalancing.
+//!
+//! - [`shard_id`]: entity id → shard id, by a hash that is the same in every process and
+//!   every version.
+//! - [`coordinator`]: the coordinator's state — regions, proxies, shard homes — as a pure fold
+//!   over [`CoordinatorEvent`]s that refuses any event that would break an invariant.
+//! - [`allocation`]: the [`ShardAllocationStrategy`] trait and Akka's newer least-shard
+//!   strategy, with relative and absolute limits per rebalance round.
+
+pub mod allocation;
+pub mod coordinator;
+pub mod shard_id;
+
+pub use allocation::{LeastShardAllocation, ShardAllocationStrategy};
+pub use coordinator::{CoordinatorEvent, CoordinatorState, InvariantViolation};
+pub use shard_id::{ShardId, shard_of};
