@@ -6,13 +6,20 @@
 //!   every version.
 //! - [`coordinator`]: the coordinator's state — regions, proxies, shard homes — as a pure fold
 //!   over [`CoordinatorEvent`]s that refuses any event that would break an invariant.
+//! - [`shard_coordinator`]: the coordinator of one entity type as a state machine — allocation,
+//!   rebalancing and the hand-off protocol, re-registration after it moves.
 //! - [`allocation`]: the [`ShardAllocationStrategy`] trait and Akka's newer least-shard
 //!   strategy, with relative and absolute limits per rebalance round.
 
 pub mod allocation;
 pub mod coordinator;
+pub mod shard_coordinator;
 pub mod shard_id;
 
 pub use allocation::{LeastShardAllocation, ShardAllocationStrategy};
 pub use coordinator::{CoordinatorEvent, CoordinatorState, InvariantViolation};
+pub use shard_coordinator::{
+    CoordinatorInput, CoordinatorOutput, CoordinatorSettings, ShardCoordinator, ToCoordinator,
+    ToRegion,
+};
 pub use shard_id::{ShardId, shard_of};

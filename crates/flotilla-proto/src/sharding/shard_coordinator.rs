@@ -1,0 +1,630 @@
+//! The shard coordinator of one entity type, as a pure state machine: it answers where shards
+//! live, allocates new ones, and moves them — rebalancing, and emptying regions that shut down —
+//! through the hand-off protocol. Its state is the [`CoordinatorState`] fold; every change is
+//! also an output [`CoordinatorOutput::Event`], for a store or an observer.
+//!
+//! ```text
+//!  region ──Register{its shards}──▶ coordinator ──RegisterAck──▶ region
+//!  region ──GetShardHome(s)──▶ known: ShardHome(s, r)
+//!                              unknown: allocate (only once every member's region has
+//!                              registered) → HostShard(s) to r (again every host-retry until
+//!                              ShardStarted) and ShardHome(s, r) to the asker
+//!  every rebalance-interval, or GracefulShutdownReq from r (all of r's shards):
+//!    BeginHandOff(s) ─▶ every region and proxy (they stop routing s and buffer)
+//!    all BeginHandOffAck(s) ─▶ HandOff(s) ─▶ s's home (it stops s's entities, releases the lease)
+//!    ShardStopped(s) from the home ─▶ ShardHomeDeallocated; asks that waited are answered anew
+//!    no ShardStopped within handoff-timeout ─▶ the hand-off is abandoned, s stays where it is
+//! ```
+//!
+//! A coordinator that takes over (the singleton moved) starts empty: every region registers
+//! again with the shards it hosts, which rebuilds the allocations, and nothing is allocated
+//! before every member's region has registered — so a shard that still runs somewhere is never
+//! given a second home. A second region claiming a shard that already has a home is told to hand
+//! it off. Messages that do not fit the state — a ShardStopped for a shard that is not being
+//! handed off by that region, an ack for no hand-off — are stale and ignored (logged).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use flotilla_core::{StateMachine, UniqueAddress};
+
+use super::allocation::{Allocations, ShardAllocationStrategy};
+use super::coordinator::{CoordinatorEvent, CoordinatorState};
+use super::shard_id::ShardId;
+use crate::cluster::LogLevel;
+
+/// The coordinator's timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorSettings {
+    /// How often a rebalance round may start (default 10 s).
+    pub rebalance_interval: Duration,
+    /// How long a hand-off may take before it is abandoned (default 60 s).
+    pub handoff_timeout: Duration,
+    /// How often an unacknowledged HostShard is sent again (default 1 s).
+    pub host_retry: Duration,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        Self {
+            rebalance_interval: Duration::from_secs(10),
+            handoff_timeout: Duration::from_secs(60),
+            host_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// From a region (or proxy) to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToCoordinator {
+    /// A region that hosts shards, with the shards it hosts now (none when it is new).
+    Register(BTreeSet<ShardId>),
+    /// A region that only routes.
+    RegisterProxy,
+    /// Where does this shard live?
+    GetShardHome(ShardId),
+    /// The answer to HostShard: the shard runs.
+    ShardStarted(ShardId),
+    /// The answer to BeginHandOff: the sender routes nothing to the shard until told its new
+    /// home.
+    BeginHandOffAck(ShardId),
+    /// The answer to HandOff: the shard stopped (its lease released).
+    ShardStopped(ShardId),
+    /// The region is shutting down: move all its shards away.
+    GracefulShutdownReq,
+}
+
+/// From the coordinator to a region (or proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToRegion {
+    /// Registration accepted.
+    RegisterAck,
+    /// The shard lives in `region`.
+    ShardHome {
+        /// The shard.
+        shard: ShardId,
+        /// Its home.
+        region: UniqueAddress,
+    },
+    /// Start this shard here (answer ShardStarted).
+    HostShard(ShardId),
+    /// Stop routing to this shard and buffer for it (answer BeginHandOffAck).
+    BeginHandOff(ShardId),
+    /// Stop this shard (answer ShardStopped).
+    HandOff(ShardId),
+}
+
+/// Inputs of a [`ShardCoordinator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorInput {
+    /// The nodes that must have registered a region before shards are allocated (the Up
+    /// members with the type's role), after every membership change.
+    Members(BTreeSet<UniqueAddress>),
+    /// A message from a region or proxy.
+    Received {
+        /// The sender.
+        from: UniqueAddress,
+        /// The message.
+        msg: ToCoordinator,
+    },
+    /// A region or proxy is gone (its node was removed, or it stopped).
+    Terminated(UniqueAddress),
+}
+
+/// Outputs of a [`ShardCoordinator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorOutput {
+    /// Send to a region or proxy.
+    Send {
+        /// To whom.
+        to: UniqueAddress,
+        /// What.
+        msg: ToRegion,
+    },
+    /// The state changed by this event.
+    Event(CoordinatorEvent),
+    /// A line for the log.
+    Log {
+        /// How loud.
+        level: LogLevel,
+        /// What happened and why.
+        text: String,
+    },
+}
+
+/// One shard being handed off.
+#[derive(Debug, Clone)]
+struct HandOff {
+    from: UniqueAddress,
+    /// Regions and proxies that have not acknowledged BeginHandOff yet.
+    unacked: BTreeSet<UniqueAddress>,
+    /// HandOff was sent to `from`.
+    stopping: bool,
+    deadline: Instant,
+}
+
+/// The coordinator of one entity type. See the [module docs](self).
+pub struct ShardCoordinator {
+    settings: CoordinatorSettings,
+    strategy: Box<dyn ShardAllocationStrategy>,
+    state: CoordinatorState,
+    members: BTreeSet<UniqueAddress>,
+    handoffs: BTreeMap<ShardId, HandOff>,
+    /// Askers waiting for a shard's home (until allocation is possible, or its hand-off ends).
+    waiting: BTreeMap<ShardId, BTreeSet<UniqueAddress>>,
+    /// HostShard sent and not acknowledged: the region and when to send it again.
+    unacked_host: BTreeMap<ShardId, (UniqueAddress, Instant)>,
+    shutting_down: BTreeSet<UniqueAddress>,
+    next_rebalance: Instant,
+    out: VecDeque<CoordinatorOutput>,
+}
+
+impl std::fmt::Debug for ShardCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardCoordinator")
+            .field("state", &self.state)
+            .field("handoffs", &self.handoffs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardCoordinator {
+    /// A new coordinator with no state: regions register with it.
+    pub fn new(
+        settings: CoordinatorSettings,
+        strategy: Box<dyn ShardAllocationStrategy>,
+        now: Instant,
+    ) -> Self {
+        let next_rebalance = now + settings.rebalance_interval;
+        Self {
+            settings,
+            strategy,
+            state: CoordinatorState::default(),
+            members: BTreeSet::new(),
+            handoffs: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            unacked_host: BTreeMap::new(),
+            shutting_down: BTreeSet::new(),
+            next_rebalance,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> &CoordinatorState {
+        &self.state
+    }
+
+    /// The shards being handed off now.
+    pub fn handoffs(&self) -> BTreeSet<ShardId> {
+        self.handoffs.keys().cloned().collect()
+    }
+
+    fn log(&mut self, level: LogLevel, text: String) {
+        self.out.push_back(CoordinatorOutput::Log { level, text });
+    }
+
+    fn send(&mut self, to: &UniqueAddress, msg: ToRegion) {
+        self.out.push_back(CoordinatorOutput::Send {
+            to: to.clone(),
+            msg,
+        });
+    }
+
+    /// Applies an event that the machine has made sure is valid; one that is not is a bug in
+    /// this machine, reported loudly and not applied.
+    fn event(&mut self, e: CoordinatorEvent) -> bool {
+        match self.state.apply(&e) {
+            Ok(()) => {
+                self.out.push_back(CoordinatorOutput::Event(e));
+                true
+            }
+            Err(v) => {
+                debug_assert!(false, "the coordinator produced an invalid event: {v}");
+                self.log(
+                    LogLevel::Warn,
+                    format!("internal error, event refused: {v}"),
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether every member's region has registered (nothing is allocated before).
+    fn all_registered(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| self.state.regions().contains_key(m) || self.state.proxies().contains(m))
+            && !self.state.regions().is_empty()
+    }
+
+    /// The regions new shards may go to: registered, and not shutting down.
+    fn candidates(&self) -> Allocations {
+        self.state
+            .regions()
+            .iter()
+            .filter(|(r, _)| !self.shutting_down.contains(*r))
+            .map(|(r, s)| (r.clone(), s.clone()))
+            .collect()
+    }
+
+    fn on_register(&mut self, now: Instant, from: UniqueAddress, shards: BTreeSet<ShardId>) {
+        if self.state.proxies().contains(&from) {
+            self.event(CoordinatorEvent::ProxyTerminated(from.clone()));
+        }
+        if !self.state.regions().contains_key(&from) {
+            self.event(CoordinatorEvent::RegionRegistered(from.clone()));
+            self.log(
+                LogLevel::Info,
+                format!("region {from} registered with {} shard(s)", shards.len()),
+            );
+        }
+        for shard in shards {
+            match self.state.home(&shard).cloned() {
+                None => {
+                    self.event(CoordinatorEvent::ShardHomeAllocated {
+                        shard,
+                        region: from.clone(),
+                    });
+                }
+                Some(home) if home == from => {}
+                Some(home) => {
+                    self.log(
+                        LogLevel::Warn,
+                        format!("region {from} says it hosts shard {shard}, which lives in {home}: telling {from} to hand it off"),
+                    );
+                    self.send(&from, ToRegion::HandOff(shard));
+                }
+            }
+        }
+        self.send(&from, ToRegion::RegisterAck);
+        self.answer_waiting(now);
+    }
+
+    fn on_get_home(&mut self, now: Instant, from: UniqueAddress, shard: ShardId) {
+        if self.handoffs.contains_key(&shard) {
+            self.waiting.entry(shard).or_default().insert(from);
+            return;
+        }
+        if let Some(home) = self.state.home(&shard).cloned() {
+            self.send(
+                &from,
+                ToRegion::ShardHome {
+                    shard,
+                    region: home,
+                },
+            );
+            return;
+        }
+        if !self.all_registered() {
+            self.waiting.entry(shard).or_default().insert(from);
+            return;
+        }
+        let Some(region) = self.strategy.allocate(&from, &shard, &self.candidates()) else {
+            self.waiting.entry(shard).or_default().insert(from);
+            return;
+        };
+        self.event(CoordinatorEvent::ShardHomeAllocated {
+            shard: shard.clone(),
+            region: region.clone(),
+        });
+        self.log(
+            LogLevel::Info,
+            format!("shard {shard} allocated to {region}"),
+        );
+        self.send(&region, ToRegion::HostShard(shard.clone()));
+        self.unacked_host.insert(
+            shard.clone(),
+            (region.clone(), now + self.settings.host_retry),
+        );
+        self.send(&from, ToRegion::ShardHome { shard, region });
+    }
+
+    /// Answers the askers that can be answered now.
+    fn answer_waiting(&mut self, now: Instant) {
+        let ready: Vec<ShardId> = self
+            .waiting
+            .keys()
+            .filter(|s| !self.handoffs.contains_key(*s))
+            .cloned()
+            .collect();
+        for shard in ready {
+            if self.state.home(&shard).is_none() && !self.all_registered() {
+                continue;
+            }
+            for asker in self.waiting.remove(&shard).unwrap_or_default() {
+                self.on_get_home(now, asker, shard.clone());
+            }
+        }
+    }
+
+    /// Starts handing off `shard` from its home.
+    fn begin_handoff(&mut self, now: Instant, shard: ShardId, why: &str) {
+        if self.handoffs.contains_key(&shard) {
+            return;
+        }
+        let Some(from) = self.state.home(&shard).cloned() else {
+            return;
+        };
+        let everyone: BTreeSet<UniqueAddress> = self
+            .state
+            .regions()
+            .keys()
+            .chain(self.state.proxies())
+            .cloned()
+            .collect();
+        self.log(
+            LogLevel::Info,
+            format!("handing off shard {shard} from {from} ({why})"),
+        );
+        for r in &everyone {
+            self.send(r, ToRegion::BeginHandOff(shard.clone()));
+        }
+        self.handoffs.insert(
+            shard,
+            HandOff {
+                from,
+                unacked: everyone,
+                stopping: false,
+                deadline: now + self.settings.handoff_timeout,
+            },
+        );
+    }
+
+    fn on_begin_ack(&mut self, from: &UniqueAddress, shard: &ShardId) {
+        let Some(h) = self.handoffs.get_mut(shard) else {
+            self.log(
+                LogLevel::Info,
+                format!("ignored a stale BeginHandOffAck for shard {shard} from {from}"),
+            );
+            return;
+        };
+        h.unacked.remove(from);
+        if h.unacked.is_empty() && !h.stopping {
+            h.stopping = true;
+            let home = h.from.clone();
+            self.send(&home, ToRegion::HandOff(shard.clone()));
+        }
+    }
+
+    fn on_shard_stopped(&mut self, now: Instant, from: &UniqueAddress, shard: ShardId) {
+        let expected = self
+            .handoffs
+            .get(&shard)
+            .is_some_and(|h| h.from == *from && h.stopping);
+        if !expected {
+            self.log(
+                LogLevel::Info,
+                format!("ignored a stale ShardStopped for shard {shard} from {from}: it is not handing that shard off"),
+            );
+            return;
+        }
+        self.handoffs.remove(&shard);
+        self.unacked_host.remove(&shard);
+        if self.state.home(&shard) == Some(from) {
+            self.event(CoordinatorEvent::ShardHomeDeallocated(shard.clone()));
+        }
+        self.log(
+            LogLevel::Info,
+            format!("shard {shard} stopped in {from}: it will start where it is asked for next"),
+        );
+        self.finish_shutdown_of(from);
+        self.answer_waiting(now);
+    }
+
+    /// A region that is shutting down and has no shard left is told nothing more: it may stop.
+    fn finish_shutdown_of(&mut self, region: &UniqueAddress) {
+        if self.shutting_down.contains(region)
+            && self
+                .state
+                .regions()
+                .get(region)
+                .is_some_and(BTreeSet::is_empty)
+        {
+            self.log(
+                LogLevel::Info,
+                format!("region {region} has handed off all its shards"),
+            );
+        }
+    }
+
+    fn on_terminated(&mut self, now: Instant, who: &UniqueAddress) {
+        if self.state.proxies().contains(who) {
+            self.event(CoordinatorEvent::ProxyTerminated(who.clone()));
+        }
+        if self.state.regions().contains_key(who) {
+            let shards = self.state.regions()[who].len();
+            self.event(CoordinatorEvent::RegionTerminated(who.clone()));
+            self.log(
+                LogLevel::Info,
+                format!("region {who} is gone; its {shards} shard(s) will start where they are asked for next"),
+            );
+        }
+        self.shutting_down.remove(who);
+        // Hand-offs from it are over; acks from it are no longer awaited.
+        let shards: Vec<ShardId> = self.handoffs.keys().cloned().collect();
+        for shard in shards {
+            let done = match self.handoffs.get_mut(&shard) {
+                Some(h) if h.from == *who => true,
+                Some(h) => {
+                    h.unacked.remove(who);
+                    false
+                }
+                None => false,
+            };
+            if done {
+                self.handoffs.remove(&shard);
+            } else {
+                self.on_ack_progress(&shard);
+            }
+        }
+        self.unacked_host.retain(|_, (r, _)| r != who);
+        for askers in self.waiting.values_mut() {
+            askers.remove(who);
+        }
+        self.waiting.retain(|_, a| !a.is_empty());
+        self.answer_waiting(now);
+    }
+
+    fn on_ack_progress(&mut self, shard: &ShardId) {
+        let send = match self.handoffs.get_mut(shard) {
+            Some(h) if h.unacked.is_empty() && !h.stopping => {
+                h.stopping = true;
+                Some(h.from.clone())
+            }
+            _ => None,
+        };
+        if let Some(home) = send {
+            self.send(&home, ToRegion::HandOff(shard.clone()));
+        }
+    }
+
+    fn rebalance(&mut self, now: Instant) {
+        self.next_rebalance = now + self.settings.rebalance_interval;
+        if !self.all_registered() {
+            return;
+        }
+        let in_progress = self.handoffs();
+        let moving = self.strategy.rebalance(&self.candidates(), &in_progress);
+        for shard in moving {
+            self.begin_handoff(now, shard, "rebalance");
+        }
+    }
+}
+
+impl StateMachine for ShardCoordinator {
+    type Input = CoordinatorInput;
+    type Output = CoordinatorOutput;
+
+    fn handle(&mut self, now: Instant, input: CoordinatorInput) {
+        match input {
+            CoordinatorInput::Members(members) => {
+                self.members = members;
+                self.answer_waiting(now);
+            }
+            CoordinatorInput::Terminated(who) => self.on_terminated(now, &who),
+            CoordinatorInput::Received { from, msg } => match msg {
+                ToCoordinator::Register(shards) => self.on_register(now, from, shards),
+                ToCoordinator::RegisterProxy => {
+                    if !self.state.proxies().contains(&from)
+                        && !self.state.regions().contains_key(&from)
+                    {
+                        self.event(CoordinatorEvent::ProxyRegistered(from.clone()));
+                    }
+                    self.send(&from, ToRegion::RegisterAck);
+                    self.answer_waiting(now);
+                }
+                ToCoordinator::GetShardHome(shard) => {
+                    if self.state.regions().contains_key(&from)
+                        || self.state.proxies().contains(&from)
+                    {
+                        self.on_get_home(now, from, shard);
+                    } else {
+                        self.log(
+                            LogLevel::Info,
+                            format!("ignored GetShardHome({shard}) from {from}, which has not registered"),
+                        );
+                    }
+                }
+                ToCoordinator::ShardStarted(shard) => {
+                    if self
+                        .unacked_host
+                        .get(&shard)
+                        .is_some_and(|(r, _)| *r == from)
+                    {
+                        self.unacked_host.remove(&shard);
+                    }
+                }
+                ToCoordinator::BeginHandOffAck(shard) => self.on_begin_ack(&from, &shard),
+                ToCoordinator::ShardStopped(shard) => self.on_shard_stopped(now, &from, shard),
+                ToCoordinator::GracefulShutdownReq => {
+                    if self.state.regions().contains_key(&from)
+                        && self.shutting_down.insert(from.clone())
+                    {
+                        let shards: Vec<ShardId> =
+                            self.state.regions()[&from].iter().cloned().collect();
+                        self.log(
+                            LogLevel::Info,
+                            format!(
+                                "region {from} is shutting down: handing off its {} shard(s)",
+                                shards.len()
+                            ),
+                        );
+                        for shard in shards {
+                            self.begin_handoff(now, shard, "its region is shutting down");
+                        }
+                        self.finish_shutdown_of(&from);
+                    }
+                }
+            },
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<ShardId> = self
+            .handoffs
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for shard in expired {
+            if let Some(h) = self.handoffs.remove(&shard) {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "hand-off of shard {shard} from {} did not finish within {:?}: abandoned, the shard stays there",
+                        h.from, self.settings.handoff_timeout
+                    ),
+                );
+                // Whoever stopped routing to it may route again.
+                let everyone: Vec<UniqueAddress> = self
+                    .state
+                    .regions()
+                    .keys()
+                    .chain(self.state.proxies())
+                    .cloned()
+                    .collect();
+                for r in everyone {
+                    self.send(
+                        &r,
+                        ToRegion::ShardHome {
+                            shard: shard.clone(),
+                            region: h.from.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        let retries: Vec<(ShardId, UniqueAddress)> = self
+            .unacked_host
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(s, (r, _))| (s.clone(), r.clone()))
+            .collect();
+        for (shard, region) in retries {
+            self.send(&region, ToRegion::HostShard(shard.clone()));
+            self.unacked_host
+                .insert(shard, (region, now + self.settings.host_retry));
+        }
+        if self.next_rebalance <= now {
+            self.rebalance(now);
+        }
+        self.answer_waiting(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.handoffs
+            .values()
+            .map(|h| h.deadline)
+            .chain(self.unacked_host.values().map(|(_, at)| *at))
+            .chain(std::iter::once(self.next_rebalance))
+            .min()
+    }
+
+    fn poll_output(&mut self) -> Option<CoordinatorOutput> {
+        self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;
