@@ -230,6 +230,16 @@ impl ShardCoordinator {
         }
     }
 
+    /// Every registered region and proxy.
+    fn everyone(&self) -> BTreeSet<UniqueAddress> {
+        self.state
+            .regions()
+            .keys()
+            .chain(self.state.proxies())
+            .cloned()
+            .collect()
+    }
+
     /// Whether every member's region has registered (nothing is allocated before).
     fn all_registered(&self) -> bool {
         self.members
@@ -346,13 +356,7 @@ impl ShardCoordinator {
         let Some(from) = self.state.home(&shard).cloned() else {
             return;
         };
-        let everyone: BTreeSet<UniqueAddress> = self
-            .state
-            .regions()
-            .keys()
-            .chain(self.state.proxies())
-            .cloned()
-            .collect();
+        let everyone = self.everyone();
         self.log(
             LogLevel::Info,
             format!("handing off shard {shard} from {from} ({why})"),
@@ -577,14 +581,7 @@ impl StateMachine for ShardCoordinator {
                     ),
                 );
                 // Whoever stopped routing to it may route again.
-                let everyone: Vec<UniqueAddress> = self
-                    .state
-                    .regions()
-                    .keys()
-                    .chain(self.state.proxies())
-                    .cloned()
-                    .collect();
-                for r in everyone {
+                for r in self.everyone() {
                     self.send(
                         &r,
                         ToRegion::ShardHome {
