@@ -8,16 +8,20 @@
 //!   over [`CoordinatorEvent`]s that refuses any event that would break an invariant.
 //! - [`shard_coordinator`]: the coordinator of one entity type as a state machine — allocation,
 //!   rebalancing and the hand-off protocol, re-registration after it moves.
+//! - [`shard`]: one shard on one node — its lease (no entity before it, none after losing it,
+//!   the release awaited on hand-off), its entities and their passivation.
 //! - [`allocation`]: the [`ShardAllocationStrategy`] trait and Akka's newer least-shard
 //!   strategy, with relative and absolute limits per rebalance round.
 
 pub mod allocation;
 pub mod coordinator;
+pub mod shard;
 pub mod shard_coordinator;
 pub mod shard_id;
 
 pub use allocation::{LeastShardAllocation, ShardAllocationStrategy};
 pub use coordinator::{CoordinatorEvent, CoordinatorState, InvariantViolation};
+pub use shard::{Ended, EntityId, Shard, ShardInput, ShardOutput, ShardSettings};
 pub use shard_coordinator::{
     CoordinatorInput, CoordinatorOutput, CoordinatorSettings, ShardCoordinator, ToCoordinator,
     ToRegion,
