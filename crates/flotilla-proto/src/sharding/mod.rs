@@ -8,6 +8,8 @@
 //!   over [`CoordinatorEvent`]s that refuses any event that would break an invariant.
 //! - [`shard_coordinator`]: the coordinator of one entity type as a state machine — allocation,
 //!   rebalancing and the hand-off protocol, re-registration after it moves.
+//! - [`region`]: one entity type's region on one node — routing, holding messages while a
+//!   home is unknown or moving, hosting shards, hand-offs, leaving.
 //! - [`shard`]: one shard on one node — its lease (no entity before it, none after losing it,
 //!   the release awaited on hand-off), its entities and their passivation.
 //! - [`allocation`]: the [`ShardAllocationStrategy`] trait and Akka's newer least-shard
@@ -15,12 +17,17 @@
 
 pub mod allocation;
 pub mod coordinator;
+pub mod region;
 pub mod shard;
 pub mod shard_coordinator;
 pub mod shard_id;
 
+#[cfg(test)]
+mod sim_tests;
+
 pub use allocation::{LeastShardAllocation, ShardAllocationStrategy};
 pub use coordinator::{CoordinatorEvent, CoordinatorState, InvariantViolation};
+pub use region::{Region, RegionInput, RegionOutput, RegionSettings};
 pub use shard::{Ended, EntityId, Shard, ShardInput, ShardOutput, ShardSettings};
 pub use shard_coordinator::{
     CoordinatorInput, CoordinatorOutput, CoordinatorSettings, ShardCoordinator, ToCoordinator,

@@ -1,0 +1,451 @@
+//! One entity type's shard region on one node, as a pure state machine: it routes messages to
+//! the shards' homes, asks the coordinator where unknown shards live, holds messages while a
+//! home is unknown or moving, hosts the shards the coordinator gives it, and takes part in
+//! hand-offs. Messages are opaque (`M`); which shard an entity belongs to is the driver's
+//! extractor's answer, given with each message.
+//!
+//! ```text
+//!  Deliver(shard, entity, msg) ─▶ home here: ToShard   home elsewhere: Forward to that region
+//!                                 home unknown / moving: hold (bounded, all shards together),
+//!                                 GetShardHome (again every retry-interval while unanswered)
+//!  ShardHome(s, r) ─▶ remember, release what is held for s
+//!  HostShard(s) ─▶ StartShard(s), ShardStarted
+//!  BeginHandOff(s) ─▶ forget s's home (hold from now), BeginHandOffAck
+//!  HandOff(s) ─▶ the local shard hands off; its end ─▶ ShardStopped (at once when not here)
+//!  Leave ─▶ GracefulShutdownReq (again every retry-interval) until no shard is left here ─▶ Done
+//!  coordinator moved ─▶ Register again, with the shards hosted here
+//! ```
+//!
+//! A proxy region hosts nothing: it registers as a proxy and only routes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use flotilla_core::{StateMachine, UniqueAddress};
+
+use super::shard::{Ended, EntityId};
+use super::shard_coordinator::{ToCoordinator, ToRegion};
+use super::shard_id::ShardId;
+use crate::cluster::LogLevel;
+
+/// How a region behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSettings {
+    /// Whether it hosts shards (false: a proxy).
+    pub hosts_shards: bool,
+    /// How often registration, unanswered GetShardHome and GracefulShutdownReq are sent again
+    /// (default 2 s).
+    pub retry_interval: Duration,
+    /// Messages held in all while homes are unknown (default 100 000); beyond, dropped.
+    pub buffer_size: usize,
+}
+
+impl Default for RegionSettings {
+    fn default() -> Self {
+        Self {
+            hosts_shards: true,
+            retry_interval: Duration::from_secs(2),
+            buffer_size: 100_000,
+        }
+    }
+}
+
+/// Inputs of a [`Region`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionInput<M> {
+    /// A message for an entity (from a local sender or another region).
+    Deliver {
+        /// Its shard.
+        shard: ShardId,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// Where the coordinator runs now (`None`: unknown, e.g. while the singleton moves).
+    Coordinator(Option<UniqueAddress>),
+    /// A message from the coordinator.
+    FromCoordinator(ToRegion),
+    /// A local shard handed a message back (it is stopping).
+    Bounced {
+        /// Its shard.
+        shard: ShardId,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// A local shard ended.
+    ShardEnded {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        why: Ended,
+    },
+    /// This node is leaving: hand every shard off, then say Done.
+    Leave,
+}
+
+/// Outputs of a [`Region`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionOutput<M> {
+    /// Send to the coordinator.
+    ToCoordinator {
+        /// Where it runs.
+        to: UniqueAddress,
+        /// What.
+        msg: ToCoordinator,
+    },
+    /// Start a local shard.
+    StartShard(ShardId),
+    /// Tell a local shard to hand off.
+    HandOffShard(ShardId),
+    /// Give a message to a local shard.
+    ToShard {
+        /// The shard.
+        shard: ShardId,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// Send a message to the region at `to`, which hosts its shard.
+    Forward {
+        /// The home region.
+        to: UniqueAddress,
+        /// The shard.
+        shard: ShardId,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// The hold buffer is full: to dead letters, counted.
+    Dropped {
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// After [`RegionInput::Leave`]: every local shard is handed off.
+    Done,
+    /// A line for the log.
+    Log {
+        /// How loud.
+        level: LogLevel,
+        /// What happened and why.
+        text: String,
+    },
+}
+
+/// One region. See the [module docs](self).
+#[derive(Debug)]
+pub struct Region<M> {
+    me: UniqueAddress,
+    settings: RegionSettings,
+    coordinator: Option<UniqueAddress>,
+    registered: bool,
+    /// Known homes.
+    homes: BTreeMap<ShardId, UniqueAddress>,
+    /// Shards running here (started, not ended).
+    local: BTreeSet<ShardId>,
+    /// Shards told to hand off, not ended yet.
+    handing_off: BTreeSet<ShardId>,
+    /// Held messages per shard, and how many in all.
+    held: BTreeMap<ShardId, VecDeque<(EntityId, M)>>,
+    held_count: usize,
+    /// GetShardHome sent and unanswered (shard → when to ask again).
+    asked: BTreeMap<ShardId, Instant>,
+    leaving: bool,
+    done: bool,
+    next_retry: Option<Instant>,
+    out: VecDeque<RegionOutput<M>>,
+}
+
+impl<M> Region<M> {
+    /// The region of node `me`.
+    pub fn new(me: UniqueAddress, settings: RegionSettings) -> Self {
+        Self {
+            me,
+            settings,
+            coordinator: None,
+            registered: false,
+            homes: BTreeMap::new(),
+            local: BTreeSet::new(),
+            handing_off: BTreeSet::new(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            asked: BTreeMap::new(),
+            leaving: false,
+            done: false,
+            next_retry: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The shards running here.
+    pub fn local_shards(&self) -> &BTreeSet<ShardId> {
+        &self.local
+    }
+
+    /// How many messages wait for a home.
+    pub fn held(&self) -> usize {
+        self.held_count
+    }
+
+    /// Whether the coordinator has acknowledged this region's registration.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    fn log(&mut self, level: LogLevel, text: String) {
+        self.out.push_back(RegionOutput::Log { level, text });
+    }
+
+    fn tell_coordinator(&mut self, msg: ToCoordinator) {
+        if let Some(c) = self.coordinator.clone() {
+            self.out
+                .push_back(RegionOutput::ToCoordinator { to: c, msg });
+        }
+    }
+
+    fn register(&mut self, now: Instant) {
+        let msg = if self.settings.hosts_shards {
+            ToCoordinator::Register(self.local.clone())
+        } else {
+            ToCoordinator::RegisterProxy
+        };
+        self.tell_coordinator(msg);
+        self.arm(now);
+    }
+
+    fn arm(&mut self, now: Instant) {
+        if self.next_retry.is_none() {
+            self.next_retry = Some(now + self.settings.retry_interval);
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, shard: ShardId, entity: EntityId, msg: M) {
+        match self.homes.get(&shard) {
+            Some(home) if *home == self.me && self.local.contains(&shard) => {
+                self.out
+                    .push_back(RegionOutput::ToShard { shard, entity, msg });
+            }
+            Some(home) if *home != self.me => {
+                let to = home.clone();
+                self.out.push_back(RegionOutput::Forward {
+                    to,
+                    shard,
+                    entity,
+                    msg,
+                });
+            }
+            _ => self.hold(now, shard, entity, msg),
+        }
+    }
+
+    fn hold(&mut self, now: Instant, shard: ShardId, entity: EntityId, msg: M) {
+        if self.held_count >= self.settings.buffer_size {
+            self.out.push_back(RegionOutput::Dropped { entity, msg });
+            return;
+        }
+        self.held_count += 1;
+        self.held
+            .entry(shard.clone())
+            .or_default()
+            .push_back((entity, msg));
+        self.ask(now, &shard);
+    }
+
+    /// Asks where `shard` lives, unless that question is pending or a hand-off of it is.
+    fn ask(&mut self, now: Instant, shard: &ShardId) {
+        if self.asked.contains_key(shard) || !self.registered {
+            return;
+        }
+        self.asked
+            .insert(shard.clone(), now + self.settings.retry_interval);
+        self.tell_coordinator(ToCoordinator::GetShardHome(shard.clone()));
+        self.arm(now);
+    }
+
+    /// Sends what is held for `shard` where it now goes.
+    fn release_held(&mut self, now: Instant, shard: &ShardId) {
+        if let Some(msgs) = self.held.remove(shard) {
+            self.held_count -= msgs.len();
+            for (entity, msg) in msgs {
+                self.deliver(now, shard.clone(), entity, msg);
+            }
+        }
+    }
+
+    fn on_coordinator_msg(&mut self, now: Instant, msg: ToRegion) {
+        match msg {
+            ToRegion::RegisterAck => {
+                if !self.registered {
+                    self.registered = true;
+                    self.log(LogLevel::Info, "registered with the coordinator".into());
+                    let pending: Vec<ShardId> = self.held.keys().cloned().collect();
+                    for shard in pending {
+                        self.ask(now, &shard);
+                    }
+                    if self.leaving {
+                        self.tell_coordinator(ToCoordinator::GracefulShutdownReq);
+                    }
+                }
+            }
+            ToRegion::ShardHome { shard, region } => {
+                self.asked.remove(&shard);
+                if region == self.me && !self.local.contains(&shard) {
+                    // Ours, and not running (it ended, or this region restarted): start it.
+                    self.start(&shard);
+                }
+                self.homes.insert(shard.clone(), region);
+                self.release_held(now, &shard);
+            }
+            ToRegion::HostShard(shard) => {
+                if self.leaving {
+                    // Going away: hosting it would only delay the shutdown.
+                    return;
+                }
+                if !self.local.contains(&shard) {
+                    self.start(&shard);
+                }
+                self.homes.insert(shard.clone(), self.me.clone());
+                self.tell_coordinator(ToCoordinator::ShardStarted(shard.clone()));
+                self.release_held(now, &shard);
+            }
+            ToRegion::BeginHandOff(shard) => {
+                self.homes.remove(&shard);
+                self.asked.remove(&shard);
+                self.tell_coordinator(ToCoordinator::BeginHandOffAck(shard));
+            }
+            ToRegion::HandOff(shard) => {
+                self.homes.remove(&shard);
+                if self.local.contains(&shard) {
+                    if self.handing_off.insert(shard.clone()) {
+                        self.out.push_back(RegionOutput::HandOffShard(shard));
+                    }
+                } else {
+                    self.tell_coordinator(ToCoordinator::ShardStopped(shard));
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, shard: &ShardId) {
+        self.local.insert(shard.clone());
+        self.out.push_back(RegionOutput::StartShard(shard.clone()));
+    }
+
+    fn on_shard_ended(&mut self, now: Instant, shard: ShardId, why: Ended) {
+        if !self.local.remove(&shard) {
+            return;
+        }
+        let handed_off = self.handing_off.remove(&shard);
+        match why {
+            Ended::HandedOff if handed_off => {
+                self.tell_coordinator(ToCoordinator::ShardStopped(shard.clone()));
+            }
+            Ended::HandedOff => {}
+            Ended::LeaseLost => {
+                self.log(
+                    LogLevel::Warn,
+                    format!("shard {shard} stopped: its lease was lost; it starts again on its next message, once the lease can be acquired"),
+                );
+                self.homes.remove(&shard);
+            }
+        }
+        if self.held.contains_key(&shard) {
+            self.ask(now, &shard);
+        }
+        self.check_done();
+    }
+
+    fn check_done(&mut self) {
+        if self.leaving && !self.done && self.local.is_empty() {
+            self.done = true;
+            self.log(
+                LogLevel::Info,
+                "every shard of this region is handed off".into(),
+            );
+            self.out.push_back(RegionOutput::Done);
+        }
+    }
+}
+
+impl<M> StateMachine for Region<M> {
+    type Input = RegionInput<M>;
+    type Output = RegionOutput<M>;
+
+    fn handle(&mut self, now: Instant, input: RegionInput<M>) {
+        match input {
+            RegionInput::Deliver { shard, entity, msg } => self.deliver(now, shard, entity, msg),
+            RegionInput::Bounced { shard, entity, msg } => {
+                self.homes.remove(&shard);
+                self.hold(now, shard, entity, msg);
+            }
+            RegionInput::Coordinator(at) => {
+                if at != self.coordinator {
+                    self.coordinator = at;
+                    self.registered = false;
+                    self.asked.clear();
+                    if self.coordinator.is_some() {
+                        self.register(now);
+                    }
+                }
+            }
+            RegionInput::FromCoordinator(msg) => self.on_coordinator_msg(now, msg),
+            RegionInput::ShardEnded { shard, why } => self.on_shard_ended(now, shard, why),
+            RegionInput::Leave => {
+                if !self.leaving {
+                    self.leaving = true;
+                    self.tell_coordinator(ToCoordinator::GracefulShutdownReq);
+                    self.arm(now);
+                    self.check_done();
+                }
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let Some(at) = self.next_retry else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.next_retry = None;
+        if !self.registered {
+            self.register(now);
+            return;
+        }
+        let due: Vec<ShardId> = self
+            .asked
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for shard in due {
+            self.asked.remove(&shard);
+            self.ask(now, &shard);
+        }
+        if self.leaving && !self.done {
+            self.tell_coordinator(ToCoordinator::GracefulShutdownReq);
+            self.arm(now);
+        }
+        if !self.asked.is_empty() {
+            self.arm(now);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_retry
+    }
+
+    fn poll_output(&mut self) -> Option<RegionOutput<M>> {
+        self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! One region driven by hand.
+
+use flotilla_core::machine::drain;
+
+use super::*;
+use crate::testing::{epoch, node};
+
+type Out = RegionOutput<u32>;
+
+fn shard(n: u32) -> ShardId {
+    ShardId(n.to_string())
+}
+
+fn region() -> (Region<u32>, Instant) {
+    let now = epoch();
+    let mut r = Region::new(node(1), RegionSettings::default());
+    r.handle(now, RegionInput::Coordinator(Some(node(9))));
+    (r, now)
+}
+
+fn outs(r: &mut Region<u32>) -> Vec<Out> {
+    drain(r)
+        .into_iter()
+        .filter(|o| !matches!(o, RegionOutput::Log { .. }))
+        .collect()
+}
+
+fn to_c(msg: ToCoordinator) -> Out {
+    RegionOutput::ToCoordinator { to: node(9), msg }
+}
+
+fn deliver(r: &mut Region<u32>, now: Instant, s: u32, entity: &str, msg: u32) -> Vec<Out> {
+    r.handle(
+        now,
+        RegionInput::Deliver {
+            shard: shard(s),
+            entity: entity.into(),
+            msg,
+        },
+    );
+    outs(r)
+}
+
+fn from_c(r: &mut Region<u32>, now: Instant, msg: ToRegion) -> Vec<Out> {
+    r.handle(now, RegionInput::FromCoordinator(msg));
+    outs(r)
+}
+
+#[test]
+fn messages_wait_for_registration_and_the_home_then_go_there_in_order() {
+    let (mut r, now) = region();
+    assert_eq!(
+        outs(&mut r),
+        [to_c(ToCoordinator::Register(BTreeSet::new()))]
+    );
+    // Not registered yet: held, nothing asked.
+    assert!(deliver(&mut r, now, 1, "a", 10).is_empty());
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::RegisterAck),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))]
+    );
+    assert!(deliver(&mut r, now, 1, "b", 11).is_empty(), "asked once");
+    assert_eq!(r.held(), 2);
+    let got = from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(1),
+            region: node(2),
+        },
+    );
+    let forward = |entity: &str, msg| RegionOutput::Forward {
+        to: node(2),
+        shard: shard(1),
+        entity: entity.into(),
+        msg,
+    };
+    assert_eq!(got, [forward("a", 10), forward("b", 11)]);
+    assert_eq!(deliver(&mut r, now, 1, "a", 12), [forward("a", 12)]);
+    assert_eq!(r.held(), 0);
+}
+
+#[test]
+fn a_hosted_shard_starts_gets_its_messages_and_hands_off_on_request() {
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    deliver(&mut r, now, 3, "a", 1);
+    let got = from_c(&mut r, now, ToRegion::HostShard(shard(3)));
+    assert_eq!(
+        got,
+        [
+            RegionOutput::StartShard(shard(3)),
+            to_c(ToCoordinator::ShardStarted(shard(3))),
+            RegionOutput::ToShard {
+                shard: shard(3),
+                entity: "a".into(),
+                msg: 1
+            },
+        ]
+    );
+    // Hand-off: stop routing (ack), then the shard hands off, then ShardStopped.
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::BeginHandOff(shard(3))),
+        [to_c(ToCoordinator::BeginHandOffAck(shard(3)))]
+    );
+    assert_eq!(
+        deliver(&mut r, now, 3, "a", 2),
+        [to_c(ToCoordinator::GetShardHome(shard(3)))],
+        "held while the home moves"
+    );
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::HandOff(shard(3))),
+        [RegionOutput::HandOffShard(shard(3))]
+    );
+    r.handle(
+        now,
+        RegionInput::ShardEnded {
+            shard: shard(3),
+            why: Ended::HandedOff,
+        },
+    );
+    assert_eq!(outs(&mut r), [to_c(ToCoordinator::ShardStopped(shard(3)))]);
+    // HandOff of a shard not here: stopped at once.
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::HandOff(shard(4))),
+        [to_c(ToCoordinator::ShardStopped(shard(4)))]
+    );
+}
+
+#[test]
+fn unanswered_questions_and_registrations_are_sent_again() {
+    let (mut r, now) = region();
+    outs(&mut r);
+    r.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(
+        outs(&mut r),
+        [to_c(ToCoordinator::Register(BTreeSet::new()))]
+    );
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    deliver(&mut r, now, 1, "a", 1);
+    r.handle_timeout(now + Duration::from_secs(4));
+    assert_eq!(outs(&mut r), [to_c(ToCoordinator::GetShardHome(shard(1)))]);
+    // A new coordinator: register again, with the shards hosted here.
+    from_c(&mut r, now, ToRegion::HostShard(shard(5)));
+    outs(&mut r);
+    r.handle(now, RegionInput::Coordinator(Some(node(8))));
+    assert_eq!(
+        outs(&mut r),
+        [RegionOutput::ToCoordinator {
+            to: node(8),
+            msg: ToCoordinator::Register([shard(5)].into())
+        }]
+    );
+}
+
+#[test]
+fn leaving_asks_for_a_graceful_shutdown_until_every_shard_is_gone() {
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    from_c(&mut r, now, ToRegion::HostShard(shard(1)));
+    outs(&mut r);
+    r.handle(now, RegionInput::Leave);
+    assert_eq!(outs(&mut r), [to_c(ToCoordinator::GracefulShutdownReq)]);
+    r.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(outs(&mut r), [to_c(ToCoordinator::GracefulShutdownReq)]);
+    // No new shard while leaving.
+    assert!(from_c(&mut r, now, ToRegion::HostShard(shard(2))).is_empty());
+    from_c(&mut r, now, ToRegion::HandOff(shard(1)));
+    r.handle(
+        now,
+        RegionInput::ShardEnded {
+            shard: shard(1),
+            why: Ended::HandedOff,
+        },
+    );
+    assert_eq!(
+        outs(&mut r),
+        [
+            to_c(ToCoordinator::ShardStopped(shard(1))),
+            RegionOutput::Done
+        ]
+    );
+}
+
+#[test]
+fn the_hold_buffer_is_bounded_across_shards() {
+    let now = epoch();
+    let mut r = Region::new(
+        node(1),
+        RegionSettings {
+            buffer_size: 2,
+            ..RegionSettings::default()
+        },
+    );
+    deliver(&mut r, now, 1, "a", 1);
+    deliver(&mut r, now, 2, "b", 2);
+    assert_eq!(
+        deliver(&mut r, now, 3, "c", 3),
+        [RegionOutput::Dropped {
+            entity: "c".into(),
+            msg: 3
+        }]
+    );
+}
