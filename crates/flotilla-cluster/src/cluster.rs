@@ -330,8 +330,9 @@ impl Cluster {
         }
     }
 
-    /// The driver's published snapshots, for the cluster's own extensions (singletons).
-    pub(crate) fn snapshots(&self) -> watch::Receiver<Snapshot> {
+    /// Every snapshot the driver publishes, as a watch: the current one at once, then each
+    /// change (for extensions that follow membership, such as singletons and sharding).
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
         self.inner.snapshot.clone()
     }
 

@@ -656,17 +656,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let doc = include_str!("cluster_config.rs")
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| {
-                l.strip_prefix("//! ")
-                    .unwrap_or(l.trim_start_matches("//!"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let doc = crate::documented_toml(include_str!("cluster_config.rs"));
         let c = FlotillaConfig::from_toml_str(&doc).unwrap();
         assert_eq!(c.cluster.seeds().unwrap().len(), 2);
         assert_eq!(

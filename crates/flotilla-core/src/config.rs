@@ -69,6 +69,8 @@ pub struct FlotillaConfig {
     pub remote: RemoteSettings,
     /// Cluster membership, failure detection and the split-brain resolver.
     pub cluster: crate::ClusterSettings,
+    /// Cluster sharding.
+    pub sharding: crate::ShardingSettings,
 }
 
 impl FlotillaConfig {
@@ -84,6 +86,7 @@ impl FlotillaConfig {
         self.lease.validate()?;
         self.remote.validate()?;
         self.cluster.validate()?;
+        self.sharding.validate()?;
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {

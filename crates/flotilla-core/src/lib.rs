@@ -18,6 +18,7 @@ pub mod cluster_config;
 pub mod config;
 pub mod machine;
 pub mod path;
+pub mod sharding_config;
 
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use cluster_config::{
@@ -32,3 +33,21 @@ pub use config::{
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};
+pub use sharding_config::ShardingSettings;
+
+/// The first ```` ```toml ```` block of a module's doc comment, for tests that check that the
+/// documented example parses.
+#[cfg(test)]
+pub(crate) fn documented_toml(source: &str) -> String {
+    source
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| {
+            l.strip_prefix("//! ")
+                .unwrap_or(l.trim_start_matches("//!"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

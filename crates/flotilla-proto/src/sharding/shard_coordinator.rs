@@ -148,7 +148,9 @@ pub struct ShardCoordinator {
     settings: CoordinatorSettings,
     strategy: Box<dyn ShardAllocationStrategy>,
     state: CoordinatorState,
-    members: BTreeSet<UniqueAddress>,
+    /// The members whose regions must register before anything is allocated (`None` until
+    /// the driver has said).
+    members: Option<BTreeSet<UniqueAddress>>,
     handoffs: BTreeMap<ShardId, HandOff>,
     /// Askers waiting for a shard's home (until allocation is possible, or its hand-off ends).
     waiting: BTreeMap<ShardId, BTreeSet<UniqueAddress>>,
@@ -180,7 +182,7 @@ impl ShardCoordinator {
             settings,
             strategy,
             state: CoordinatorState::default(),
-            members: BTreeSet::new(),
+            members: None,
             handoffs: BTreeMap::new(),
             waiting: BTreeMap::new(),
             unacked_host: BTreeMap::new(),
@@ -240,9 +242,13 @@ impl ShardCoordinator {
             .collect()
     }
 
-    /// Whether every member's region has registered (nothing is allocated before).
+    /// Whether every member's region has registered (nothing is allocated before, nor before
+    /// the members are known).
     fn all_registered(&self) -> bool {
-        self.members
+        let Some(members) = &self.members else {
+            return false;
+        };
+        members
             .iter()
             .all(|m| self.state.regions().contains_key(m) || self.state.proxies().contains(m))
             && !self.state.regions().is_empty()
@@ -503,7 +509,7 @@ impl StateMachine for ShardCoordinator {
     fn handle(&mut self, now: Instant, input: CoordinatorInput) {
         match input {
             CoordinatorInput::Members(members) => {
-                self.members = members;
+                self.members = Some(members);
                 self.answer_waiting(now);
             }
             CoordinatorInput::Terminated(who) => self.on_terminated(now, &who),

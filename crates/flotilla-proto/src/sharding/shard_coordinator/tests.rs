@@ -85,6 +85,21 @@ fn home_msg(s: u32, r: u16) -> ToRegion {
 }
 
 #[test]
+fn nothing_is_allocated_before_the_members_are_known() {
+    let mut t = T::new();
+    t.from(1, ToCoordinator::Register(shards(&[])));
+    assert!(t.from(1, ToCoordinator::GetShardHome(shard(7))).is_empty());
+    let sent = {
+        t.members(&[1]);
+        t.sent()
+    };
+    assert_eq!(
+        sent,
+        [(1, ToRegion::HostShard(shard(7))), (1, home_msg(7, 1))]
+    );
+}
+
+#[test]
 fn a_shard_is_allocated_once_every_member_has_registered_and_then_answered_from_state() {
     let mut t = T::new();
     t.members(&[1, 2]);

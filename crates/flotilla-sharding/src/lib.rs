@@ -1,0 +1,394 @@
+//! Cluster sharding for Flotilla: entities addressed by id, placed in shards, shards placed on
+//! the cluster's nodes and moved as nodes come and go — with, optionally, a lease per shard so
+//! that a shard runs on at most one node at a time.
+//!
+//! ```text
+//!  EntityRef::tell ─▶ region (this node) ─▶ shard home here: the shard ─▶ the entity (a child)
+//!                                        └▶ home elsewhere: that node's region
+//!                                        └▶ unknown: held, the coordinator asked
+//!  coordinator: a cluster singleton (on the oldest member with the role), driving the pure
+//!  ShardCoordinator; regions register with it and re-register when it moves.
+//! ```
+//!
+//! Start it on every node with [`ClusterSharding::start`]; nodes without the role run a proxy
+//! region that only routes. Every decision is a pure machine in
+//! [`flotilla_proto::sharding`]; this crate carries their messages and does what they ask.
+//!
+//! Coordinated shutdown's `cluster-sharding-shutdown-region` phase hands every shard of the
+//! node off (entities stopped, leases released and awaited) before the node leaves.
+
+mod coordinator;
+mod region;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actor::{
+    Actor, ActorRef, ActorSystem, AskError, Phase, Props, RemoteMessage, ReplyTo, SpawnError,
+    SupervisorStrategy,
+};
+use flotilla_cluster::{Cluster, ClusterSingleton, SingletonError};
+use flotilla_core::{ShardingSettings, SingletonConfig};
+use flotilla_lease::{FencingToken, Lease, LeaseClient};
+use flotilla_proto::sharding::{
+    CoordinatorSettings, LeastShardAllocation, ShardCoordinator, ShardId,
+};
+use tokio::sync::oneshot;
+
+use coordinator::{CoordinatorActor, now};
+use region::{Factory, RegionActor, RegionLocal, RegionMsg, StopMessage};
+
+/// Why sharding could not start for an entity type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardingError {
+    /// The region actor could not be spawned (the type name is taken or not a valid name).
+    #[error("cannot start the shard region of {type_name:?}: {source}")]
+    Spawn {
+        /// The entity type.
+        type_name: String,
+        /// Why.
+        source: SpawnError,
+    },
+    /// The coordinator's singleton could not start.
+    #[error("cannot start the shard coordinator: {0}")]
+    Coordinator(#[from] SingletonError),
+    /// The `[sharding]` settings are not valid.
+    #[error("invalid sharding settings: {0}")]
+    Config(String),
+    /// Coordinated shutdown has already begun.
+    #[error("coordinated shutdown has already begun")]
+    ShuttingDown,
+}
+
+/// What an entity knows of itself: its id, its shard, a way to ask for its own passivation,
+/// and its shard's fencing token when leases are on.
+pub struct EntityContext<M: Send + 'static> {
+    entity_id: String,
+    shard_id: ShardId,
+    region: ActorRef<RegionMsg<M>>,
+    lease: Option<Lease>,
+}
+
+impl<M: Send + 'static> EntityContext<M> {
+    /// The entity's id.
+    pub fn entity_id(&self) -> &str {
+        &self.entity_id
+    }
+
+    /// Its shard's id.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id.0
+    }
+
+    /// Asks the shard to passivate this entity: it is sent its stop message, and messages that
+    /// arrive meanwhile start its next incarnation. Cheap to clone into the actor.
+    pub fn passivator(&self) -> Passivator<M> {
+        Passivator {
+            region: self.region.clone(),
+            shard: self.shard_id.clone(),
+            entity: self.entity_id.clone(),
+        }
+    }
+
+    /// The shard's lease, to read its fencing token before a write to an external store
+    /// ([`Lease::token`]); `None` without leases.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// The fencing token of the shard's current lease hold, if any.
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        self.lease.as_ref().and_then(Lease::token)
+    }
+}
+
+/// Asks for one entity's passivation (see [`EntityContext::passivator`]).
+pub struct Passivator<M: Send + 'static> {
+    region: ActorRef<RegionMsg<M>>,
+    shard: ShardId,
+    entity: String,
+}
+
+impl<M: Send + 'static> Clone for Passivator<M> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            shard: self.shard.clone(),
+            entity: self.entity.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> Passivator<M> {
+    /// Passivates the entity.
+    pub fn passivate(&self) {
+        self.region.tell(RegionMsg::Local(RegionLocal::Passivate {
+            shard: self.shard.clone(),
+            entity: self.entity.clone(),
+        }));
+    }
+}
+
+/// One entity type: its name, how its entities are made, and options.
+pub struct Entity<A: Actor> {
+    type_name: String,
+    factory: Factory<A>,
+    settings: Option<ShardingSettings>,
+    lease_client: Option<LeaseClient>,
+    stop_message: StopMessage<A::Msg>,
+}
+
+impl<A: Actor> Entity<A>
+where
+    A::Msg: RemoteMessage,
+{
+    /// Entities of `type_name`, each made by `factory` from its context.
+    pub fn new(
+        type_name: &str,
+        factory: impl Fn(&EntityContext<A::Msg>) -> Props<A> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            type_name: type_name.to_owned(),
+            factory: Arc::new(factory),
+            settings: None,
+            lease_client: None,
+            stop_message: None,
+        }
+    }
+
+    /// Uses these settings instead of the system's `[sharding]`.
+    #[must_use]
+    pub fn settings(mut self, settings: ShardingSettings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// The lease backend for the shards' leases (used when `use-lease` is on).
+    #[must_use]
+    pub fn lease_client(mut self, client: LeaseClient) -> Self {
+        self.lease_client = Some(client);
+        self
+    }
+
+    /// The message entities get on hand-off and passivation, instead of being stopped.
+    #[must_use]
+    pub fn stop_message(mut self, make: impl Fn() -> A::Msg + Send + Sync + 'static) -> Self {
+        self.stop_message = Some(Arc::new(make));
+        self
+    }
+}
+
+/// Cluster sharding's entry point.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSharding;
+
+impl ClusterSharding {
+    /// Starts sharding for `entity` on this node: its region (hosting shards when the node has
+    /// the role, a proxy otherwise) and its coordinator's singleton. Call it on every node.
+    pub fn start<A: Actor>(
+        system: &ActorSystem,
+        cluster: &Cluster,
+        entity: Entity<A>,
+    ) -> Result<ShardRegion<A::Msg>, ShardingError>
+    where
+        A::Msg: RemoteMessage,
+    {
+        let settings = entity
+            .settings
+            .unwrap_or_else(|| system.config().sharding.clone());
+        settings
+            .validate()
+            .map_err(|e| ShardingError::Config(e.to_string()))?;
+        if settings.use_lease && entity.lease_client.is_none() {
+            return Err(ShardingError::Config(
+                "use-lease needs a lease client: give one with Entity::lease_client".into(),
+            ));
+        }
+        let type_name = entity.type_name.clone();
+        let hosts = settings.role.is_empty() || cluster.settings().roles.contains(&settings.role);
+        let spawn_error = |source| ShardingError::Spawn {
+            type_name: type_name.clone(),
+            source,
+        };
+        // The coordinator reaches this node's region directly (set once the region exists).
+        let coordinator_settings = CoordinatorSettings {
+            rebalance_interval: settings.rebalance_interval,
+            handoff_timeout: settings.handoff_timeout,
+            host_retry: Duration::from_secs(1),
+        };
+        let strategy = LeastShardAllocation {
+            absolute_limit: settings.rebalance_absolute_limit,
+            relative_limit: settings.rebalance_relative_limit,
+        };
+        let local_region: Arc<std::sync::OnceLock<ActorRef<RegionMsg<A::Msg>>>> = Arc::default();
+        let singleton_config = SingletonConfig {
+            role: settings.role.clone(),
+            ..cluster.settings().singleton.clone()
+        };
+        let (c, name, region_slot) = (
+            cluster.clone(),
+            type_name.clone(),
+            Arc::clone(&local_region),
+        );
+        let role = settings.role.clone();
+        let singleton =
+            ClusterSingleton::builder(&format!("sharding-{type_name}-coordinator"), move || {
+                let (c, name, slot, role) = (
+                    c.clone(),
+                    name.clone(),
+                    Arc::clone(&region_slot),
+                    role.clone(),
+                );
+                let (cs, st) = (coordinator_settings.clone(), strategy.clone());
+                Props::new(move || CoordinatorActor::<A::Msg> {
+                    type_name: name.clone(),
+                    role: role.clone(),
+                    machine: ShardCoordinator::new(cs.clone(), Box::new(st.clone()), now()),
+                    cluster: c.clone(),
+                    local_region: Arc::clone(&slot),
+                })
+                .with_supervisor(SupervisorStrategy::stop())
+            })
+            .settings(singleton_config)
+            .start(system, cluster)?;
+        let coordinator = singleton.proxy().clone();
+        let region_actor = RegionActor::<A>::new(
+            type_name.clone(),
+            cluster.clone(),
+            settings,
+            hosts,
+            region::EntityParts {
+                factory: entity.factory,
+                stop_message: entity.stop_message,
+                lease_client: entity.lease_client,
+            },
+            coordinator,
+        );
+        let mut region_actor = Some(region_actor);
+        let props = Props::new(move || region_actor.take().expect("the region is never restarted"))
+            .with_supervisor(SupervisorStrategy::stop());
+        let region = system
+            .spawn(&format!("sharding-{type_name}"), props)
+            .map_err(spawn_error)?;
+        system.expose(&region);
+        let _ = local_region.set(region.clone());
+        let r = region.clone();
+        system
+            .coordinated_shutdown()
+            .add_task(
+                Phase::ClusterShardingShutdownRegion,
+                &format!("sharding-{type_name}-hand-off"),
+                move || async move {
+                    let (done, wait) = oneshot::channel();
+                    r.tell(RegionMsg::Local(RegionLocal::Leave(done)));
+                    let _ = wait.await;
+                },
+            )
+            .map_err(|_| ShardingError::ShuttingDown)?;
+        Ok(ShardRegion {
+            type_name,
+            region,
+            _coordinator: Arc::new(singleton),
+        })
+    }
+}
+
+/// Shards and entities of this node's region, for queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionState {
+    /// Each shard hosted here, with its running entities.
+    pub shards: std::collections::BTreeMap<String, Vec<String>>,
+    /// Messages waiting for a shard's home.
+    pub held: usize,
+}
+
+/// This node's region of one entity type.
+pub struct ShardRegion<M: Send + 'static> {
+    type_name: String,
+    region: ActorRef<RegionMsg<M>>,
+    _coordinator: Arc<ClusterSingleton<coordinator::CoordinatorMsg>>,
+}
+
+impl<M: Send + 'static> Clone for ShardRegion<M> {
+    fn clone(&self) -> Self {
+        Self {
+            type_name: self.type_name.clone(),
+            region: self.region.clone(),
+            _coordinator: Arc::clone(&self._coordinator),
+        }
+    }
+}
+
+impl<M: RemoteMessage> ShardRegion<M> {
+    /// The entity type.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The entity `id`, wherever it runs.
+    pub fn entity_ref(&self, id: &str) -> EntityRef<M> {
+        EntityRef {
+            id: id.to_owned(),
+            region: self.region.clone(),
+        }
+    }
+
+    /// The shards hosted here and their running entities.
+    pub async fn state(&self) -> RegionState {
+        let (tx, rx) = oneshot::channel();
+        self.region.tell(RegionMsg::Local(RegionLocal::State(tx)));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// One entity, addressed by id: messages go through this node's region to wherever it runs.
+pub struct EntityRef<M: Send + 'static> {
+    id: String,
+    region: ActorRef<RegionMsg<M>>,
+}
+
+impl<M: Send + 'static> Clone for EntityRef<M> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> EntityRef<M> {
+    /// The entity's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Sends a message, at most once.
+    pub fn tell(&self, msg: M) {
+        self.region.tell(RegionMsg::Local(RegionLocal::Tell {
+            entity: self.id.clone(),
+            msg,
+        }));
+    }
+
+    /// Asks and waits at most `timeout` for the answer.
+    pub async fn ask<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        let (reply, rx) = ReplyTo::channel();
+        self.tell(make(reply));
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(AskError::NoReply {
+                target: self.region.path().clone(),
+            }),
+            Err(_) => Err(AskError::Timeout {
+                target: self.region.path().clone(),
+                timeout,
+            }),
+        }
+    }
+}

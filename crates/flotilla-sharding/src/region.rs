@@ -1,0 +1,662 @@
+//! A shard region on a running node: the pure [`Region`] and its [`Shard`]s inside one actor,
+//! whose children are the entities.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use flotilla_actor::{
+    Actor, ActorError, ActorId, ActorRef, Context, Props, RemoteMessage, Terminated,
+};
+use flotilla_cluster::Cluster;
+use flotilla_core::{Address, ShardingSettings, StateMachine, UniqueAddress};
+use flotilla_lease::{AcquireOutcome, Lease, LeaseClient, LeaseName, ReleaseOutcome};
+use flotilla_proto::cluster::LogLevel;
+use flotilla_proto::cluster::singleton;
+use flotilla_proto::sharding::{
+    Ended, EntityId, Region, RegionInput, RegionOutput, Shard, ShardId, ShardInput, ShardOutput,
+    ShardSettings, ToRegion, shard_of,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::coordinator::{CoordinatorMsg, now};
+use crate::wire::{WireToCoordinator, WireToRegion};
+use crate::{EntityContext, RegionState};
+
+/// Where the region of `type_name` lives on the node at `node`.
+pub(crate) fn region_path(node: &Address, type_name: &str) -> String {
+    format!("{node}/user/sharding-{type_name}")
+}
+
+/// What a region receives.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
+pub(crate) enum RegionMsg<M> {
+    /// For an entity of a shard this region hosts (or should know the home of).
+    Deliver {
+        shard: String,
+        entity: String,
+        msg: M,
+    },
+    /// From the coordinator (its unique address).
+    FromCoordinator { from: String, msg: WireToRegion },
+    #[serde(skip)]
+    Local(RegionLocal<M>),
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> RemoteMessage for RegionMsg<M> {
+    const MANIFEST: &'static str = "flotilla.ShardRegion";
+}
+
+pub(crate) enum RegionLocal<M> {
+    /// From an `EntityRef` on this node.
+    Tell {
+        entity: String,
+        msg: M,
+    },
+    /// Where the coordinator runs now (the oldest member with the role).
+    CoordinatorAt(Option<UniqueAddress>),
+    LeaseAcquired {
+        shard: ShardId,
+        generation: u64,
+        granted: bool,
+    },
+    LeaseLost {
+        shard: ShardId,
+        generation: u64,
+    },
+    LeaseReleased {
+        shard: ShardId,
+        generation: u64,
+    },
+    Passivate {
+        shard: ShardId,
+        entity: EntityId,
+    },
+    Leave(oneshot::Sender<()>),
+    State(oneshot::Sender<RegionState>),
+    Tick,
+}
+
+/// The stop message entities get on hand-off and passivation (`None`: they are stopped).
+pub(crate) type StopMessage<M> = Option<Arc<dyn Fn() -> M + Send + Sync>>;
+
+/// Makes an entity's props.
+pub(crate) type Factory<A> =
+    Arc<dyn Fn(&EntityContext<<A as Actor>::Msg>) -> Props<A> + Send + Sync>;
+
+/// What the user gave about the entity type.
+pub(crate) struct EntityParts<A: Actor> {
+    pub(crate) factory: Factory<A>,
+    pub(crate) stop_message: StopMessage<A::Msg>,
+    pub(crate) lease_client: Option<LeaseClient>,
+}
+
+struct ShardDriver<M> {
+    machine: Shard<M>,
+    lease: Option<Lease>,
+    generation: u64,
+}
+
+pub(crate) struct RegionActor<A: Actor> {
+    type_name: String,
+    me: UniqueAddress,
+    settings: ShardingSettings,
+    machine: Region<A::Msg>,
+    factory: Factory<A>,
+    stop_message: StopMessage<A::Msg>,
+    coordinator: ActorRef<CoordinatorMsg>,
+    cluster: Cluster,
+    lease_client: Option<LeaseClient>,
+    shards: BTreeMap<ShardId, ShardDriver<A::Msg>>,
+    entities: BTreeMap<(ShardId, EntityId), ActorRef<A::Msg>>,
+    by_actor: BTreeMap<ActorId, (ShardId, EntityId)>,
+    expected_coordinator: Option<UniqueAddress>,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    done: bool,
+    next_generation: u64,
+}
+
+impl<A: Actor> RegionActor<A>
+where
+    A::Msg: Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(
+        type_name: String,
+        cluster: Cluster,
+        settings: ShardingSettings,
+        hosts_shards: bool,
+        parts: EntityParts<A>,
+        coordinator: ActorRef<CoordinatorMsg>,
+    ) -> Self {
+        let EntityParts {
+            factory,
+            stop_message,
+            lease_client,
+        } = parts;
+        let me = cluster.self_node().clone();
+        let machine = Region::new(
+            me.clone(),
+            flotilla_proto::sharding::RegionSettings {
+                hosts_shards,
+                retry_interval: settings.retry_interval,
+                buffer_size: settings.buffer_size,
+            },
+        );
+        Self {
+            type_name,
+            me,
+            settings,
+            machine,
+            factory,
+            stop_message,
+            coordinator,
+            cluster,
+            lease_client,
+            shards: BTreeMap::new(),
+            entities: BTreeMap::new(),
+            by_actor: BTreeMap::new(),
+            expected_coordinator: None,
+            leave_waiters: Vec::new(),
+            done: false,
+            next_generation: 0,
+        }
+    }
+
+    fn shard_settings(&self) -> ShardSettings {
+        let s = &self.settings;
+        ShardSettings {
+            use_lease: s.use_lease && self.lease_client.is_some(),
+            lease_retry_interval: s.lease_retry_interval,
+            handoff_timeout: s.handoff_timeout,
+            idle_timeout: (!s.passivation_idle_timeout.is_zero())
+                .then_some(s.passivation_idle_timeout),
+            active_entity_limit: (s.active_entity_limit > 0).then_some(s.active_entity_limit),
+            buffer_limit: s.buffer_size,
+        }
+    }
+
+    /// The lease of `shard`: `<system>-shard-<type>-<shard>`, lower-cased, other characters
+    /// as `-`.
+    fn lease_for(&self, shard: &ShardId) -> Option<Lease> {
+        let client = self.lease_client.as_ref()?;
+        let raw = format!(
+            "{}-shard-{}-{}",
+            self.me.address.system(),
+            self.type_name,
+            shard
+        );
+        let name: String = raw
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        match LeaseName::new(&name)
+            .map_err(|e| e.to_string())
+            .and_then(|n| client.lease(n).map_err(|e| e.to_string()))
+        {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                tracing::error!(entity_type = %self.type_name, "no lease for shard {shard} ({name}): {e}");
+                None
+            }
+        }
+    }
+
+    fn region_input(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, input: RegionInput<A::Msg>) {
+        self.machine.handle(now(), input);
+        self.drive_region(ctx);
+    }
+
+    fn drive_region(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                RegionOutput::ToCoordinator { msg, .. } => {
+                    self.coordinator.tell(CoordinatorMsg::FromRegion {
+                        from: self.me.to_string(),
+                        msg: WireToCoordinator::from(&msg),
+                    });
+                }
+                RegionOutput::StartShard(shard) => {
+                    self.next_generation += 1;
+                    let driver = ShardDriver {
+                        machine: Shard::new(&shard.0, self.shard_settings()),
+                        lease: if self.settings.use_lease {
+                            self.lease_for(&shard)
+                        } else {
+                            None
+                        },
+                        generation: self.next_generation,
+                    };
+                    metrics::gauge!("flotilla_sharding_shards", "entity_type" => self.type_name.clone())
+                        .increment(1.0);
+                    self.shards.insert(shard.clone(), driver);
+                    self.drive_shard(ctx, &shard);
+                }
+                RegionOutput::HandOffShard(shard) => {
+                    self.shard_input(ctx, &shard, ShardInput::HandOff);
+                }
+                RegionOutput::ToShard { shard, entity, msg } => {
+                    self.shard_input(ctx, &shard, ShardInput::Deliver { entity, msg });
+                }
+                RegionOutput::Forward {
+                    to,
+                    shard,
+                    entity,
+                    msg,
+                } => {
+                    let path = region_path(&to.address, &self.type_name);
+                    match ctx.system().remote_ref::<RegionMsg<A::Msg>>(&path) {
+                        Ok(region) => region.tell(RegionMsg::Deliver {
+                            shard: shard.0,
+                            entity,
+                            msg,
+                        }),
+                        Err(e) => tracing::warn!("cannot reach region {path}: {e}"),
+                    }
+                }
+                RegionOutput::Dropped { entity, .. } => {
+                    metrics::counter!("flotilla_sharding_dropped_total", "reason" => "buffer-full")
+                        .increment(1);
+                    tracing::warn!(entity_type = %self.type_name, "message for entity {entity} dropped: the region's buffer ({}) is full", self.settings.buffer_size);
+                }
+                RegionOutput::Done => {
+                    self.done = true;
+                    for w in self.leave_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+                RegionOutput::Log { level, text } => log(&self.type_name, level, &text),
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn shard_input(
+        &mut self,
+        ctx: &mut Context<RegionMsg<A::Msg>>,
+        shard: &ShardId,
+        input: ShardInput<A::Msg>,
+    ) {
+        if let Some(d) = self.shards.get_mut(shard) {
+            d.machine.handle(now(), input);
+            self.drive_shard(ctx, shard);
+        }
+    }
+
+    fn drive_shard(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, shard: &ShardId) {
+        loop {
+            let Some(d) = self.shards.get_mut(shard) else {
+                return;
+            };
+            let Some(out) = d.machine.poll_output() else {
+                break;
+            };
+            let generation = d.generation;
+            match out {
+                ShardOutput::AcquireLease => {
+                    let me = ctx.myself().clone();
+                    let shard = shard.clone();
+                    match d.lease.clone() {
+                        Some(lease) => {
+                            tokio::spawn(async move {
+                                let lost_to = me.clone();
+                                let lost_shard = shard.clone();
+                                let started = std::time::Instant::now();
+                                let outcome = lease
+                                    .acquire(move |cause| {
+                                        tracing::warn!(
+                                            "shard {lost_shard} lost its lease: {cause}"
+                                        );
+                                        lost_to.tell(RegionMsg::Local(RegionLocal::LeaseLost {
+                                            shard: lost_shard,
+                                            generation,
+                                        }));
+                                    })
+                                    .await;
+                                let granted = matches!(outcome, AcquireOutcome::Granted { .. });
+                                metrics::histogram!("flotilla_sharding_lease_acquire_seconds")
+                                    .record(started.elapsed().as_secs_f64());
+                                if !granted {
+                                    metrics::counter!(
+                                        "flotilla_sharding_lease_acquire_failures_total"
+                                    )
+                                    .increment(1);
+                                    tracing::info!(
+                                        "shard {shard}: lease {} not acquired: {outcome:?}",
+                                        lease.name()
+                                    );
+                                }
+                                me.tell(RegionMsg::Local(RegionLocal::LeaseAcquired {
+                                    shard,
+                                    generation,
+                                    granted,
+                                }));
+                            });
+                        }
+                        None => me.tell(RegionMsg::Local(RegionLocal::LeaseAcquired {
+                            shard,
+                            generation,
+                            granted: false,
+                        })),
+                    }
+                }
+                ShardOutput::ReleaseLease => {
+                    let me = ctx.myself().clone();
+                    let shard = shard.clone();
+                    let lease = d.lease.clone();
+                    tokio::spawn(async move {
+                        if let Some(lease) = lease {
+                            let started = std::time::Instant::now();
+                            match lease.release().await {
+                                ReleaseOutcome::Released | ReleaseOutcome::NotHeld => {}
+                                failed => {
+                                    metrics::counter!(
+                                        "flotilla_sharding_lease_release_failures_total"
+                                    )
+                                    .increment(1);
+                                    tracing::warn!(
+                                        "shard {shard}: releasing lease {} (owner {}) failed: {failed:?}; no other node can start this shard until the lease expires",
+                                        lease.name(),
+                                        lease.owner()
+                                    );
+                                }
+                            }
+                            metrics::histogram!("flotilla_sharding_lease_release_seconds")
+                                .record(started.elapsed().as_secs_f64());
+                        }
+                        me.tell(RegionMsg::Local(RegionLocal::LeaseReleased {
+                            shard,
+                            generation,
+                        }));
+                    });
+                }
+                ShardOutput::StartEntity(entity) => self.start_entity(ctx, shard, entity),
+                ShardOutput::Deliver { entity, msg } => {
+                    if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
+                        e.tell(msg);
+                    }
+                }
+                ShardOutput::StopEntity(entity) => {
+                    if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
+                        match &self.stop_message {
+                            Some(make) => e.tell(make()),
+                            None => e.stop(),
+                        }
+                    }
+                }
+                ShardOutput::ForceStop(entity) => {
+                    if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
+                        e.stop();
+                    }
+                }
+                ShardOutput::Bounce { entity, msg } => {
+                    self.machine.handle(
+                        now(),
+                        RegionInput::Bounced {
+                            shard: shard.clone(),
+                            entity,
+                            msg,
+                        },
+                    );
+                }
+                ShardOutput::Dropped { entity, .. } => {
+                    metrics::counter!("flotilla_sharding_dropped_total", "reason" => "shard-buffer-full")
+                        .increment(1);
+                    tracing::warn!(
+                        "shard {shard}: message for {entity} dropped: buffer full while acquiring the lease"
+                    );
+                }
+                ShardOutput::Ended(why) => {
+                    self.shards.remove(shard);
+                    metrics::gauge!("flotilla_sharding_shards", "entity_type" => self.type_name.clone())
+                        .decrement(1.0);
+                    self.machine.handle(
+                        now(),
+                        RegionInput::ShardEnded {
+                            shard: shard.clone(),
+                            why,
+                        },
+                    );
+                    if why == Ended::LeaseLost {
+                        metrics::counter!("flotilla_sharding_lease_lost_total").increment(1);
+                    }
+                    break;
+                }
+                ShardOutput::Log { level, text } => log(&self.type_name, level, &text),
+            }
+        }
+        self.drive_region(ctx);
+    }
+
+    fn start_entity(
+        &mut self,
+        ctx: &mut Context<RegionMsg<A::Msg>>,
+        shard: &ShardId,
+        entity: EntityId,
+    ) {
+        let ectx = EntityContext {
+            entity_id: entity.clone(),
+            shard_id: shard.clone(),
+            region: ctx.myself().clone(),
+            lease: self.shards.get(shard).and_then(|d| d.lease.clone()),
+        };
+        let props = (self.factory)(&ectx);
+        match ctx.spawn_anonymous(props) {
+            Ok(r) => {
+                ctx.watch(&r);
+                self.by_actor
+                    .insert(r.id(), (shard.clone(), entity.clone()));
+                self.entities.insert((shard.clone(), entity), r);
+            }
+            Err(e) => {
+                tracing::error!(entity_type = %self.type_name, "entity {entity} could not start: {e}");
+                self.shard_input(ctx, shard, ShardInput::EntityStopped(entity));
+            }
+        }
+    }
+
+    /// One timer at the earliest deadline of the region and its shards.
+    fn arm(&self, ctx: &mut Context<RegionMsg<A::Msg>>) {
+        let next = self
+            .shards
+            .values()
+            .filter_map(|d| d.machine.poll_timeout())
+            .chain(self.machine.poll_timeout())
+            .min();
+        if let Some(at) = next {
+            ctx.timers().start_single(
+                "tick",
+                RegionMsg::Local(RegionLocal::Tick),
+                at.saturating_duration_since(now()),
+            );
+        }
+    }
+}
+
+fn log(type_name: &str, level: LogLevel, text: &str) {
+    match level {
+        LogLevel::Info => tracing::info!(entity_type = %type_name, "sharding {type_name}: {text}"),
+        LogLevel::Warn => tracing::warn!(entity_type = %type_name, "sharding {type_name}: {text}"),
+    }
+}
+
+impl<A: Actor> Actor for RegionActor<A>
+where
+    A::Msg: Serialize + DeserializeOwned,
+{
+    type Msg = RegionMsg<A::Msg>;
+
+    async fn pre_start(&mut self, ctx: &mut Context<Self::Msg>) -> Result<(), ActorError> {
+        // The coordinator runs on the oldest member with the role: follow it.
+        let mut snapshots = self.cluster.snapshots();
+        let me = ctx.myself().clone();
+        let role = self.settings.role.clone();
+        tokio::spawn(async move {
+            let mut last: Option<Option<UniqueAddress>> = None;
+            loop {
+                let oldest = {
+                    let s = snapshots.borrow_and_update();
+                    singleton::oldest(&s.state.members, &role).map(|m| m.node.clone())
+                };
+                if last.as_ref() != Some(&oldest) {
+                    me.tell(RegionMsg::Local(RegionLocal::CoordinatorAt(oldest.clone())));
+                    last = Some(oldest);
+                }
+                if snapshots.changed().await.is_err() || me.is_stopped() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &mut Context<Self::Msg>,
+    ) -> Result<(), ActorError> {
+        match msg {
+            RegionMsg::Deliver { shard, entity, msg } => {
+                self.region_input(
+                    ctx,
+                    RegionInput::Deliver {
+                        shard: ShardId(shard),
+                        entity,
+                        msg,
+                    },
+                );
+            }
+            RegionMsg::FromCoordinator { from, msg } => {
+                let parsed = ToRegion::try_from(msg);
+                match (from.parse::<UniqueAddress>(), parsed) {
+                    (Ok(from), Ok(msg)) => {
+                        // Only the coordinator this region registers with acknowledges it.
+                        if msg == ToRegion::RegisterAck
+                            && self.expected_coordinator.as_ref() != Some(&from)
+                        {
+                            return Ok(());
+                        }
+                        self.region_input(ctx, RegionInput::FromCoordinator(msg));
+                    }
+                    (Err(e), _) => bad(&format!("sender {from:?}: {e}")),
+                    (_, Err(e)) => bad(&e),
+                }
+            }
+            RegionMsg::Local(local) => self.on_local(ctx, local),
+        }
+        Ok(())
+    }
+
+    async fn on_terminated(
+        &mut self,
+        t: Terminated,
+        ctx: &mut Context<Self::Msg>,
+    ) -> Result<(), ActorError> {
+        if let Some((shard, entity)) = self.by_actor.remove(&t.id) {
+            self.entities.remove(&(shard.clone(), entity.clone()));
+            self.shard_input(ctx, &shard, ShardInput::EntityStopped(entity));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&mut self, _ctx: &mut Context<Self::Msg>) {
+        for w in self.leave_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn bad(why: &str) {
+    metrics::counter!("flotilla_sharding_dropped_total", "reason" => "undecodable").increment(1);
+    tracing::warn!("shard region dropped a coordinator message: {why}");
+}
+
+impl<A: Actor> RegionActor<A>
+where
+    A::Msg: Serialize + DeserializeOwned,
+{
+    fn on_local(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, local: RegionLocal<A::Msg>) {
+        match local {
+            RegionLocal::Tell { entity, msg } => {
+                let shard = shard_of(&entity, self.settings.number_of_shards);
+                self.region_input(ctx, RegionInput::Deliver { shard, entity, msg });
+            }
+            RegionLocal::CoordinatorAt(at) => {
+                self.expected_coordinator.clone_from(&at);
+                self.region_input(ctx, RegionInput::Coordinator(at));
+            }
+            RegionLocal::LeaseAcquired {
+                shard,
+                generation,
+                granted,
+            } => {
+                if self.current(&shard, generation) {
+                    self.shard_input(ctx, &shard, ShardInput::LeaseAcquired(granted));
+                }
+            }
+            RegionLocal::LeaseLost { shard, generation } => {
+                if self.current(&shard, generation) {
+                    self.shard_input(ctx, &shard, ShardInput::LeaseLost);
+                }
+            }
+            RegionLocal::LeaseReleased { shard, generation } => {
+                if self.current(&shard, generation) {
+                    self.shard_input(ctx, &shard, ShardInput::LeaseReleased);
+                }
+            }
+            RegionLocal::Passivate { shard, entity } => {
+                self.shard_input(ctx, &shard, ShardInput::Passivate(entity));
+            }
+            RegionLocal::Leave(done) => {
+                if self.done {
+                    let _ = done.send(());
+                } else {
+                    self.leave_waiters.push(done);
+                    self.region_input(ctx, RegionInput::Leave);
+                }
+            }
+            RegionLocal::State(reply) => {
+                let mut shards: BTreeMap<String, Vec<String>> = self
+                    .machine
+                    .local_shards()
+                    .iter()
+                    .map(|s| (s.0.clone(), Vec::new()))
+                    .collect();
+                for (shard, entity) in self.entities.keys() {
+                    shards
+                        .entry(shard.0.clone())
+                        .or_default()
+                        .push(entity.clone());
+                }
+                let _ = reply.send(RegionState {
+                    shards,
+                    held: self.machine.held(),
+                });
+            }
+            RegionLocal::Tick => {
+                self.machine.handle_timeout(now());
+                let ids: Vec<ShardId> = self.shards.keys().cloned().collect();
+                for id in &ids {
+                    if let Some(d) = self.shards.get_mut(id) {
+                        d.machine.handle_timeout(now());
+                    }
+                    self.drive_shard(ctx, id);
+                }
+                self.drive_region(ctx);
+            }
+        }
+    }
+
+    fn current(&self, shard: &ShardId, generation: u64) -> bool {
+        self.shards
+            .get(shard)
+            .is_some_and(|d| d.generation == generation)
+    }
+}

@@ -1,0 +1,233 @@
+//! Sharding on three actor systems in one process, on 127.0.0.1, with a lease per shard from a
+//! shared in-memory backend: every entity is reachable from every node; a node that shuts down
+//! hands its shards off and, when its shutdown returns, holds no lease; its entities then answer
+//! from the other nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props, RemoteMessage, ReplyTo};
+use flotilla_cluster::{Cluster, MemberStatus, testing};
+use flotilla_core::{FlotillaConfig, LeaseSettings, ShardingSettings};
+use flotilla_lease::{LeaseBackend, LeaseClient, MemoryBackend, OwnerId};
+use flotilla_sharding::{ClusterSharding, Entity, ShardRegion};
+use serde::{Deserialize, Serialize};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(u64),
+    /// The node it runs on, its shard, its total.
+    Get(ReplyTo<(String, String, u64)>),
+}
+
+impl RemoteMessage for CounterMsg {
+    const MANIFEST: &'static str = "test.ShardedCounter";
+}
+
+struct Counter {
+    node: String,
+    shard: String,
+    total: u64,
+}
+
+impl Actor for Counter {
+    type Msg = CounterMsg;
+
+    async fn handle(
+        &mut self,
+        msg: CounterMsg,
+        _ctx: &mut Context<CounterMsg>,
+    ) -> Result<(), ActorError> {
+        match msg {
+            CounterMsg::Add(n) => self.total += n,
+            CounterMsg::Get(reply) => {
+                reply.send((self.node.clone(), self.shard.clone(), self.total));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Node {
+    system: ActorSystem,
+    cluster: Cluster,
+    region: ShardRegion<CounterMsg>,
+    owner: String,
+}
+
+fn settings() -> ShardingSettings {
+    ShardingSettings {
+        number_of_shards: 30,
+        rebalance_interval: Duration::from_secs(1),
+        retry_interval: Duration::from_millis(200),
+        lease_retry_interval: Duration::from_millis(300),
+        use_lease: true,
+        ..ShardingSettings::default()
+    }
+}
+
+async fn cluster_of(n: usize, backend: &MemoryBackend) -> Vec<Node> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let config = FlotillaConfig {
+            remote: flotilla_remote::testing::fast_settings(),
+            cluster: testing::fast_settings(),
+            ..FlotillaConfig::default()
+        };
+        let system = ActorSystem::builder("sharded")
+            .config(config)
+            .remote("127.0.0.1", 0)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cluster = Cluster::start(&system).unwrap_or_else(|e| panic!("{e}"));
+        nodes.push((system, cluster));
+    }
+    let seed = nodes[0].1.self_address().clone();
+    for (_, c) in &nodes {
+        c.join_seed_nodes(vec![seed.clone()]);
+        assert!(c.when_up().await);
+    }
+    for (_, c) in &nodes {
+        wait_until("all Up", || {
+            let s = c.state();
+            s.members.len() == n && s.members.iter().all(|m| m.status == MemberStatus::Up)
+        })
+        .await;
+    }
+    let mut out = Vec::new();
+    for (system, cluster) in nodes {
+        let owner = cluster.self_address().to_string();
+        let client = LeaseClient::start(
+            &system,
+            Arc::new(backend.clone()),
+            LeaseSettings {
+                heartbeat_timeout: Duration::from_secs(3),
+                heartbeat_interval: Duration::from_millis(300),
+                ..LeaseSettings::default()
+            },
+            OwnerId::new(&owner).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let node = owner.clone();
+        let entity = Entity::new("counter", move |ctx| {
+            let (node, shard) = (node.clone(), ctx.shard_id().to_owned());
+            Props::new(move || Counter {
+                node: node.clone(),
+                shard: shard.clone(),
+                total: 0,
+            })
+        })
+        .settings(settings())
+        .lease_client(client);
+        let region =
+            ClusterSharding::start(&system, &cluster, entity).unwrap_or_else(|e| panic!("{e}"));
+        out.push(Node {
+            system,
+            cluster,
+            region,
+            owner,
+        });
+    }
+    out
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "not within {LIMIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks entity `id` through `region` until it answers.
+async fn get(region: &ShardRegion<CounterMsg>, id: &str) -> (String, String, u64) {
+    let start = tokio::time::Instant::now();
+    loop {
+        match region
+            .entity_ref(id)
+            .ask(CounterMsg::Get, Duration::from_millis(1000))
+            .await
+        {
+            Ok(answer) => return answer,
+            Err(e) => assert!(start.elapsed() < LIMIT, "{id} never answered: {e}"),
+        }
+    }
+}
+
+async fn held_by(backend: &MemoryBackend, owner: &str) -> Vec<String> {
+    backend
+        .list()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.owner == owner && r.expires_in.is_some_and(|d| !d.is_zero()))
+        .map(|r| r.name.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_answer_from_every_node_and_a_leaving_node_releases_every_lease_before_it_exits() {
+    let backend = MemoryBackend::new();
+    let nodes = cluster_of(3, &backend).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("counter-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        nodes[i % 3].region.entity_ref(id).tell(CounterMsg::Add(1));
+    }
+    // Asked through another node's region: the question may overtake the Add (they travel
+    // different paths), so ask until it has arrived — exactly once.
+    let mut hosts = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let start = tokio::time::Instant::now();
+        let (node, total) = loop {
+            let (node, _, total) = get(&nodes[(i + 1) % 3].region, id).await;
+            if total > 0 || start.elapsed() > LIMIT {
+                break (node, total);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(total, 1, "{id}");
+        hosts.insert(node);
+    }
+    assert_eq!(hosts.len(), 3, "entities run on every node");
+    // Each shard runs in one place, under its lease.
+    let mut per_node = Vec::new();
+    for n in &nodes {
+        let state = n.region.state().await;
+        per_node.push(state.shards.len());
+        assert_eq!(held_by(&backend, &n.owner).await.len(), state.shards.len());
+    }
+    assert!(per_node.iter().all(|c| *c > 0), "{per_node:?}");
+
+    // Node 2 shuts down: its shards are handed off and every lease released before it exits.
+    let leaving = nodes[2].owner.clone();
+    let outcome = nodes[2].system.terminate().await;
+    let report = format!("{:?}", outcome.report);
+    assert!(!report.contains("TimedOut"), "{report}");
+    assert!(
+        held_by(&backend, &leaving).await.is_empty(),
+        "the leaver still holds {:?}",
+        held_by(&backend, &leaving).await
+    );
+    // Its entities answer from the others (their state started afresh: entities are not
+    // persistent here).
+    for id in &ids {
+        let (node, _, _) = get(&nodes[0].region, id).await;
+        assert_ne!(node, leaving, "{id}");
+    }
+    let remaining: usize = {
+        let mut total = 0;
+        for n in &nodes[..2] {
+            total += n.region.state().await.shards.len();
+        }
+        total
+    };
+    assert!(remaining >= 20, "{remaining} shards live on the survivors");
+    let _ = &nodes[0].cluster;
+}
