@@ -107,6 +107,21 @@ impl OwnerId {
     }
 }
 
+/// The leases held by owners that are not among `members` (the owner ids of the cluster's
+/// current members): zombie leases. A lease that is still held but whose owner has left the
+/// cluster blocks its resource until it expires — typically a node that went away without
+/// releasing. Records with nothing left to their hold (`expires_in` zero) are not held.
+pub fn zombies<'a>(
+    records: &'a [LeaseRecord],
+    members: &std::collections::BTreeSet<String>,
+) -> Vec<&'a LeaseRecord> {
+    records
+        .iter()
+        .filter(|r| !members.contains(&r.owner))
+        .filter(|r| r.expires_in.is_none_or(|d| !d.is_zero()))
+        .collect()
+}
+
 impl fmt::Display for OwnerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -179,6 +194,28 @@ pub trait LeaseBackend: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zombies_are_held_leases_of_owners_outside_the_cluster() {
+        let record = |name: &str, owner: &str, left: u64| LeaseRecord {
+            name: LeaseName::new(name).unwrap_or_else(|e| panic!("{e}")),
+            owner: owner.into(),
+            token: FencingToken(1),
+            acquired_at: None,
+            expires_in: Some(Duration::from_secs(left)),
+        };
+        let records = [
+            record("shard-1", "a", 10),
+            record("shard-2", "gone", 10),
+            record("shard-3", "gone", 0),
+        ];
+        let members = ["a".to_owned()].into();
+        let z: Vec<&str> = zombies(&records, &members)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(z, ["shard-2"]);
+    }
 
     #[test]
     fn names_are_valid_for_every_backend() {

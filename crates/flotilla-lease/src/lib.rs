@@ -26,7 +26,9 @@ pub mod memory;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use backend::{FencingToken, LeaseBackend, LeaseName, LeaseRecord, NameError, OwnerId};
+pub use backend::{
+    FencingToken, LeaseBackend, LeaseName, LeaseRecord, NameError, OwnerId, zombies,
+};
 pub use client::{LeaseClient, LeaseError};
 pub use lease::{AcquireOutcome, Lease, LeaseEvent, LostCause, ReleaseOutcome};
 pub use memory::MemoryBackend;

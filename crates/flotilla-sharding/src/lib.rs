@@ -30,7 +30,7 @@ use flotilla_actor::{
 };
 use flotilla_cluster::{Cluster, ClusterSingleton, SingletonError};
 use flotilla_core::{ShardingSettings, SingletonConfig};
-use flotilla_lease::{FencingToken, Lease, LeaseClient};
+use flotilla_lease::{FencingToken, Lease, LeaseBackend, LeaseClient, LeaseRecord};
 use flotilla_proto::sharding::{
     CoordinatorSettings, LeastShardAllocation, ShardCoordinator, ShardId,
 };
@@ -290,9 +290,32 @@ impl ClusterSharding {
         Ok(ShardRegion {
             type_name,
             region,
+            system: system.clone(),
+            cluster: cluster.clone(),
             _coordinator: Arc::new(singleton),
         })
     }
+}
+
+/// The leases in `backend` held by owners that are not members of `cluster` now — zombie
+/// leases, which block their shards until they expire. Members' owner ids are derived as a
+/// node derives its own (`lease.owner` is per node; this assumes the default, the node's
+/// address without its incarnation). The same check is `flotilla leases --zombies`.
+pub async fn zombie_leases(
+    cluster: &Cluster,
+    backend: &dyn LeaseBackend,
+) -> Result<Vec<LeaseRecord>, String> {
+    let members: std::collections::BTreeSet<String> = cluster
+        .state()
+        .members
+        .iter()
+        .map(|m| m.node.address.to_string())
+        .collect();
+    let records = backend.list().await?;
+    Ok(flotilla_lease::zombies(&records, &members)
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// Shards and entities of this node's region, for queries.
@@ -308,6 +331,8 @@ pub struct RegionState {
 pub struct ShardRegion<M: Send + 'static> {
     type_name: String,
     region: ActorRef<RegionMsg<M>>,
+    system: ActorSystem,
+    cluster: Cluster,
     _coordinator: Arc<ClusterSingleton<coordinator::CoordinatorMsg>>,
 }
 
@@ -316,6 +341,8 @@ impl<M: Send + 'static> Clone for ShardRegion<M> {
         Self {
             type_name: self.type_name.clone(),
             region: self.region.clone(),
+            system: self.system.clone(),
+            cluster: self.cluster.clone(),
             _coordinator: Arc::clone(&self._coordinator),
         }
     }
@@ -333,6 +360,36 @@ impl<M: RemoteMessage> ShardRegion<M> {
             id: id.to_owned(),
             region: self.region.clone(),
         }
+    }
+
+    /// Shards and running entities per member's region, asked of every Up member (a region
+    /// that does not answer within `timeout` is left out).
+    pub async fn cluster_stats(
+        &self,
+        timeout: Duration,
+    ) -> std::collections::BTreeMap<String, (usize, usize)> {
+        let mut out = std::collections::BTreeMap::new();
+        for m in self.cluster.state().members {
+            if m.status != flotilla_cluster::MemberStatus::Up {
+                continue;
+            }
+            let region = if m.node == *self.cluster.self_node() {
+                Some(self.region.clone())
+            } else {
+                self.system
+                    .remote_ref::<RegionMsg<M>>(&region::region_path(
+                        &m.node.address,
+                        &self.type_name,
+                    ))
+                    .ok()
+            };
+            if let Some(r) = region
+                && let Ok(stats) = r.ask(RegionMsg::Stats, timeout).await
+            {
+                out.insert(m.node.address.to_string(), stats);
+            }
+        }
+        out
     }
 
     /// The shards hosted here and their running entities.

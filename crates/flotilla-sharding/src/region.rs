@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flotilla_actor::{
-    Actor, ActorError, ActorId, ActorRef, Context, Props, RemoteMessage, Terminated,
+    Actor, ActorError, ActorId, ActorRef, Context, Props, RemoteMessage, ReplyTo, Terminated,
 };
 use flotilla_cluster::Cluster;
 use flotilla_core::{Address, ShardingSettings, StateMachine, UniqueAddress};
@@ -41,6 +41,8 @@ pub(crate) enum RegionMsg<M> {
     },
     /// From the coordinator (its unique address).
     FromCoordinator { from: String, msg: WireToRegion },
+    /// How many shards and running entities this region has.
+    Stats(ReplyTo<(usize, usize)>),
     #[serde(skip)]
     Local(RegionLocal<M>),
 }
@@ -548,6 +550,9 @@ where
                     (Err(e), _) => bad(&format!("sender {from:?}: {e}")),
                     (_, Err(e)) => bad(&e),
                 }
+            }
+            RegionMsg::Stats(reply) => {
+                reply.send((self.machine.local_shards().len(), self.entities.len()));
             }
             RegionMsg::Local(local) => self.on_local(ctx, local),
         }

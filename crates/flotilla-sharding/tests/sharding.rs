@@ -204,6 +204,23 @@ async fn entities_answer_from_every_node_and_a_leaving_node_releases_every_lease
         assert_eq!(held_by(&backend, &n.owner).await.len(), state.shards.len());
     }
     assert!(per_node.iter().all(|c| *c > 0), "{per_node:?}");
+    // The same, asked of every region from one node.
+    let stats = nodes[1].region.cluster_stats(Duration::from_secs(5)).await;
+    assert_eq!(stats.len(), 3, "{stats:?}");
+    assert_eq!(
+        stats.values().map(|(_, e)| e).sum::<usize>(),
+        60,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats
+            .values()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .iter()
+            .sum::<usize>(),
+        per_node.iter().sum::<usize>()
+    );
 
     // Node 2 shuts down: its shards are handed off and every lease released before it exits.
     let leaving = nodes[2].owner.clone();
@@ -229,5 +246,19 @@ async fn entities_answer_from_every_node_and_a_leaving_node_releases_every_lease
         total
     };
     assert!(remaining >= 20, "{remaining} shards live on the survivors");
-    let _ = &nodes[0].cluster;
+    // No zombie: every lease is held by a member. One taken by a stranger is one.
+    let zombies = flotilla_sharding::zombie_leases(&nodes[0].cluster, &backend).await;
+    assert_eq!(zombies.map(|z| z.len()), Ok(0));
+    let name = flotilla_lease::LeaseName::new("sharded-shard-counter-999")
+        .unwrap_or_else(|e| panic!("{e}"));
+    backend.take_over(
+        &name,
+        "flotilla://sharded@10.9.9.9:2552",
+        Duration::from_secs(60),
+    );
+    let zombies = flotilla_sharding::zombie_leases(&nodes[0].cluster, &backend)
+        .await
+        .unwrap_or_default();
+    assert_eq!(zombies.len(), 1);
+    assert_eq!(zombies[0].owner, "flotilla://sharded@10.9.9.9:2552");
 }

@@ -86,6 +86,29 @@ async fn lists_etcd_leases() {
     .unwrap();
     assert!(ok, "{stderr}");
     assert_listed(&stdout);
+    // With the first owner a member, only the other's lease is a zombie.
+    let endpoint = server.endpoint();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        flotilla(&[
+            "leases",
+            "--backend",
+            "etcd",
+            "--endpoint",
+            &endpoint,
+            "--zombies",
+            "--member",
+            "flotilla://orders@10.0.0.1:2552",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[1].starts_with("shard-2") && lines[1].contains("node-b"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

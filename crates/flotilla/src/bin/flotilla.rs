@@ -102,6 +102,13 @@ struct LeasesArgs {
     /// Kubernetes: an API server URL to use instead of the kubeconfig, without credentials.
     #[arg(long)]
     api_server: Option<String>,
+    /// List only zombie leases: held by owners that are not among the `--member`s (the
+    /// cluster's current members' owner ids, by default their addresses).
+    #[arg(long, requires = "members")]
+    zombies: bool,
+    /// A current member's lease owner id (repeatable), for `--zombies`.
+    #[arg(long = "member")]
+    members: Vec<String>,
 }
 
 impl LeasesArgs {
@@ -185,6 +192,12 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(flotilla::node::run(options))?;
         }
         Command::Leases(args) => {
+            let zombies_of = args.zombies.then(|| {
+                args.members
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+            });
             let records = runtime.block_on(async {
                 let backend = flotilla::leases::connect(args.choice()).await?;
                 backend
@@ -193,6 +206,13 @@ fn main() -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("cannot list the {} leases", backend.kind()))
             })?;
+            let records = match &zombies_of {
+                Some(members) => flotilla::lease::zombies(&records, members)
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+                None => records,
+            };
             print!(
                 "{}",
                 flotilla::leases::table(&records, std::time::SystemTime::now())
