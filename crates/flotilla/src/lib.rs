@@ -26,6 +26,7 @@ pub use flotilla_lease_etcd as lease_etcd;
 pub use flotilla_lease_kubernetes as lease_kubernetes;
 pub use flotilla_proto as proto;
 pub use flotilla_remote as remote;
+pub use flotilla_sharding as sharding;
 
 pub mod demo;
 pub mod leases;

@@ -12,7 +12,8 @@
 //!  HostShard(s) ─▶ StartShard(s), ShardStarted
 //!  BeginHandOff(s) ─▶ forget s's home (hold from now), BeginHandOffAck
 //!  HandOff(s) ─▶ the local shard hands off; its end ─▶ ShardStopped (at once when not here)
-//!  Leave ─▶ GracefulShutdownReq (again every retry-interval) until no shard is left here ─▶ Done
+//!  Leave ─▶ GracefulShutdownReq (again every retry-interval) until no shard is left here and
+//!          nothing is held ─▶ Done
 //!  coordinator moved ─▶ Register again, with the shards hosted here
 //! ```
 //!
@@ -301,6 +302,7 @@ impl<M> Region<M> {
                 }
                 self.homes.insert(shard.clone(), region);
                 self.release_held(now, &shard);
+                self.check_done();
             }
             ToRegion::HostShard(shard) => {
                 if self.leaving {
@@ -361,12 +363,15 @@ impl<M> Region<M> {
         self.check_done();
     }
 
+    /// Done once no shard runs here and nothing is held: messages the leaving region still
+    /// holds (handed back by its stopping shards, or arrived meanwhile) go to their new homes
+    /// first.
     fn check_done(&mut self) {
-        if self.leaving && !self.done && self.local.is_empty() {
+        if self.leaving && !self.done && self.local.is_empty() && self.held_count == 0 {
             self.done = true;
             self.log(
                 LogLevel::Info,
-                "every shard of this region is handed off".into(),
+                "every shard of this region is handed off and every held message passed on".into(),
             );
             self.out.push_back(RegionOutput::Done);
         }

@@ -183,6 +183,54 @@ fn leaving_asks_for_a_graceful_shutdown_until_every_shard_is_gone() {
 }
 
 #[test]
+fn a_leaving_region_passes_on_what_it_holds_before_it_is_done() {
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    from_c(&mut r, now, ToRegion::HostShard(shard(1)));
+    outs(&mut r);
+    r.handle(now, RegionInput::Leave);
+    from_c(&mut r, now, ToRegion::HandOff(shard(1)));
+    // The stopping shard hands a message back; then it ends.
+    r.handle(
+        now,
+        RegionInput::Bounced {
+            shard: shard(1),
+            entity: "a".into(),
+            msg: 7,
+        },
+    );
+    r.handle(
+        now,
+        RegionInput::ShardEnded {
+            shard: shard(1),
+            why: Ended::HandedOff,
+        },
+    );
+    let got = outs(&mut r);
+    assert!(!got.contains(&RegionOutput::Done), "{got:?}");
+    let got = from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(1),
+            region: node(2),
+        },
+    );
+    assert_eq!(
+        got,
+        [
+            RegionOutput::Forward {
+                to: node(2),
+                shard: shard(1),
+                entity: "a".into(),
+                msg: 7
+            },
+            RegionOutput::Done
+        ]
+    );
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(
