@@ -240,6 +240,7 @@ where
                         .increment(1.0);
                     self.shards.insert(shard.clone(), driver);
                     self.drive_shard(ctx, &shard);
+                    self.update_waiting();
                 }
                 RegionOutput::HandOffShard(shard) => {
                     self.shard_input(ctx, &shard, ShardInput::HandOff);
@@ -429,6 +430,7 @@ where
                     if why == Ended::LeaseLost {
                         metrics::counter!("flotilla_sharding_lease_lost_total").increment(1);
                     }
+                    self.update_waiting();
                     break;
                 }
                 ShardOutput::Log { level, text } => log(&self.type_name, level, &text),
@@ -605,6 +607,7 @@ where
                 if self.current(&shard, generation) {
                     self.shard_input(ctx, &shard, ShardInput::LeaseAcquired(granted));
                 }
+                self.update_waiting();
             }
             RegionLocal::LeaseLost { shard, generation } => {
                 if self.current(&shard, generation) {
@@ -657,6 +660,19 @@ where
                 self.drive_region(ctx);
             }
         }
+    }
+
+    /// The gauge of shards waiting for their lease (updated when a lease answer or a shard's
+    /// start or end may have changed it).
+    fn update_waiting(&self) {
+        let waiting = self
+            .shards
+            .values()
+            .filter(|d| d.machine.phase_name() == "acquiring-lease")
+            .count();
+        #[allow(clippy::cast_precision_loss)] // a count of shards
+        metrics::gauge!("flotilla_sharding_shards_waiting_for_lease", "entity_type" => self.type_name.clone())
+            .set(waiting as f64);
     }
 
     fn current(&self, shard: &ShardId, generation: u64) -> bool {

@@ -174,6 +174,10 @@ async fn held_by(backend: &MemoryBackend, owner: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_answer_from_every_node_and_a_leaving_node_releases_every_lease_before_it_exits() {
+    // The one test in this binary: it installs the process-wide metrics recorder.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap_or_else(|e| panic!("{e}"));
     let backend = MemoryBackend::new();
     let nodes = cluster_of(3, &backend).await;
     let ids: Vec<String> = (0..60).map(|i| format!("counter-{i}")).collect();
@@ -246,6 +250,46 @@ async fn entities_answer_from_every_node_and_a_leaving_node_releases_every_lease
         total
     };
     assert!(remaining >= 20, "{remaining} shards live on the survivors");
+    // Lease operations were measured; no shard is left waiting for its lease.
+    let names: Vec<(String, f64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| {
+            let value = match v {
+                metrics_util::debugging::DebugValue::Gauge(g) => g.into_inner(),
+                metrics_util::debugging::DebugValue::Counter(c) => c as f64,
+                metrics_util::debugging::DebugValue::Histogram(h) => h.len() as f64,
+            };
+            (k.key().name().to_owned(), value)
+        })
+        .collect();
+    let value = |name: &str| {
+        names
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        value("flotilla_sharding_lease_acquire_seconds")
+            .iter()
+            .sum::<f64>()
+            >= 30.0
+    );
+    assert!(
+        value("flotilla_sharding_lease_release_seconds")
+            .iter()
+            .sum::<f64>()
+            >= 1.0
+    );
+    assert_eq!(
+        value("flotilla_sharding_shards_waiting_for_lease")
+            .iter()
+            .sum::<f64>(),
+        0.0,
+        "{names:?}"
+    );
     // No zombie: every lease is held by a member. One taken by a stranger is one.
     let zombies = flotilla_sharding::zombie_leases(&nodes[0].cluster, &backend).await;
     assert_eq!(zombies.map(|z| z.len()), Ok(0));
