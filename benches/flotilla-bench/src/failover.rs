@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             seeds,
             config: None,
             fast,
+            counters: None,
         }));
     }
     if cli.nodes < 3 {
@@ -127,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         seeds: Vec::new(),
         config: None,
         fast: cli.fast,
+        counters: None,
     })?;
     let fd = &config.cluster.failure_detector;
     let stable = config.cluster.split_brain_resolver.stable_after;

@@ -103,13 +103,16 @@ where
     ) -> Result<(), ActorError> {
         match msg {
             CoordinatorMsg::FromRegion { from, msg } => match from.parse::<UniqueAddress>() {
-                Ok(from) => self.machine.handle(
-                    now(),
-                    CoordinatorInput::Received {
-                        from,
-                        msg: msg.into(),
-                    },
-                ),
+                Ok(from) => {
+                    tracing::debug!(entity_type = %self.type_name, "from region {from}: {msg:?}");
+                    self.machine.handle(
+                        now(),
+                        CoordinatorInput::Received {
+                            from,
+                            msg: msg.into(),
+                        },
+                    );
+                }
                 Err(e) => {
                     metrics::counter!("flotilla_sharding_dropped_total", "reason" => "bad-sender")
                         .increment(1);

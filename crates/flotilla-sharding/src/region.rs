@@ -541,6 +541,7 @@ where
                 let parsed = ToRegion::try_from(msg);
                 match (from.parse::<UniqueAddress>(), parsed) {
                     (Ok(from), Ok(msg)) => {
+                        tracing::debug!(entity_type = %self.type_name, "from the coordinator at {from}: {msg:?}");
                         // Only the coordinator this region registers with acknowledges it.
                         if msg == ToRegion::RegisterAck
                             && self.expected_coordinator.as_ref() != Some(&from)

@@ -39,6 +39,27 @@ pub struct NodeOptions {
     /// Use the fast settings of tests and demos (failures noticed within seconds) instead of
     /// the configured ones.
     pub fast: bool,
+    /// Run sharded counters too (see [`ShardedCounters`]).
+    pub counters: Option<ShardedCounters>,
+}
+
+/// A sharded demo entity type, `counter`, on the node: entities `c0` … `c<n-1>` get a message
+/// from every node in turn (each entity about every 10 s, from each node), and every entity start and stop is
+/// printed with its shard's fencing token and the wall-clock time, so that a checker outside
+/// the processes can prove that no entity ran on two nodes at once:
+///
+/// ```text
+/// entity-start c17 42 7 1764060000123456789   entity, shard, fencing token (- without a lease), ns
+/// entity-stop c17 42 1764060001123456789
+/// ```
+#[derive(Debug, Clone)]
+pub struct ShardedCounters {
+    /// How many entities the traffic reaches.
+    pub entities: u32,
+    /// How many shards (`sharding.number-of-shards`).
+    pub shards: u32,
+    /// An etcd endpoint: each shard then holds the lease `<system>-shard-counter-<shard>` there.
+    pub etcd: Option<String>,
 }
 
 /// Loads the configuration the options name.
@@ -62,6 +83,7 @@ pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
         config.cluster.seed_nodes = configured.seed_nodes;
         config.cluster.discovery = configured.discovery;
         config.cluster.roles = configured.roles;
+        config.cluster.min_nr_of_members = configured.min_nr_of_members;
     }
     Ok(config)
 }
@@ -98,6 +120,10 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
             cluster.join(cluster.self_address().clone());
         }
     }
+    let traffic = match &options.counters {
+        Some(c) => Some(start_counters(&system, &cluster, c).await?),
+        None => None,
+    };
     let watcher = {
         let system = system.clone();
         tokio::spawn(async move {
@@ -116,8 +142,133 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     };
     let outcome = system.coordinated_shutdown().completed().await;
     watcher.abort();
+    if let Some(t) = traffic {
+        t.abort();
+    }
     say(&format!("shutdown {}", outcome.reason));
     Ok(())
+}
+
+/// The demo counter entity (see [`ShardedCounters`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum CounterMsg {
+    /// Add to the total.
+    Add(u64),
+}
+
+impl flotilla_actor::RemoteMessage for CounterMsg {
+    const MANIFEST: &'static str = "flotilla.demo.Counter";
+}
+
+struct Counter {
+    entity: String,
+    shard: String,
+    token: String,
+    total: u64,
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+impl flotilla_actor::Actor for Counter {
+    type Msg = CounterMsg;
+
+    async fn pre_start(
+        &mut self,
+        _ctx: &mut flotilla_actor::Context<CounterMsg>,
+    ) -> Result<(), flotilla_actor::ActorError> {
+        say(&format!(
+            "entity-start {} {} {} {}",
+            self.entity,
+            self.shard,
+            self.token,
+            nanos()
+        ));
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        msg: CounterMsg,
+        _ctx: &mut flotilla_actor::Context<CounterMsg>,
+    ) -> Result<(), flotilla_actor::ActorError> {
+        let CounterMsg::Add(n) = msg;
+        self.total += n;
+        Ok(())
+    }
+
+    async fn post_stop(&mut self, _ctx: &mut flotilla_actor::Context<CounterMsg>) {
+        say(&format!(
+            "entity-stop {} {} {}",
+            self.entity,
+            self.shard,
+            nanos()
+        ));
+    }
+}
+
+/// Starts the counters and their traffic; returns the traffic task.
+async fn start_counters(
+    system: &ActorSystem,
+    cluster: &Cluster,
+    c: &ShardedCounters,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut settings = system.config().sharding.clone();
+    settings.number_of_shards = c.shards;
+    let mut entity = flotilla_sharding::Entity::new("counter", |ctx| {
+        let (entity, shard) = (ctx.entity_id().to_owned(), ctx.shard_id().to_owned());
+        let token = ctx
+            .fencing_token()
+            .map_or_else(|| "-".to_owned(), |t| t.0.to_string());
+        flotilla_actor::Props::new(move || Counter {
+            entity: entity.clone(),
+            shard: shard.clone(),
+            token: token.clone(),
+            total: 0,
+        })
+    });
+    if let Some(endpoint) = &c.etcd {
+        let backend =
+            flotilla_lease_etcd::EtcdBackend::connect(flotilla_lease_etcd::EtcdSettings::new([
+                endpoint.clone(),
+            ]))
+            .await
+            .context("cannot use etcd for the shards' leases")?;
+        let owner =
+            flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
+                .context("no lease owner id")?;
+        let client = flotilla_lease::LeaseClient::start(
+            system,
+            std::sync::Arc::new(backend),
+            system.config().lease.clone(),
+            owner,
+        )
+        .context("cannot start the lease client")?;
+        settings.use_lease = true;
+        entity = entity.lease_client(client);
+    }
+    let region =
+        flotilla_sharding::ClusterSharding::start(system, cluster, entity.settings(settings))
+            .context("cannot start sharding")?;
+    let (n, c2) = (c.entities.max(1), cluster.clone());
+    Ok(tokio::spawn(async move {
+        if !c2.when_up().await {
+            return;
+        }
+        let mut next = 0u32;
+        loop {
+            for _ in 0..n.div_ceil(50) {
+                region
+                    .entity_ref(&format!("c{next}"))
+                    .tell(CounterMsg::Add(1));
+                next = (next + 1) % n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }))
 }
 
 fn describe(e: &ClusterEvent) -> String {
@@ -223,6 +374,14 @@ impl NodeProcess {
                 return Ok((at, line));
             }
         }
+    }
+
+    /// Every line printed so far (reading what has arrived, without waiting).
+    pub fn lines(&mut self) -> &[(std::time::Instant, String)] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
     }
 
     /// Sends SIGTERM: the node leaves the cluster gracefully and exits.

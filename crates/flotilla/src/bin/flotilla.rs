@@ -65,6 +65,16 @@ struct NodeArgs {
     /// out on one machine.
     #[arg(long)]
     fast: bool,
+    /// Also run a sharded `counter` entity type and send messages to this many of its
+    /// entities, printing every entity start and stop (for multi-process tests).
+    #[arg(long, value_name = "ENTITIES")]
+    sharded_counters: Option<u32>,
+    /// Shards of the counters.
+    #[arg(long, default_value_t = 100)]
+    shards: u32,
+    /// An etcd endpoint for the counters' shard leases.
+    #[arg(long, value_name = "URL")]
+    lease_etcd: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -188,6 +198,13 @@ fn main() -> anyhow::Result<()> {
                 seeds,
                 config: args.config,
                 fast: args.fast,
+                counters: args
+                    .sharded_counters
+                    .map(|entities| flotilla::node::ShardedCounters {
+                        entities,
+                        shards: args.shards,
+                        etcd: args.lease_etcd,
+                    }),
             };
             runtime.block_on(flotilla::node::run(options))?;
         }
