@@ -255,7 +255,18 @@ async fn watching_a_remote_actor_delivers_terminated_when_it_stops() {
     assert!(remote.is_stopped());
     // A new actor at the same path: a reference made now is to it (a new id, not stopped), and
     // the old one stays stopped.
-    let counter = b.spawn("counter", Props::<Counter>::default()).unwrap();
+    // (The name is free once b has fully removed the old actor, which a may learn of first.)
+    let mut tries = 0;
+    let counter = loop {
+        match b.spawn("counter", Props::<Counter>::default()) {
+            Ok(c) => break c,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 100, "the name never became free: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     b.expose(&counter);
     let again = a
         .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
