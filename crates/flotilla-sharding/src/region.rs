@@ -77,6 +77,8 @@ pub(crate) enum RegionLocal<M> {
         entity: EntityId,
     },
     Leave(oneshot::Sender<()>),
+    /// A member was removed from the cluster.
+    Gone(UniqueAddress),
     State(oneshot::Sender<RegionState>),
     Tick,
 }
@@ -504,11 +506,21 @@ where
         let role = self.settings.role.clone();
         tokio::spawn(async move {
             let mut last: Option<Option<UniqueAddress>> = None;
+            let mut known: std::collections::BTreeSet<UniqueAddress> = Default::default();
             loop {
-                let oldest = {
+                let (oldest, present) = {
                     let s = snapshots.borrow_and_update();
-                    singleton::oldest(&s.state.members, &role).map(|m| m.node.clone())
+                    let present: std::collections::BTreeSet<UniqueAddress> =
+                        s.state.members.iter().map(|m| m.node.clone()).collect();
+                    (
+                        singleton::oldest(&s.state.members, &role).map(|m| m.node.clone()),
+                        present,
+                    )
                 };
+                for gone in known.difference(&present) {
+                    me.tell(RegionMsg::Local(RegionLocal::Gone(gone.clone())));
+                }
+                known = present;
                 if last.as_ref() != Some(&oldest) {
                     me.tell(RegionMsg::Local(RegionLocal::CoordinatorAt(oldest.clone())));
                     last = Some(oldest);
@@ -623,6 +635,7 @@ where
             RegionLocal::Passivate { shard, entity } => {
                 self.shard_input(ctx, &shard, ShardInput::Passivate(entity));
             }
+            RegionLocal::Gone(node) => self.region_input(ctx, RegionInput::Gone(node)),
             RegionLocal::Leave(done) => {
                 if self.done {
                     let _ = done.send(());

@@ -1,7 +1,8 @@
 //! Sharding across `flotilla node` processes on 127.0.0.1 with shard leases in a real etcd:
 //! three nodes, 100 shards, 10 000 entities under traffic. One node shuts down gracefully:
 //! when its process has exited no lease in etcd is owned by it, and every entity it ran runs
-//! again on another node. Throughout, an external checker reads every entity start and stop
+//! again on another node. Then, in a fresh cluster, one node is killed with SIGKILL: its
+//! entities run elsewhere, but never before its leases could have expired. Throughout, an external checker reads every entity start and stop
 //! the processes print: no entity ever ran on two nodes at once, and each shard's fencing
 //! tokens never go back and strictly increase whenever the shard changes node.
 //!
@@ -44,6 +45,26 @@ struct Stay {
     token: u64,
     start: u128,
     stop: Option<u128>,
+}
+
+/// Every stay, per entity, from the lines of every node; stays on a killed node (node, wall
+/// clock of the kill) end at the kill.
+fn stays_with(nodes: &mut [NodeProcess], killed: &[(usize, u128)]) -> BTreeMap<String, Vec<Stay>> {
+    let mut all = stays(nodes);
+    for list in all.values_mut() {
+        for s in list.iter_mut() {
+            if let Some((_, at)) = killed.iter().find(|(n, _)| *n == s.node) {
+                s.stop = Some(s.stop.unwrap_or(*at).min(*at));
+            }
+        }
+    }
+    all
+}
+
+fn wall() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Every stay, per entity, from the lines of every node.
@@ -132,9 +153,18 @@ fn wait_until(
     nodes: &mut [NodeProcess],
     done: impl Fn(&BTreeMap<String, Vec<Stay>>) -> bool,
 ) {
+    wait_until_killed(what, nodes, &[], done);
+}
+
+fn wait_until_killed(
+    what: &str,
+    nodes: &mut [NodeProcess],
+    killed: &[(usize, u128)],
+    done: impl Fn(&BTreeMap<String, Vec<Stay>>) -> bool,
+) {
     let start = Instant::now();
     loop {
-        let all = stays(nodes);
+        let all = stays_with(nodes, killed);
         check(&all);
         if done(&all) {
             return;
@@ -148,7 +178,94 @@ fn wait_until(
     }
 }
 
+/// Three nodes (etcd, 100 shards, 10 000 entities) with leases that expire 6 s after their last
+/// renewal, formed and running every entity.
+fn three_nodes(
+    runtime: &tokio::runtime::Runtime,
+) -> (EtcdServer, tempfile::TempDir, Vec<NodeProcess>) {
+    let etcd = runtime
+        .block_on(EtcdServer::start())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nmin-nr-of-members = 3\n[lease]\nheartbeat-timeout = \"6s\"\nheartbeat-interval = \"1s\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut nodes = vec![start(None, &endpoint, &config)];
+    let seed = nodes[0].address().to_owned();
+    nodes.push(start(Some(&seed), &endpoint, &config));
+    nodes.push(start(Some(&seed), &endpoint, &config));
+    wait_until("every entity runs", &mut nodes, |all| {
+        all.len() == ENTITIES as usize
+    });
+    (etcd, dir, nodes)
+}
+
+/// Both scenarios in one test, one after the other: six debug-build node processes at once are
+/// too many for a two-core machine.
 #[test]
+fn graceful_shutdown_then_kill_9() {
+    a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_twice();
+    a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired();
+}
+
+fn a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let (_etcd, _dir, mut nodes) = three_nodes(&runtime);
+    let on_victim: BTreeSet<String> = stays(&mut nodes)
+        .iter()
+        .filter(|(_, v)| v.last().is_some_and(|s| s.node == 2 && s.stop.is_none()))
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert!(!on_victim.is_empty(), "node 2 runs no entity");
+    // The victim renewed its leases at most a heartbeat interval ago; they expire 6 s after.
+    let killed_at = wall();
+    let killed = Instant::now();
+    nodes[2].kill().unwrap_or_else(|e| panic!("{e:#}"));
+    let dead = [(2usize, killed_at)];
+    wait_until_killed(
+        "the victim's entities run elsewhere",
+        &mut nodes,
+        &dead,
+        |all| {
+            on_victim.iter().all(|e| {
+                all.get(e)
+                    .and_then(|v| v.last())
+                    .is_some_and(|s| s.node != 2 && s.stop.is_none())
+            })
+        },
+    );
+    let all = stays_with(&mut nodes, &dead);
+    let first_restart = on_victim
+        .iter()
+        .filter_map(|e| all.get(e)?.iter().find(|s| s.node != 2).map(|s| s.start))
+        .min()
+        .unwrap_or(u128::MAX);
+    let earliest_allowed = killed_at + Duration::from_secs(5).as_nanos();
+    assert!(
+        first_restart >= earliest_allowed,
+        "an entity of the killed node ran elsewhere {} ms after the kill, before its lease could expire",
+        (first_restart - killed_at) / 1_000_000
+    );
+    eprintln!(
+        "kill -9 to the first of its entities elsewhere: {} ms; to all {} of them: {:?}",
+        (first_restart - killed_at) / 1_000_000,
+        on_victim.len(),
+        killed.elapsed()
+    );
+    check(&all);
+    for node in &mut nodes[..2] {
+        node.terminate().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    for node in &mut nodes[..2] {
+        let status = node.wait_exit(LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(status.success(), "{status}");
+    }
+}
+
 fn a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_twice() {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let etcd = runtime

@@ -85,6 +85,9 @@ pub enum RegionInput<M> {
     },
     /// This node is leaving: hand every shard off, then say Done.
     Leave,
+    /// The node `0` left the cluster (removed): every home there is forgotten, so messages for
+    /// its shards are held and their new homes asked for, instead of being sent to a dead node.
+    Gone(UniqueAddress),
 }
 
 /// Outputs of a [`Region`].
@@ -401,6 +404,9 @@ impl<M> StateMachine for Region<M> {
             }
             RegionInput::FromCoordinator(msg) => self.on_coordinator_msg(now, msg),
             RegionInput::ShardEnded { shard, why } => self.on_shard_ended(now, shard, why),
+            RegionInput::Gone(node) => {
+                self.homes.retain(|_, home| *home != node);
+            }
             RegionInput::Leave => {
                 if !self.leaving {
                     self.leaving = true;

@@ -231,6 +231,27 @@ fn a_leaving_region_passes_on_what_it_holds_before_it_is_done() {
 }
 
 #[test]
+fn homes_on_a_node_that_is_gone_are_forgotten() {
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    let home = |region| ToRegion::ShardHome {
+        shard: shard(1),
+        region,
+    };
+    from_c(&mut r, now, home(node(3)));
+    assert!(matches!(
+        deliver(&mut r, now, 1, "a", 1)[..],
+        [RegionOutput::Forward { .. }]
+    ));
+    r.handle(now, RegionInput::Gone(node(3)));
+    assert_eq!(
+        deliver(&mut r, now, 1, "a", 2),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))],
+        "held, and its new home asked for"
+    );
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(
