@@ -178,8 +178,20 @@ fn wait_until_killed(
     }
 }
 
+/// The entities running on node `i` now (at least one).
+fn running_on(nodes: &mut [NodeProcess], i: usize) -> BTreeSet<String> {
+    let on: BTreeSet<String> = stays(nodes)
+        .iter()
+        .filter(|(_, v)| v.last().is_some_and(|s| s.node == i && s.stop.is_none()))
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert!(!on.is_empty(), "node {i} runs no entity");
+    on
+}
+
 /// Three nodes (etcd, 100 shards, 10 000 entities) with leases that expire 6 s after their last
-/// renewal, formed and running every entity.
+/// renewal, formed and running every entity. Nobody is Up (and no traffic starts) before all
+/// three have joined, so shards are allocated over all three from the start.
 fn three_nodes(
     runtime: &tokio::runtime::Runtime,
 ) -> (EtcdServer, tempfile::TempDir, Vec<NodeProcess>) {
@@ -215,12 +227,7 @@ fn graceful_shutdown_then_kill_9() {
 fn a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let (_etcd, _dir, mut nodes) = three_nodes(&runtime);
-    let on_victim: BTreeSet<String> = stays(&mut nodes)
-        .iter()
-        .filter(|(_, v)| v.last().is_some_and(|s| s.node == 2 && s.stop.is_none()))
-        .map(|(e, _)| e.clone())
-        .collect();
-    assert!(!on_victim.is_empty(), "node 2 runs no entity");
+    let on_victim = running_on(&mut nodes, 2);
     // The victim renewed its leases at most a heartbeat interval ago; they expire 6 s after.
     let killed_at = wall();
     let killed = Instant::now();
@@ -268,29 +275,9 @@ fn a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
 
 fn a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_twice() {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let etcd = runtime
-        .block_on(EtcdServer::start())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (etcd, _dir, mut nodes) = three_nodes(&runtime);
     let endpoint = etcd.endpoint();
-    // Nobody is Up (and no traffic starts) before all three have joined, so shards are
-    // allocated over all three from the start.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[cluster]\nmin-nr-of-members = 3\n").unwrap_or_else(|e| panic!("{e}"));
-    let mut nodes = vec![start(None, &endpoint, &config)];
-    let seed = nodes[0].address().to_owned();
-    nodes.push(start(Some(&seed), &endpoint, &config));
-    nodes.push(start(Some(&seed), &endpoint, &config));
-
-    wait_until("every entity runs", &mut nodes, |all| {
-        all.len() == ENTITIES as usize
-    });
-    let on_leaver: BTreeSet<String> = stays(&mut nodes)
-        .iter()
-        .filter(|(_, v)| v.last().is_some_and(|s| s.node == 2 && s.stop.is_none()))
-        .map(|(e, _)| e.clone())
-        .collect();
-    assert!(!on_leaver.is_empty(), "node 2 runs no entity");
+    let on_leaver = running_on(&mut nodes, 2);
 
     let leaver = nodes[2].address().to_owned();
     let started = Instant::now();
