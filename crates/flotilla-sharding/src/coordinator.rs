@@ -62,35 +62,21 @@ where
     async fn pre_start(&mut self, ctx: &mut Context<CoordinatorMsg>) -> Result<(), ActorError> {
         tracing::info!(entity_type = %self.type_name, "shard coordinator of {} started on this node", self.type_name);
         // Members with the role, and the ones that went away.
-        let mut snapshots = self.cluster.snapshots();
         let me = ctx.myself().clone();
         let role = self.role.clone();
-        tokio::spawn(async move {
-            let mut known: BTreeSet<UniqueAddress> = BTreeSet::new();
-            loop {
-                let state = snapshots.borrow_and_update().state.clone();
-                let with_role =
-                    |m: &&flotilla_cluster::Member| role.is_empty() || m.roles.contains(&role);
-                let up: BTreeSet<UniqueAddress> = state
-                    .members
-                    .iter()
-                    .filter(with_role)
-                    .filter(|m| m.status == MemberStatus::Up)
-                    .map(|m| m.node.clone())
-                    .collect();
-                let present: BTreeSet<UniqueAddress> =
-                    state.members.iter().map(|m| m.node.clone()).collect();
-                for gone in known.difference(&present) {
-                    me.tell(CoordinatorMsg::Local(CoordinatorLocal::Terminated(
-                        gone.clone(),
-                    )));
-                }
-                known = present;
-                me.tell(CoordinatorMsg::Local(CoordinatorLocal::Members(up)));
-                if snapshots.changed().await.is_err() || me.is_stopped() {
-                    return;
-                }
+        crate::follow_members(&self.cluster, move |state, gone| {
+            for node in gone {
+                me.tell(CoordinatorMsg::Local(CoordinatorLocal::Terminated(node)));
             }
+            let up: BTreeSet<UniqueAddress> = state
+                .members
+                .iter()
+                .filter(|m| role.is_empty() || m.roles.contains(&role))
+                .filter(|m| m.status == MemberStatus::Up)
+                .map(|m| m.node.clone())
+                .collect();
+            me.tell(CoordinatorMsg::Local(CoordinatorLocal::Members(up)));
+            !me.is_stopped()
         });
         self.drive(ctx);
         Ok(())

@@ -318,6 +318,33 @@ pub async fn zombie_leases(
         .collect())
 }
 
+/// Calls `on_change` with the cluster's state now and after every change, with the members that
+/// went away since the last call, until it returns false or the cluster stops.
+pub(crate) fn follow_members(
+    cluster: &Cluster,
+    mut on_change: impl FnMut(
+        &flotilla_cluster::CurrentClusterState,
+        Vec<flotilla_core::UniqueAddress>,
+    ) -> bool
+    + Send
+    + 'static,
+) {
+    let mut snapshots = cluster.snapshots();
+    tokio::spawn(async move {
+        let mut known = std::collections::BTreeSet::new();
+        loop {
+            let state = snapshots.borrow_and_update().state.clone();
+            let present: std::collections::BTreeSet<_> =
+                state.members.iter().map(|m| m.node.clone()).collect();
+            let gone = known.difference(&present).cloned().collect();
+            known = present;
+            if !on_change(&state, gone) || snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Shards and entities of this node's region, for queries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegionState {

@@ -116,7 +116,6 @@ pub(crate) struct RegionActor<A: Actor> {
     shards: BTreeMap<ShardId, ShardDriver<A::Msg>>,
     entities: BTreeMap<(ShardId, EntityId), ActorRef<A::Msg>>,
     by_actor: BTreeMap<ActorId, (ShardId, EntityId)>,
-    expected_coordinator: Option<UniqueAddress>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     done: bool,
     next_generation: u64,
@@ -161,7 +160,6 @@ where
             shards: BTreeMap::new(),
             entities: BTreeMap::new(),
             by_actor: BTreeMap::new(),
-            expected_coordinator: None,
             leave_waiters: Vec::new(),
             done: false,
             next_generation: 0,
@@ -280,7 +278,6 @@ where
                 RegionOutput::Log { level, text } => log(&self.type_name, level, &text),
             }
         }
-        self.arm(ctx);
     }
 
     fn shard_input(
@@ -467,23 +464,16 @@ where
             }
         }
     }
+}
 
-    /// One timer at the earliest deadline of the region and its shards.
-    fn arm(&self, ctx: &mut Context<RegionMsg<A::Msg>>) {
-        let next = self
-            .shards
-            .values()
-            .filter_map(|d| d.machine.poll_timeout())
-            .chain(self.machine.poll_timeout())
-            .min();
-        if let Some(at) = next {
-            ctx.timers().start_single(
-                "tick",
-                RegionMsg::Local(RegionLocal::Tick),
-                at.saturating_duration_since(now()),
-            );
-        }
-    }
+/// How often the region's and its shards' timers are checked. A fixed tick, not each machine's
+/// next deadline: finding that deadline is a walk over every shard and entity, too much to do
+/// for every message; every deadline here is a second or more, so 100 ms late is harmless.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn arm<M: Send + 'static>(ctx: &mut Context<RegionMsg<M>>) {
+    ctx.timers()
+        .start_single("tick", RegionMsg::Local(RegionLocal::Tick), TICK);
 }
 
 fn log(type_name: &str, level: LogLevel, text: &str) {
@@ -500,35 +490,21 @@ where
     type Msg = RegionMsg<A::Msg>;
 
     async fn pre_start(&mut self, ctx: &mut Context<Self::Msg>) -> Result<(), ActorError> {
+        arm(ctx);
         // The coordinator runs on the oldest member with the role: follow it.
-        let mut snapshots = self.cluster.snapshots();
         let me = ctx.myself().clone();
         let role = self.settings.role.clone();
-        tokio::spawn(async move {
-            let mut last: Option<Option<UniqueAddress>> = None;
-            let mut known: std::collections::BTreeSet<UniqueAddress> = Default::default();
-            loop {
-                let (oldest, present) = {
-                    let s = snapshots.borrow_and_update();
-                    let present: std::collections::BTreeSet<UniqueAddress> =
-                        s.state.members.iter().map(|m| m.node.clone()).collect();
-                    (
-                        singleton::oldest(&s.state.members, &role).map(|m| m.node.clone()),
-                        present,
-                    )
-                };
-                for gone in known.difference(&present) {
-                    me.tell(RegionMsg::Local(RegionLocal::Gone(gone.clone())));
-                }
-                known = present;
-                if last.as_ref() != Some(&oldest) {
-                    me.tell(RegionMsg::Local(RegionLocal::CoordinatorAt(oldest.clone())));
-                    last = Some(oldest);
-                }
-                if snapshots.changed().await.is_err() || me.is_stopped() {
-                    return;
-                }
+        let mut last: Option<Option<UniqueAddress>> = None;
+        crate::follow_members(&self.cluster, move |state, gone| {
+            for node in gone {
+                me.tell(RegionMsg::Local(RegionLocal::Gone(node)));
             }
+            let oldest = singleton::oldest(&state.members, &role).map(|m| m.node.clone());
+            if last.as_ref() != Some(&oldest) {
+                me.tell(RegionMsg::Local(RegionLocal::CoordinatorAt(oldest.clone())));
+                last = Some(oldest);
+            }
+            !me.is_stopped()
         });
         Ok(())
     }
@@ -554,13 +530,7 @@ where
                 match (from.parse::<UniqueAddress>(), parsed) {
                     (Ok(from), Ok(msg)) => {
                         tracing::debug!(entity_type = %self.type_name, "from the coordinator at {from}: {msg:?}");
-                        // Only the coordinator this region registers with acknowledges it.
-                        if msg == ToRegion::RegisterAck
-                            && self.expected_coordinator.as_ref() != Some(&from)
-                        {
-                            return Ok(());
-                        }
-                        self.region_input(ctx, RegionInput::FromCoordinator(msg));
+                        self.region_input(ctx, RegionInput::FromCoordinator { from, msg });
                     }
                     (Err(e), _) => bad(&format!("sender {from:?}: {e}")),
                     (_, Err(e)) => bad(&e),
@@ -609,7 +579,6 @@ where
                 self.region_input(ctx, RegionInput::Deliver { shard, entity, msg });
             }
             RegionLocal::CoordinatorAt(at) => {
-                self.expected_coordinator.clone_from(&at);
                 self.region_input(ctx, RegionInput::Coordinator(at));
             }
             RegionLocal::LeaseAcquired {
@@ -672,6 +641,7 @@ where
                     self.drive_shard(ctx, id);
                 }
                 self.drive_region(ctx);
+                arm(ctx);
             }
         }
     }

@@ -65,8 +65,15 @@ pub enum RegionInput<M> {
     },
     /// Where the coordinator runs now (`None`: unknown, e.g. while the singleton moves).
     Coordinator(Option<UniqueAddress>),
-    /// A message from the coordinator.
-    FromCoordinator(ToRegion),
+    /// A message from the coordinator on node `from`. A RegisterAck counts only from the
+    /// coordinator this region follows (one that is handing over could otherwise leave the
+    /// region registered with nobody).
+    FromCoordinator {
+        /// The coordinator's node.
+        from: UniqueAddress,
+        /// The message.
+        msg: ToRegion,
+    },
     /// A local shard handed a message back (it is stopping).
     Bounced {
         /// Its shard.
@@ -402,7 +409,13 @@ impl<M> StateMachine for Region<M> {
                     }
                 }
             }
-            RegionInput::FromCoordinator(msg) => self.on_coordinator_msg(now, msg),
+            RegionInput::FromCoordinator { from, msg } => {
+                let stale_ack =
+                    msg == ToRegion::RegisterAck && self.coordinator.as_ref() != Some(&from);
+                if !stale_ack {
+                    self.on_coordinator_msg(now, msg);
+                }
+            }
             RegionInput::ShardEnded { shard, why } => self.on_shard_ended(now, shard, why),
             RegionInput::Gone(node) => {
                 self.homes.retain(|_, home| *home != node);

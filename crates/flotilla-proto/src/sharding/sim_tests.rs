@@ -138,7 +138,10 @@ impl Sim {
             if let CoordinatorOutput::Send { to, msg } = o {
                 self.wire.push_back(Wire::ToRegion(
                     index(&to),
-                    RegionInput::FromCoordinator(msg),
+                    RegionInput::FromCoordinator {
+                        from: id(self.coordinator_at),
+                        msg,
+                    },
                 ));
             }
         }

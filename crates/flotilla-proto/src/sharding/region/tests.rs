@@ -42,7 +42,7 @@ fn deliver(r: &mut Region<u32>, now: Instant, s: u32, entity: &str, msg: u32) ->
 }
 
 fn from_c(r: &mut Region<u32>, now: Instant, msg: ToRegion) -> Vec<Out> {
-    r.handle(now, RegionInput::FromCoordinator(msg));
+    r.handle(now, RegionInput::FromCoordinator { from: node(9), msg });
     outs(r)
 }
 
@@ -228,6 +228,22 @@ fn a_leaving_region_passes_on_what_it_holds_before_it_is_done() {
             RegionOutput::Done
         ]
     );
+}
+
+#[test]
+fn only_the_followed_coordinator_acknowledges_the_registration() {
+    let (mut r, now) = region();
+    outs(&mut r);
+    r.handle(
+        now,
+        RegionInput::FromCoordinator {
+            from: node(8),
+            msg: ToRegion::RegisterAck,
+        },
+    );
+    assert!(!r.is_registered(), "an ack from another coordinator");
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    assert!(r.is_registered());
 }
 
 #[test]
