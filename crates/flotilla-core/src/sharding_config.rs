@@ -26,6 +26,12 @@
 //! # while it holds it; a denied or unanswered acquisition is tried again this often.
 //! use-lease = false
 //! lease-retry-interval = "5s"
+//! # Remember entities: each shard keeps its entity ids in a store (given in code) and starts
+//! # them again wherever it runs next, without waiting for a message. Automatic passivation
+//! # (idle timeout, active-entity limit) is then off: entities run until they passivate
+//! # themselves. One that stops without passivating starts again after this backoff.
+//! remember-entities = false
+//! entity-restart-backoff = "10s"
 //! ```
 
 use std::time::Duration;
@@ -67,6 +73,13 @@ pub struct ShardingSettings {
     /// How often a denied or unanswered lease acquisition is tried again (default 5 s).
     #[serde(with = "humantime_serde")]
     pub lease_retry_interval: Duration,
+    /// Whether shards remember their entities and start them again where they run next
+    /// (default false).
+    pub remember_entities: bool,
+    /// With remember entities, how long after stopping on its own an entity starts again
+    /// (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub entity_restart_backoff: Duration,
 }
 
 impl Default for ShardingSettings {
@@ -84,6 +97,8 @@ impl Default for ShardingSettings {
             retry_interval: Duration::from_secs(2),
             use_lease: false,
             lease_retry_interval: Duration::from_secs(5),
+            remember_entities: false,
+            entity_restart_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -111,6 +126,7 @@ impl ShardingSettings {
             ("handoff-timeout", self.handoff_timeout),
             ("retry-interval", self.retry_interval),
             ("lease-retry-interval", self.lease_retry_interval),
+            ("entity-restart-backoff", self.entity_restart_backoff),
         ] {
             if d.is_zero() {
                 return bad(key, "must be greater than zero");

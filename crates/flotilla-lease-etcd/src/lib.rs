@@ -85,7 +85,7 @@ impl EtcdSettings {
 #[non_exhaustive]
 pub enum EtcdError {
     /// The settings are unusable.
-    #[error("invalid etcd lease settings: {0}")]
+    #[error("invalid etcd settings: {0}")]
     Config(String),
     /// The endpoints could not be reached or refused us (wrong credentials, for one).
     #[error("cannot use etcd at {endpoints:?}: {source}")]
@@ -156,66 +156,74 @@ fn token_of(kv: &KeyValue) -> FencingToken {
     FencingToken(u64::try_from(kv.create_revision()).unwrap_or(0))
 }
 
+/// An etcd client for `settings` (endpoints, timeouts, credentials; the prefix must end with
+/// `/`), checked with one read under the prefix: a malformed endpoint, an unreachable cluster or
+/// wrong credentials are reported here. Other Flotilla stores on etcd share this.
+pub async fn connect_client(settings: &EtcdSettings) -> Result<Client, EtcdError> {
+    if settings.endpoints.is_empty() {
+        return Err(EtcdError::Config("no endpoints given".into()));
+    }
+    for e in &settings.endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(EtcdError::Config(format!(
+                "endpoint {e:?} must be a URL such as http://127.0.0.1:2379"
+            )));
+        }
+    }
+    if settings.prefix.is_empty() || !settings.prefix.ends_with('/') {
+        return Err(EtcdError::Config(format!(
+            "prefix {:?} must be non-empty and end with '/'",
+            settings.prefix
+        )));
+    }
+    if settings.request_timeout.is_zero() {
+        return Err(EtcdError::Config("request-timeout must be positive".into()));
+    }
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(settings.connect_timeout)
+        .with_timeout(settings.request_timeout)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    match (&settings.user, &settings.password) {
+        (Some(user), Some(password)) => {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(EtcdError::Config(
+                "user and password must be given together".into(),
+            ));
+        }
+    }
+    let connect_error = |source| EtcdError::Connect {
+        endpoints: settings.endpoints.clone(),
+        source,
+    };
+    let connect = Client::connect(&settings.endpoints, Some(options));
+    let mut client = tokio::time::timeout(settings.connect_timeout * 2, connect)
+        .await
+        .map_err(|_| {
+            connect_error(EtcdClientError::Internal(format!(
+                "no connection within {:?}",
+                settings.connect_timeout * 2
+            )))
+        })?
+        .map_err(connect_error)?;
+    // One cheap read proves the endpoint answers and the credentials are accepted.
+    client
+        .get(
+            settings.prefix.as_bytes(),
+            Some(GetOptions::new().with_count_only()),
+        )
+        .await
+        .map_err(connect_error)?;
+    Ok(client)
+}
+
 impl EtcdBackend {
     /// Connects to etcd. A malformed endpoint, an unreachable cluster or wrong credentials are
     /// reported here, not at the first acquire.
     pub async fn connect(settings: EtcdSettings) -> Result<Self, EtcdError> {
-        if settings.endpoints.is_empty() {
-            return Err(EtcdError::Config("no endpoints given".into()));
-        }
-        for e in &settings.endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(EtcdError::Config(format!(
-                    "endpoint {e:?} must be a URL such as http://127.0.0.1:2379"
-                )));
-            }
-        }
-        if settings.prefix.is_empty() || !settings.prefix.ends_with('/') {
-            return Err(EtcdError::Config(format!(
-                "prefix {:?} must be non-empty and end with '/'",
-                settings.prefix
-            )));
-        }
-        if settings.request_timeout.is_zero() {
-            return Err(EtcdError::Config("request-timeout must be positive".into()));
-        }
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(settings.connect_timeout)
-            .with_timeout(settings.request_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        match (&settings.user, &settings.password) {
-            (Some(user), Some(password)) => {
-                options = options.with_user(user.clone(), password.clone());
-            }
-            (None, None) => {}
-            _ => {
-                return Err(EtcdError::Config(
-                    "user and password must be given together".into(),
-                ));
-            }
-        }
-        let connect_error = |source| EtcdError::Connect {
-            endpoints: settings.endpoints.clone(),
-            source,
-        };
-        let connect = Client::connect(&settings.endpoints, Some(options));
-        let mut client = tokio::time::timeout(settings.connect_timeout * 2, connect)
-            .await
-            .map_err(|_| {
-                connect_error(EtcdClientError::Internal(format!(
-                    "no connection within {:?}",
-                    settings.connect_timeout * 2
-                )))
-            })?
-            .map_err(connect_error)?;
-        // One cheap read proves the endpoint answers and the credentials are accepted.
-        client
-            .get(
-                settings.prefix.as_bytes(),
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await
-            .map_err(connect_error)?;
+        let client = connect_client(&settings).await?;
         Ok(Self { client, settings })
     }
 

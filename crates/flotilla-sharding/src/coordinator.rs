@@ -2,19 +2,21 @@
 //! [`ShardCoordinator`] inside an actor that runs as a cluster singleton.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flotilla_actor::{Actor, ActorError, ActorRef, Context, RemoteMessage};
 use flotilla_cluster::{Cluster, MemberStatus};
 use flotilla_core::{StateMachine, UniqueAddress};
 use flotilla_proto::cluster::LogLevel;
 use flotilla_proto::sharding::{
-    CoordinatorEvent, CoordinatorInput, CoordinatorOutput, ShardCoordinator,
+    CoordinatorEvent, CoordinatorInput, CoordinatorOutput, ShardCoordinator, ShardId,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::region::{RegionMsg, region_path};
+use crate::store::RememberEntitiesStore;
 use crate::wire::{WireToCoordinator, WireToRegion};
 
 /// What the coordinator receives.
@@ -36,6 +38,8 @@ impl RemoteMessage for CoordinatorMsg {
 pub(crate) enum CoordinatorLocal {
     Members(BTreeSet<UniqueAddress>),
     Terminated(UniqueAddress),
+    /// Remember entities: the shards the store names.
+    Remembered(BTreeSet<ShardId>),
     Tick,
 }
 
@@ -50,7 +54,11 @@ pub(crate) struct CoordinatorActor<M: Send + 'static> {
     pub(crate) machine: ShardCoordinator,
     pub(crate) cluster: Cluster,
     /// The region on this node, reached directly (set once it exists).
-    pub(crate) local_region: std::sync::Arc<std::sync::OnceLock<ActorRef<RegionMsg<M>>>>,
+    pub(crate) local_region: Arc<std::sync::OnceLock<ActorRef<RegionMsg<M>>>>,
+    /// Remember entities: the store, whose shards are kept allocated.
+    pub(crate) store: Option<Arc<dyn RememberEntitiesStore>>,
+    /// How long after a failed store read it is tried again.
+    pub(crate) retry_interval: Duration,
 }
 
 impl<M> Actor for CoordinatorActor<M>
@@ -78,6 +86,30 @@ where
             me.tell(CoordinatorMsg::Local(CoordinatorLocal::Members(up)));
             !me.is_stopped()
         });
+        if let Some(store) = self.store.clone() {
+            // The shards with remembered entities, read until the store answers.
+            let (me, type_name, retry) = (
+                ctx.myself().clone(),
+                self.type_name.clone(),
+                self.retry_interval,
+            );
+            tokio::spawn(async move {
+                while !me.is_stopped() {
+                    match store.shards(&type_name).await {
+                        Ok(shards) => {
+                            tracing::info!(entity_type = %type_name, "shard coordinator of {type_name}: {} shard(s) with remembered entities", shards.len());
+                            let shards = shards.into_iter().map(ShardId).collect();
+                            me.tell(CoordinatorMsg::Local(CoordinatorLocal::Remembered(shards)));
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(entity_type = %type_name, "shard coordinator of {type_name}: {e}; trying again in {retry:?}");
+                            tokio::time::sleep(retry).await;
+                        }
+                    }
+                }
+            });
+        }
         self.drive(ctx);
         Ok(())
     }
@@ -112,6 +144,10 @@ where
             }
             CoordinatorMsg::Local(CoordinatorLocal::Terminated(n)) => {
                 self.machine.handle(now(), CoordinatorInput::Terminated(n));
+            }
+            CoordinatorMsg::Local(CoordinatorLocal::Remembered(shards)) => {
+                self.machine
+                    .handle(now(), CoordinatorInput::RememberedShards(shards));
             }
             CoordinatorMsg::Local(CoordinatorLocal::Tick) => self.machine.handle_timeout(now()),
         }

@@ -19,6 +19,7 @@
 
 mod coordinator;
 mod region;
+pub mod store;
 mod wire;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use tokio::sync::oneshot;
 
 use coordinator::{CoordinatorActor, now};
 use region::{Factory, RegionActor, RegionLocal, RegionMsg, StopMessage};
+pub use store::{MemoryEntityStore, RememberEntitiesStore, StoreError};
 
 /// Why sharding could not start for an entity type.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,7 @@ pub struct Entity<A: Actor> {
     settings: Option<ShardingSettings>,
     lease_client: Option<LeaseClient>,
     stop_message: StopMessage<A::Msg>,
+    store: Option<Arc<dyn RememberEntitiesStore>>,
 }
 
 impl<A: Actor> Entity<A>
@@ -155,7 +158,16 @@ where
             settings: None,
             lease_client: None,
             stop_message: None,
+            store: None,
         }
+    }
+
+    /// The store of remembered entities (used when `remember-entities` is on; see
+    /// [`store`]). Every node must use the same store.
+    #[must_use]
+    pub fn remember_entities_store(mut self, store: impl RememberEntitiesStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
     }
 
     /// Uses these settings instead of the system's `[sharding]`.
@@ -206,6 +218,23 @@ impl ClusterSharding {
                 "use-lease needs a lease client: give one with Entity::lease_client".into(),
             ));
         }
+        let store = if settings.remember_entities {
+            let Some(store) = entity.store.clone() else {
+                return Err(ShardingError::Config(
+                    "remember-entities needs a store: give one with Entity::remember_entities_store".into(),
+                ));
+            };
+            if !settings.passivation_idle_timeout.is_zero() || settings.active_entity_limit > 0 {
+                tracing::info!(
+                    entity_type = %entity.type_name,
+                    "remember-entities is on: automatic passivation (idle timeout, active-entity limit) is off for {}; entities run until they passivate themselves",
+                    entity.type_name
+                );
+            }
+            Some(store)
+        } else {
+            None
+        };
         let type_name = entity.type_name.clone();
         let hosts = settings.role.is_empty() || cluster.settings().roles.contains(&settings.role);
         let spawn_error = |source| ShardingError::Spawn {
@@ -217,6 +246,7 @@ impl ClusterSharding {
             rebalance_interval: settings.rebalance_interval,
             handoff_timeout: settings.handoff_timeout,
             host_retry: Duration::from_secs(1),
+            remember_entities: store.is_some(),
         };
         let strategy = LeastShardAllocation {
             absolute_limit: settings.rebalance_absolute_limit,
@@ -227,19 +257,22 @@ impl ClusterSharding {
             role: settings.role.clone(),
             ..cluster.settings().singleton.clone()
         };
-        let (c, name, region_slot) = (
+        let (c, name, region_slot, coordinator_store) = (
             cluster.clone(),
             type_name.clone(),
             Arc::clone(&local_region),
+            store.clone(),
         );
         let role = settings.role.clone();
+        let retry_interval = settings.retry_interval;
         let singleton =
             ClusterSingleton::builder(&format!("sharding-{type_name}-coordinator"), move || {
-                let (c, name, slot, role) = (
+                let (c, name, slot, role, store) = (
                     c.clone(),
                     name.clone(),
                     Arc::clone(&region_slot),
                     role.clone(),
+                    coordinator_store.clone(),
                 );
                 let (cs, st) = (coordinator_settings.clone(), strategy.clone());
                 Props::new(move || CoordinatorActor::<A::Msg> {
@@ -248,6 +281,8 @@ impl ClusterSharding {
                     machine: ShardCoordinator::new(cs.clone(), Box::new(st.clone()), now()),
                     cluster: c.clone(),
                     local_region: Arc::clone(&slot),
+                    store: store.clone(),
+                    retry_interval,
                 })
                 .with_supervisor(SupervisorStrategy::stop())
             })
@@ -263,6 +298,7 @@ impl ClusterSharding {
                 factory: entity.factory,
                 stop_message: entity.stop_message,
                 lease_client: entity.lease_client,
+                store,
             },
             coordinator,
         );

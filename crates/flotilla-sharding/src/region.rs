@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::coordinator::{CoordinatorMsg, now};
+use crate::store::RememberEntitiesStore;
 use crate::wire::{WireToCoordinator, WireToRegion};
 use crate::{EntityContext, RegionState};
 
@@ -76,6 +77,13 @@ pub(crate) enum RegionLocal<M> {
         shard: ShardId,
         entity: EntityId,
     },
+    /// The remember-entities store answered a shard (RememberedLoaded, StoreUpdated or
+    /// StoreFailed).
+    Store {
+        shard: ShardId,
+        generation: u64,
+        answer: ShardInput<M>,
+    },
     Leave(oneshot::Sender<()>),
     /// A member was removed from the cluster.
     Gone(UniqueAddress),
@@ -95,6 +103,7 @@ pub(crate) struct EntityParts<A: Actor> {
     pub(crate) factory: Factory<A>,
     pub(crate) stop_message: StopMessage<A::Msg>,
     pub(crate) lease_client: Option<LeaseClient>,
+    pub(crate) store: Option<Arc<dyn RememberEntitiesStore>>,
 }
 
 struct ShardDriver<M> {
@@ -113,6 +122,7 @@ pub(crate) struct RegionActor<A: Actor> {
     coordinator: ActorRef<CoordinatorMsg>,
     cluster: Cluster,
     lease_client: Option<LeaseClient>,
+    store: Option<Arc<dyn RememberEntitiesStore>>,
     shards: BTreeMap<ShardId, ShardDriver<A::Msg>>,
     entities: BTreeMap<(ShardId, EntityId), ActorRef<A::Msg>>,
     by_actor: BTreeMap<ActorId, (ShardId, EntityId)>,
@@ -137,6 +147,7 @@ where
             factory,
             stop_message,
             lease_client,
+            store,
         } = parts;
         let me = cluster.self_node().clone();
         let machine = Region::new(
@@ -145,6 +156,7 @@ where
                 hosts_shards,
                 retry_interval: settings.retry_interval,
                 buffer_size: settings.buffer_size,
+                remember_entities: store.is_some(),
             },
         );
         Self {
@@ -157,6 +169,7 @@ where
             coordinator,
             cluster,
             lease_client,
+            store,
             shards: BTreeMap::new(),
             entities: BTreeMap::new(),
             by_actor: BTreeMap::new(),
@@ -168,14 +181,20 @@ where
 
     fn shard_settings(&self) -> ShardSettings {
         let s = &self.settings;
+        // Remembered entities run until they passivate themselves (as in Akka).
+        let remember = self.store.is_some();
         ShardSettings {
             use_lease: s.use_lease && self.lease_client.is_some(),
             lease_retry_interval: s.lease_retry_interval,
             handoff_timeout: s.handoff_timeout,
-            idle_timeout: (!s.passivation_idle_timeout.is_zero())
+            idle_timeout: (!remember && !s.passivation_idle_timeout.is_zero())
                 .then_some(s.passivation_idle_timeout),
-            active_entity_limit: (s.active_entity_limit > 0).then_some(s.active_entity_limit),
+            active_entity_limit: (!remember && s.active_entity_limit > 0)
+                .then_some(s.active_entity_limit),
             buffer_limit: s.buffer_size,
+            remember_entities: remember,
+            entity_restart_backoff: s.entity_restart_backoff,
+            store_retry_interval: s.retry_interval,
         }
     }
 
@@ -379,6 +398,55 @@ where
                         }));
                     });
                 }
+                ShardOutput::LoadRemembered => {
+                    let (me, shard, type_name) =
+                        (ctx.myself().clone(), shard.clone(), self.type_name.clone());
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let answer = match store {
+                            Some(store) => match store.entities(&type_name, &shard.0).await {
+                                Ok(ids) => ShardInput::RememberedLoaded(ids.into_iter().collect()),
+                                Err(e) => {
+                                    store_failed(&type_name, &shard, &e);
+                                    ShardInput::StoreFailed
+                                }
+                            },
+                            None => ShardInput::RememberedLoaded(Vec::new()),
+                        };
+                        me.tell(RegionMsg::Local(RegionLocal::Store {
+                            shard,
+                            generation,
+                            answer,
+                        }));
+                    });
+                }
+                ShardOutput::UpdateRemembered { add, remove } => {
+                    let (me, shard, type_name) =
+                        (ctx.myself().clone(), shard.clone(), self.type_name.clone());
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let started = std::time::Instant::now();
+                        let answer = match store {
+                            Some(store) => {
+                                match store.update(&type_name, &shard.0, &add, &remove).await {
+                                    Ok(()) => ShardInput::StoreUpdated,
+                                    Err(e) => {
+                                        store_failed(&type_name, &shard, &e);
+                                        ShardInput::StoreFailed
+                                    }
+                                }
+                            }
+                            None => ShardInput::StoreUpdated,
+                        };
+                        metrics::histogram!("flotilla_sharding_remember_update_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        me.tell(RegionMsg::Local(RegionLocal::Store {
+                            shard,
+                            generation,
+                            answer,
+                        }));
+                    });
+                }
                 ShardOutput::StartEntity(entity) => self.start_entity(ctx, shard, entity),
                 ShardOutput::Deliver { entity, msg } => {
                     if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
@@ -474,6 +542,11 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 fn arm<M: Send + 'static>(ctx: &mut Context<RegionMsg<M>>) {
     ctx.timers()
         .start_single("tick", RegionMsg::Local(RegionLocal::Tick), TICK);
+}
+
+fn store_failed(type_name: &str, shard: &ShardId, e: &crate::StoreError) {
+    metrics::counter!("flotilla_sharding_remember_store_failures_total").increment(1);
+    tracing::warn!(entity_type = %type_name, "shard {shard}: {e}");
 }
 
 fn log(type_name: &str, level: LogLevel, text: &str) {
@@ -603,6 +676,15 @@ where
             }
             RegionLocal::Passivate { shard, entity } => {
                 self.shard_input(ctx, &shard, ShardInput::Passivate(entity));
+            }
+            RegionLocal::Store {
+                shard,
+                generation,
+                answer,
+            } => {
+                if self.current(&shard, generation) {
+                    self.shard_input(ctx, &shard, answer);
+                }
             }
             RegionLocal::Gone(node) => self.region_input(ctx, RegionInput::Gone(node)),
             RegionLocal::Leave(done) => {

@@ -39,6 +39,10 @@ pub struct RegionSettings {
     pub retry_interval: Duration,
     /// Messages held in all while homes are unknown (default 100 000); beyond, dropped.
     pub buffer_size: usize,
+    /// Remember entities: a shard that lost its lease is asked for again at once (it starts
+    /// again where the coordinator says, and waits for its lease there), instead of on its next
+    /// message.
+    pub remember_entities: bool,
 }
 
 impl Default for RegionSettings {
@@ -47,6 +51,7 @@ impl Default for RegionSettings {
             hosts_shards: true,
             retry_interval: Duration::from_secs(2),
             buffer_size: 100_000,
+            remember_entities: false,
         }
     }
 }
@@ -360,14 +365,21 @@ impl<M> Region<M> {
             }
             Ended::HandedOff => {}
             Ended::LeaseLost => {
+                let when = if self.settings.remember_entities {
+                    "at once (its entities are remembered)"
+                } else {
+                    "on its next message"
+                };
                 self.log(
                     LogLevel::Warn,
-                    format!("shard {shard} stopped: its lease was lost; it starts again on its next message, once the lease can be acquired"),
+                    format!("shard {shard} stopped: its lease was lost; it starts again {when}, once the lease can be acquired"),
                 );
                 self.homes.remove(&shard);
             }
         }
-        if self.held.contains_key(&shard) {
+        if self.held.contains_key(&shard)
+            || (why == Ended::LeaseLost && self.settings.remember_entities && !self.leaving)
+        {
             self.ask(now, &shard);
         }
         self.check_done();

@@ -24,8 +24,28 @@
 //! `active-entity-limit` would be exceeded, or one that asks, is sent its stop message;
 //! messages that arrive meanwhile are held and delivered to its next incarnation, started as
 //! soon as the old one has stopped.
+//!
+//! Remember entities (optional): the shard keeps the ids of its entities in a store, so that
+//! they run again wherever the shard runs next.
+//!
+//! ```text
+//!  (lease granted) ─▶ Loading: LoadRemembered ─▶ RememberedLoaded(ids) ─▶ Active: every id
+//!                     messages held; a failed     started at once, then the held messages
+//!                     load is tried again
+//!  first message for a new entity ─▶ UpdateRemembered{add} ─▶ StoreUpdated ─▶ StartEntity
+//!  (its messages wait meanwhile)
+//!  passivated (asked, idle, limit) ─▶ stopped ─▶ UpdateRemembered{remove}
+//!  stopped on its own ─▶ started again after entity-restart-backoff
+//!  hand-off, lost lease ─▶ stopped, still remembered (the next home starts them)
+//! ```
+//!
+//! One update is in flight at a time; what changes meanwhile goes into the next one, and only
+//! an entity's latest wish (remembered or not) is written, so updates never overtake each
+//! other. A failed update is sent again after `store-retry-interval`. A hand-off ends only once
+//! its removals are written (or, at the hand-off timeout, given up with a warning); a lost
+//! lease ends at once, writing nothing more.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use flotilla_core::StateMachine;
@@ -51,6 +71,14 @@ pub struct ShardSettings {
     /// Messages held while the lease is acquired (default 100 000); beyond, the newest are
     /// handed back as dropped.
     pub buffer_limit: usize,
+    /// Whether entity ids are kept in a store and started again wherever the shard runs next
+    /// (default false).
+    pub remember_entities: bool,
+    /// With remember entities, an entity that stopped without being passivated starts again
+    /// after this long (default 10 s).
+    pub entity_restart_backoff: Duration,
+    /// How long after a failed store load or update it is tried again (default 2 s).
+    pub store_retry_interval: Duration,
 }
 
 impl Default for ShardSettings {
@@ -62,6 +90,9 @@ impl Default for ShardSettings {
             idle_timeout: Some(Duration::from_secs(120)),
             active_entity_limit: None,
             buffer_limit: 100_000,
+            remember_entities: false,
+            entity_restart_backoff: Duration::from_secs(10),
+            store_retry_interval: Duration::from_secs(2),
         }
     }
 }
@@ -88,6 +119,12 @@ pub enum ShardInput<M> {
     Passivate(EntityId),
     /// The coordinator moves this shard away.
     HandOff,
+    /// The answer to [`ShardOutput::LoadRemembered`]: the remembered entity ids.
+    RememberedLoaded(Vec<EntityId>),
+    /// The update asked for by [`ShardOutput::UpdateRemembered`] is written.
+    StoreUpdated,
+    /// The store load or update under way failed (it is tried again later).
+    StoreFailed,
 }
 
 /// Why a shard ended.
@@ -106,6 +143,17 @@ pub enum ShardOutput<M> {
     AcquireLease,
     /// Release it and answer [`ShardInput::LeaseReleased`] when done.
     ReleaseLease,
+    /// Read the remembered entity ids (answer [`ShardInput::RememberedLoaded`] or
+    /// [`ShardInput::StoreFailed`]).
+    LoadRemembered,
+    /// Write these changes to the remembered entity ids (answer [`ShardInput::StoreUpdated`]
+    /// or [`ShardInput::StoreFailed`]). Never two at once.
+    UpdateRemembered {
+        /// Ids to remember.
+        add: BTreeSet<EntityId>,
+        /// Ids to forget.
+        remove: BTreeSet<EntityId>,
+    },
     /// Start the entity.
     StartEntity(EntityId),
     /// Deliver to the (running) entity.
@@ -154,6 +202,11 @@ enum Phase {
         asked: bool,
         retry_at: Option<Instant>,
     },
+    /// The lease is held (or none is used): the remembered entities are being read.
+    Loading {
+        asked: bool,
+        retry_at: Option<Instant>,
+    },
     Active,
     /// Entities are stopping: for a hand-off (release the lease after) or a lost lease.
     Stopping {
@@ -170,10 +223,52 @@ enum Entity<M> {
     Running {
         last_active: Instant,
     },
-    /// Told to stop; messages for its next incarnation wait here.
-    Stopping {
+    /// Remember entities: waiting for its id to be written before it starts.
+    Starting {
         held: VecDeque<M>,
     },
+    /// Told to stop; messages for its next incarnation wait here. `forget`: it was passivated
+    /// (with remember entities, its id is removed once it has stopped).
+    Stopping {
+        held: VecDeque<M>,
+        forget: bool,
+    },
+    /// Remember entities: it stopped on its own and starts again at `until`.
+    Backoff {
+        until: Instant,
+        held: VecDeque<M>,
+    },
+}
+
+#[cfg(test)]
+impl<M> Entity<M> {
+    fn held(&self) -> usize {
+        match self {
+            Self::Running { .. } => 0,
+            Self::Starting { held } | Self::Stopping { held, .. } | Self::Backoff { held, .. } => {
+                held.len()
+            }
+        }
+    }
+}
+
+/// The remembered-entities writes: one batch in flight, the next one gathering.
+#[derive(Debug, Default)]
+struct Store {
+    /// Each entity's latest wish: remembered (`true`) or forgotten.
+    pending: BTreeMap<EntityId, bool>,
+    /// The update under way.
+    writing: Option<(BTreeSet<EntityId>, BTreeSet<EntityId>)>,
+    /// The update under way failed: send it again then.
+    retry_at: Option<Instant>,
+    /// Nothing more is written (the lease is lost).
+    closed: bool,
+}
+
+impl Store {
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.writing.is_none()
+    }
 }
 
 /// One shard on one node. See the [module docs](self).
@@ -185,6 +280,7 @@ pub struct Shard<M> {
     entities: BTreeMap<EntityId, Entity<M>>,
     /// Messages held while the lease is acquired.
     held: VecDeque<(EntityId, M)>,
+    store: Store,
     out: VecDeque<ShardOutput<M>>,
 }
 
@@ -197,6 +293,7 @@ impl<M> Shard<M> {
             settings,
             entities: BTreeMap::new(),
             held: VecDeque::new(),
+            store: Store::default(),
             out: VecDeque::new(),
         };
         if shard.settings.use_lease {
@@ -205,8 +302,23 @@ impl<M> Shard<M> {
                 retry_at: None,
             };
             shard.out.push_back(ShardOutput::AcquireLease);
+        } else {
+            shard.begin();
         }
         shard
+    }
+
+    /// The lease is held, or none is used: load the remembered entities, or run.
+    fn begin(&mut self) {
+        if self.settings.remember_entities {
+            self.phase = Phase::Loading {
+                asked: true,
+                retry_at: None,
+            };
+            self.out.push_back(ShardOutput::LoadRemembered);
+        } else {
+            self.phase = Phase::Active;
+        }
     }
 
     /// Whether entities may run now.
@@ -226,6 +338,7 @@ impl<M> Shard<M> {
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::AcquiringLease { .. } => "acquiring-lease",
+            Phase::Loading { .. } => "loading-entities",
             Phase::Active => "active",
             Phase::Stopping { .. } => "stopping",
             Phase::Releasing => "releasing-lease",
@@ -239,7 +352,7 @@ impl<M> Shard<M> {
 
     fn deliver(&mut self, now: Instant, entity: EntityId, msg: M) {
         match &mut self.phase {
-            Phase::AcquiringLease { .. } => {
+            Phase::AcquiringLease { .. } | Phase::Loading { .. } => {
                 if self.held.len() >= self.settings.buffer_limit {
                     self.out.push_back(ShardOutput::Dropped { entity, msg });
                 } else {
@@ -258,7 +371,22 @@ impl<M> Shard<M> {
                 *last_active = now;
                 self.out.push_back(ShardOutput::Deliver { entity, msg });
             }
-            Some(Entity::Stopping { held }) => held.push_back(msg),
+            Some(
+                Entity::Starting { held }
+                | Entity::Stopping { held, .. }
+                | Entity::Backoff { held, .. },
+            ) => held.push_back(msg),
+            None if self.settings.remember_entities => {
+                self.make_room(now);
+                self.entities.insert(
+                    entity.clone(),
+                    Entity::Starting {
+                        held: VecDeque::from([msg]),
+                    },
+                );
+                self.store.pending.insert(entity, true);
+                self.flush();
+            }
             None => {
                 self.make_room(now);
                 self.entities
@@ -266,6 +394,114 @@ impl<M> Shard<M> {
                 self.out.push_back(ShardOutput::StartEntity(entity.clone()));
                 self.out.push_back(ShardOutput::Deliver { entity, msg });
             }
+        }
+    }
+
+    /// Starts `entity` now and delivers what waited for it.
+    fn run(&mut self, now: Instant, entity: &EntityId, held: VecDeque<M>) {
+        self.entities
+            .insert(entity.clone(), Entity::Running { last_active: now });
+        self.out.push_back(ShardOutput::StartEntity(entity.clone()));
+        for msg in held {
+            self.out.push_back(ShardOutput::Deliver {
+                entity: entity.clone(),
+                msg,
+            });
+        }
+    }
+
+    /// Sends the next remembered-entities update, unless one is under way or waits to be
+    /// sent again.
+    fn flush(&mut self) {
+        if self.store.closed {
+            self.store.pending.clear();
+            return;
+        }
+        if self.store.writing.is_some() || self.store.pending.is_empty() {
+            return;
+        }
+        let (mut add, mut remove) = (BTreeSet::new(), BTreeSet::new());
+        for (id, remembered) in std::mem::take(&mut self.store.pending) {
+            if remembered {
+                add.insert(id);
+            } else {
+                remove.insert(id);
+            }
+        }
+        self.store.writing = Some((add.clone(), remove.clone()));
+        self.out
+            .push_back(ShardOutput::UpdateRemembered { add, remove });
+    }
+
+    fn on_store_updated(&mut self, now: Instant) {
+        let Some((add, _)) = self.store.writing.take() else {
+            return;
+        };
+        self.store.retry_at = None;
+        for id in add {
+            if let Some(Entity::Starting { .. }) = self.entities.get(&id)
+                && let Some(Entity::Starting { held }) = self.entities.remove(&id)
+            {
+                self.run(now, &id, held);
+            }
+        }
+        self.flush();
+        self.maybe_stopped();
+    }
+
+    fn on_store_failed(&mut self, now: Instant) {
+        let retry = self.settings.store_retry_interval;
+        match self.phase {
+            Phase::Loading { asked: true, .. } => {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "shard {}: the remembered entities could not be read; trying again in {retry:?} ({} message(s) held)",
+                        self.id,
+                        self.held.len()
+                    ),
+                );
+                self.phase = Phase::Loading {
+                    asked: false,
+                    retry_at: Some(now + retry),
+                };
+            }
+            _ if self.store.writing.is_some() && self.store.retry_at.is_none() => {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "shard {}: the remembered entities could not be updated; trying again in {retry:?} (new entities wait meanwhile)",
+                        self.id
+                    ),
+                );
+                self.store.retry_at = Some(now + retry);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_loaded(&mut self, now: Instant, ids: Vec<EntityId>) {
+        if !matches!(self.phase, Phase::Loading { asked: true, .. }) {
+            return;
+        }
+        self.phase = Phase::Active;
+        if !ids.is_empty() {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "shard {}: starting its {} remembered entities",
+                    self.id,
+                    ids.len()
+                ),
+            );
+        }
+        for id in ids {
+            if !self.entities.contains_key(&id) {
+                self.run(now, &id, VecDeque::new());
+            }
+        }
+        for (entity, msg) in std::mem::take(&mut self.held) {
+            self.deliver(now, entity, msg);
         }
     }
 
@@ -280,7 +516,7 @@ impl<M> Shard<M> {
                 .iter()
                 .filter_map(|(id, e)| match e {
                     Entity::Running { last_active } => Some((*last_active, id.clone())),
-                    Entity::Stopping { .. } => None,
+                    _ => None,
                 })
                 .min();
             let Some((_, id)) = lru else {
@@ -294,6 +530,7 @@ impl<M> Shard<M> {
         if let Some(e @ Entity::Running { .. }) = self.entities.get_mut(id) {
             *e = Entity::Stopping {
                 held: VecDeque::new(),
+                forget: true,
             };
             self.out.push_back(ShardOutput::StopEntity(id.clone()));
             self.log(LogLevel::Info, format!("passivating entity {id}: {why}"));
@@ -304,24 +541,54 @@ impl<M> Shard<M> {
         let Some(entity) = self.entities.remove(&id) else {
             return;
         };
-        if let Entity::Stopping { held } = entity
-            && !held.is_empty()
-        {
-            if self.phase == Phase::Active {
-                // Its messages go to its next incarnation.
-                for msg in held {
-                    self.deliver(now, id.clone(), msg);
+        let remember = self.settings.remember_entities;
+        match entity {
+            Entity::Stopping { held, forget } => {
+                if remember && forget {
+                    self.store.pending.insert(id.clone(), false);
                 }
-            } else {
-                for msg in held {
-                    self.out.push_back(ShardOutput::Bounce {
-                        entity: id.clone(),
-                        msg,
-                    });
+                if self.phase == Phase::Active {
+                    // Its messages go to its next incarnation.
+                    for msg in held {
+                        self.deliver(now, id.clone(), msg);
+                    }
+                } else {
+                    self.bounce(&id, held);
                 }
+                self.flush();
             }
+            Entity::Running { .. } if remember && self.phase == Phase::Active => {
+                // Stopped on its own: a remembered entity runs until it is passivated.
+                let backoff = self.settings.entity_restart_backoff;
+                self.log(
+                    LogLevel::Info,
+                    format!("entity {id} stopped without being passivated: it starts again in {backoff:?}"),
+                );
+                self.entities.insert(
+                    id,
+                    Entity::Backoff {
+                        until: now + backoff,
+                        held: VecDeque::new(),
+                    },
+                );
+            }
+            other @ (Entity::Starting { .. } | Entity::Backoff { .. }) => {
+                // Not running, so it cannot have stopped: a stale report changes nothing.
+                self.entities.insert(id, other);
+                return;
+            }
+            Entity::Running { .. } => {}
         }
         self.maybe_stopped();
+    }
+
+    fn bounce(&mut self, id: &EntityId, held: VecDeque<M>) {
+        for msg in held {
+            self.out.push_back(ShardOutput::Bounce {
+                entity: id.clone(),
+                msg,
+            });
+        }
     }
 
     /// Stops every entity at once (the stop message to each running one).
@@ -332,10 +599,52 @@ impl<M> Shard<M> {
                 id.clone(),
                 Entity::Stopping {
                     held: VecDeque::new(),
+                    forget: false,
                 },
             );
             self.out.push_back(ShardOutput::StopEntity(id.clone()));
         }
+        // Entities not running are dropped and their messages go back to the region: one
+        // waiting for its restart stays remembered; one waiting for its id to be written never
+        // ran, so it is not (its messages start it at the next home, which remembers it).
+        let idle: Vec<EntityId> = self
+            .entities
+            .iter()
+            .filter(|(_, e)| matches!(e, Entity::Starting { .. } | Entity::Backoff { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            match self.entities.remove(&id) {
+                Some(Entity::Starting { held }) => {
+                    self.store.pending.insert(id.clone(), false);
+                    self.bounce(&id, held);
+                }
+                Some(Entity::Backoff { held, .. }) => self.bounce(&id, held),
+                _ => {}
+            }
+        }
+        if why == Ended::LeaseLost && !self.store.idle() {
+            self.log(
+                LogLevel::Warn,
+                format!(
+                    "shard {} lost its lease with {} remembered-entities change(s) not confirmed: they may be lost",
+                    self.id,
+                    self.store.pending.len()
+                        + self
+                            .store
+                            .writing
+                            .as_ref()
+                            .map_or(0, |(a, r)| a.len() + r.len())
+                ),
+            );
+        }
+        if why == Ended::LeaseLost {
+            self.store = Store {
+                closed: true,
+                ..Store::default()
+            };
+        }
+        self.flush();
         let deadline = (why == Ended::HandedOff).then(|| now + self.settings.handoff_timeout);
         self.phase = Phase::Stopping { why, deadline };
         self.maybe_stopped();
@@ -346,7 +655,7 @@ impl<M> Shard<M> {
         let Phase::Stopping { why, .. } = self.phase else {
             return;
         };
-        if !self.entities.is_empty() {
+        if !self.entities.is_empty() || !self.store.idle() {
             return;
         }
         match why {
@@ -377,13 +686,15 @@ impl<M> Shard<M> {
             return;
         }
         if granted {
-            self.phase = Phase::Active;
             self.log(
                 LogLevel::Info,
                 format!("shard {} acquired its lease: starting", self.id),
             );
-            for (entity, msg) in std::mem::take(&mut self.held) {
-                self.deliver(now, entity, msg);
+            self.begin();
+            if self.phase == Phase::Active {
+                for (entity, msg) in std::mem::take(&mut self.held) {
+                    self.deliver(now, entity, msg);
+                }
             }
         } else {
             let retry = self.settings.lease_retry_interval;
@@ -414,6 +725,8 @@ impl<M> Shard<M> {
                 self.release();
             }
             Phase::AcquiringLease { asked: false, .. } => self.end(Ended::HandedOff),
+            // The lease is held; no entity has started yet.
+            Phase::Loading { .. } => self.release(),
             Phase::Active => {
                 self.log(
                     LogLevel::Info,
@@ -440,7 +753,7 @@ impl<M> StateMachine for Shard<M> {
             ShardInput::Deliver { entity, msg } => self.deliver(now, entity, msg),
             ShardInput::LeaseAcquired(granted) => self.on_lease_acquired(now, granted),
             ShardInput::LeaseLost => match self.phase {
-                Phase::Active | Phase::Stopping { .. } => {
+                Phase::Loading { .. } | Phase::Active | Phase::Stopping { .. } => {
                     self.log(
                         LogLevel::Warn,
                         format!(
@@ -461,11 +774,33 @@ impl<M> StateMachine for Shard<M> {
             ShardInput::EntityStopped(id) => self.on_entity_stopped(now, id),
             ShardInput::Passivate(id) => self.passivate(now, &id, "it asked to"),
             ShardInput::HandOff => self.on_handoff(now),
+            ShardInput::RememberedLoaded(ids) => self.on_loaded(now, ids),
+            ShardInput::StoreUpdated => self.on_store_updated(now),
+            ShardInput::StoreFailed => self.on_store_failed(now),
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if let Some(at) = self.store.retry_at
+            && at <= now
+        {
+            self.store.retry_at = None;
+            if let Some((add, remove)) = self.store.writing.clone() {
+                self.out
+                    .push_back(ShardOutput::UpdateRemembered { add, remove });
+            }
+        }
         match self.phase.clone() {
+            Phase::Loading {
+                asked: false,
+                retry_at: Some(at),
+            } if at <= now => {
+                self.phase = Phase::Loading {
+                    asked: true,
+                    retry_at: None,
+                };
+                self.out.push_back(ShardOutput::LoadRemembered);
+            }
             Phase::AcquiringLease {
                 asked: false,
                 retry_at: Some(at),
@@ -492,12 +827,34 @@ impl<M> StateMachine for Shard<M> {
                 for id in ids {
                     self.out.push_back(ShardOutput::ForceStop(id));
                 }
+                if !self.store.idle() {
+                    self.log(
+                        LogLevel::Warn,
+                        format!(
+                            "shard {}: remembered-entities changes not written within handoff-timeout are given up: passivated entities may start again at the next home",
+                            self.id
+                        ),
+                    );
+                    self.store = Store::default();
+                }
                 self.phase = Phase::Stopping {
                     why: Ended::HandedOff,
                     deadline: None,
                 };
+                self.maybe_stopped();
             }
             Phase::Active => {
+                let due: Vec<EntityId> = self
+                    .entities
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Entity::Backoff { until, .. } if *until <= now))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
+                    if let Some(Entity::Backoff { held, .. }) = self.entities.remove(&id) {
+                        self.run(now, &id, held);
+                    }
+                }
                 if let Some(idle) = self.settings.idle_timeout {
                     let idle_ones: Vec<EntityId> = self
                         .entities
@@ -519,21 +876,23 @@ impl<M> StateMachine for Shard<M> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match &self.phase {
-            Phase::AcquiringLease { retry_at, .. } => *retry_at,
+        let phase = match &self.phase {
+            Phase::AcquiringLease { retry_at, .. } | Phase::Loading { retry_at, .. } => *retry_at,
             Phase::Stopping { deadline, .. } => *deadline,
             Phase::Active => {
-                let idle = self.settings.idle_timeout?;
+                let idle = self.settings.idle_timeout;
                 self.entities
                     .values()
                     .filter_map(|e| match e {
-                        Entity::Running { last_active } => Some(*last_active + idle),
-                        Entity::Stopping { .. } => None,
+                        Entity::Running { last_active } => idle.map(|i| *last_active + i),
+                        Entity::Backoff { until, .. } => Some(*until),
+                        Entity::Starting { .. } | Entity::Stopping { .. } => None,
                     })
                     .min()
             }
             Phase::Releasing | Phase::Stopped => None,
-        }
+        };
+        [phase, self.store.retry_at].into_iter().flatten().min()
     }
 
     fn poll_output(&mut self) -> Option<ShardOutput<M>> {

@@ -42,6 +42,10 @@ pub struct CoordinatorSettings {
     pub handoff_timeout: Duration,
     /// How often an unacknowledged HostShard is sent again (default 1 s).
     pub host_retry: Duration,
+    /// Remember entities: every shard ever allocated (and every one the store names) is kept
+    /// allocated — started again at once wherever it goes after a hand-off or the loss of its
+    /// region, so that its remembered entities run without waiting for a message.
+    pub remember_entities: bool,
 }
 
 impl Default for CoordinatorSettings {
@@ -50,6 +54,7 @@ impl Default for CoordinatorSettings {
             rebalance_interval: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(60),
             host_retry: Duration::from_secs(1),
+            remember_entities: false,
         }
     }
 }
@@ -109,6 +114,9 @@ pub enum CoordinatorInput {
     },
     /// A region or proxy is gone (its node was removed, or it stopped).
     Terminated(UniqueAddress),
+    /// Remember entities: shards that have remembered entities (read from the store when the
+    /// coordinator starts), to keep allocated.
+    RememberedShards(BTreeSet<ShardId>),
 }
 
 /// Outputs of a [`ShardCoordinator`].
@@ -157,6 +165,8 @@ pub struct ShardCoordinator {
     /// HostShard sent and not acknowledged: the region and when to send it again.
     unacked_host: BTreeMap<ShardId, (UniqueAddress, Instant)>,
     shutting_down: BTreeSet<UniqueAddress>,
+    /// Remember entities: the shards kept allocated.
+    remembered: BTreeSet<ShardId>,
     next_rebalance: Instant,
     out: VecDeque<CoordinatorOutput>,
 }
@@ -187,6 +197,7 @@ impl ShardCoordinator {
             waiting: BTreeMap::new(),
             unacked_host: BTreeMap::new(),
             shutting_down: BTreeSet::new(),
+            remembered: BTreeSet::new(),
             next_rebalance,
             out: VecDeque::new(),
         }
@@ -320,20 +331,53 @@ impl ShardCoordinator {
             self.waiting.entry(shard).or_default().insert(from);
             return;
         };
+        self.host(now, &shard, &region, "allocated");
+        self.send(&from, ToRegion::ShardHome { shard, region });
+    }
+
+    /// Allocates `shard` to `region` and tells the region to start it.
+    fn host(&mut self, now: Instant, shard: &ShardId, region: &UniqueAddress, what: &str) {
         self.event(CoordinatorEvent::ShardHomeAllocated {
             shard: shard.clone(),
             region: region.clone(),
         });
-        self.log(
-            LogLevel::Info,
-            format!("shard {shard} allocated to {region}"),
-        );
-        self.send(&region, ToRegion::HostShard(shard.clone()));
+        self.log(LogLevel::Info, format!("shard {shard} {what} to {region}"));
+        self.send(region, ToRegion::HostShard(shard.clone()));
         self.unacked_host.insert(
             shard.clone(),
             (region.clone(), now + self.settings.host_retry),
         );
-        self.send(&from, ToRegion::ShardHome { shard, region });
+        if self.settings.remember_entities {
+            self.remembered.insert(shard.clone());
+        }
+    }
+
+    /// Remember entities: every remembered shard without a home (and not moving) gets one now,
+    /// once allocation is possible.
+    fn allocate_remembered(&mut self, now: Instant) {
+        if !self.settings.remember_entities || !self.all_registered() {
+            return;
+        }
+        let homeless: Vec<ShardId> = self
+            .remembered
+            .iter()
+            .filter(|s| self.state.home(s).is_none() && !self.handoffs.contains_key(*s))
+            .cloned()
+            .collect();
+        for shard in homeless {
+            let candidates = self.candidates();
+            let Some(first) = candidates.keys().next().cloned() else {
+                return;
+            };
+            if let Some(region) = self.strategy.allocate(&first, &shard, &candidates) {
+                self.host(
+                    now,
+                    &shard,
+                    &region,
+                    "(with remembered entities) started again",
+                );
+            }
+        }
     }
 
     /// Answers the askers that can be answered now.
@@ -352,6 +396,7 @@ impl ShardCoordinator {
                 self.on_get_home(now, asker, shard.clone());
             }
         }
+        self.allocate_remembered(now);
     }
 
     /// Starts handing off `shard` from its home.
@@ -513,6 +558,12 @@ impl StateMachine for ShardCoordinator {
                 self.answer_waiting(now);
             }
             CoordinatorInput::Terminated(who) => self.on_terminated(now, &who),
+            CoordinatorInput::RememberedShards(shards) => {
+                if self.settings.remember_entities {
+                    self.remembered.extend(shards);
+                    self.allocate_remembered(now);
+                }
+            }
             CoordinatorInput::Received { from, msg } => match msg {
                 ToCoordinator::Register(shards) => self.on_register(now, from, shards),
                 ToCoordinator::RegisterProxy => {

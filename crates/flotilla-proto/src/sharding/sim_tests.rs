@@ -21,6 +21,8 @@ enum Wire {
     Acquire(usize, ShardId),
     Release(usize, ShardId),
     EntityStopped(usize, ShardId, EntityId),
+    Load(usize, ShardId),
+    Update(usize, ShardId, BTreeSet<EntityId>, BTreeSet<EntityId>),
 }
 
 struct SimNode {
@@ -43,6 +45,9 @@ struct Sim {
     dropped: BTreeSet<Msg>,
     next_msg: Msg,
     shards: u32,
+    remember: bool,
+    /// Remember entities: the store, per shard.
+    store: BTreeMap<ShardId, BTreeSet<EntityId>>,
 }
 
 fn id(i: usize) -> UniqueAddress {
@@ -55,12 +60,20 @@ fn index(u: &UniqueAddress) -> usize {
 
 impl Sim {
     fn new(seed: u64, nodes: usize, shards: u32) -> Self {
+        Self::with(seed, nodes, shards, false)
+    }
+
+    /// With remember entities on or off.
+    fn with(seed: u64, nodes: usize, shards: u32, remember: bool) -> Self {
         let now = epoch();
         let mut sim = Self {
             now,
             rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             coordinator: ShardCoordinator::new(
-                CoordinatorSettings::default(),
+                CoordinatorSettings {
+                    remember_entities: remember,
+                    ..CoordinatorSettings::default()
+                },
                 Box::new(LeastShardAllocation::default()),
                 now,
             ),
@@ -71,13 +84,17 @@ impl Sim {
             shard_settings: ShardSettings {
                 use_lease: true,
                 lease_retry_interval: Duration::from_secs(1),
-                idle_timeout: Some(Duration::from_secs(30)),
+                // Remembered entities run until they are passivated (as with the real driver).
+                idle_timeout: (!remember).then_some(Duration::from_secs(30)),
+                remember_entities: remember,
                 ..ShardSettings::default()
             },
             delivered: BTreeMap::new(),
             dropped: BTreeSet::new(),
             next_msg: 0,
             shards,
+            remember,
+            store: BTreeMap::new(),
         };
         for i in 0..nodes {
             sim.add_node(i);
@@ -94,7 +111,13 @@ impl Sim {
     }
 
     fn add_node(&mut self, i: usize) {
-        let mut region = Region::new(id(i), RegionSettings::default());
+        let mut region = Region::new(
+            id(i),
+            RegionSettings {
+                remember_entities: self.remember,
+                ..RegionSettings::default()
+            },
+        );
         region.handle(
             self.now,
             RegionInput::Coordinator(Some(id(self.coordinator_at))),
@@ -255,6 +278,10 @@ impl Sim {
                     self.pump_region(i);
                     return;
                 }
+                ShardOutput::LoadRemembered => self.wire.push_back(Wire::Load(i, s.clone())),
+                ShardOutput::UpdateRemembered { add, remove } => {
+                    self.wire.push_back(Wire::Update(i, s.clone(), add, remove));
+                }
                 ShardOutput::Log { .. } => {}
             }
         }
@@ -306,6 +333,28 @@ impl Sim {
                 }
                 if let Some(sh) = self.nodes.get_mut(&i).and_then(|n| n.shards.get_mut(&s)) {
                     sh.handle(self.now, ShardInput::LeaseReleased);
+                    self.pump_shard(i, &s);
+                }
+            }
+            Wire::Load(i, s) => {
+                let ids = self
+                    .store
+                    .get(&s)
+                    .map(|e| e.iter().cloned().collect())
+                    .unwrap_or_default();
+                if let Some(sh) = self.nodes.get_mut(&i).and_then(|n| n.shards.get_mut(&s)) {
+                    sh.handle(self.now, ShardInput::RememberedLoaded(ids));
+                    self.pump_shard(i, &s);
+                }
+            }
+            Wire::Update(i, s, add, remove) => {
+                if let Some(n) = self.nodes.get_mut(&i) {
+                    let entry = self.store.entry(s.clone()).or_default();
+                    entry.extend(add);
+                    entry.retain(|e| !remove.contains(e));
+                    if let Some(sh) = n.shards.get_mut(&s) {
+                        sh.handle(self.now, ShardInput::StoreUpdated);
+                    }
                     self.pump_shard(i, &s);
                 }
             }
@@ -501,4 +550,101 @@ fn a_lost_lease_stops_the_shard_and_it_comes_back_when_the_lease_is_free() {
         sim.run(Duration::from_secs(10));
         sim.all_delivered();
     }
+}
+
+impl Sim {
+    /// Every entity in the store runs on some node.
+    fn remembered_all_run(&self) -> Result<(), Vec<EntityId>> {
+        let missing: Vec<EntityId> = self
+            .store
+            .values()
+            .flatten()
+            .filter(|e| !self.nodes.values().any(|n| n.running.contains(*e)))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    fn remembered_count(&self) -> usize {
+        self.store.values().map(BTreeSet::len).sum()
+    }
+}
+
+#[test]
+fn remembered_entities_run_again_after_a_leave_and_a_crash_without_a_message() {
+    for seed in SEEDS {
+        let mut sim = Sim::with(seed, 3, 30, true);
+        sim.traffic(1000, Duration::from_secs(10));
+        sim.run(Duration::from_secs(2));
+        let remembered = sim.remembered_count();
+        assert!(remembered > 300, "seed {seed}: {remembered} remembered");
+        assert_eq!(sim.remembered_all_run(), Ok(()), "seed {seed}");
+
+        // Node 2 leaves; no message is sent afterwards, yet all its entities run elsewhere.
+        if let Some(n) = sim.nodes.get_mut(&2) {
+            n.region.handle(sim.now, RegionInput::Leave);
+        }
+        sim.pump_region(2);
+        for _ in 0..300 {
+            sim.run(Duration::from_millis(100));
+            if sim.nodes.get(&2).is_some_and(|n| n.done) {
+                break;
+            }
+        }
+        assert!(
+            sim.nodes.get(&2).is_some_and(|n| n.done),
+            "seed {seed}: never done"
+        );
+        sim.nodes.remove(&2);
+        sim.coordinator
+            .handle(sim.now, CoordinatorInput::Terminated(id(2)));
+        sim.members();
+        sim.run(Duration::from_secs(5));
+        assert_eq!(
+            sim.remembered_count(),
+            remembered,
+            "seed {seed}: nothing forgotten"
+        );
+        assert_eq!(
+            sim.remembered_all_run(),
+            Ok(()),
+            "seed {seed}: after the leave"
+        );
+
+        // Node 1 crashes: its leases expire, it is removed; its entities run on node 0.
+        sim.nodes.remove(&1);
+        sim.leases.retain(|_, holder| *holder != 1);
+        sim.coordinator
+            .handle(sim.now, CoordinatorInput::Terminated(id(1)));
+        sim.members();
+        sim.run(Duration::from_secs(5));
+        assert_eq!(
+            sim.remembered_all_run(),
+            Ok(()),
+            "seed {seed}: after the crash"
+        );
+        assert_eq!(sim.shard_counts(), [30], "seed {seed}");
+        sim.all_delivered();
+    }
+}
+
+#[test]
+fn a_new_coordinator_starts_the_shards_the_store_names() {
+    let mut sim = Sim::with(1, 2, 10, true);
+    sim.traffic(200, Duration::from_secs(5));
+    sim.run(Duration::from_secs(2));
+    let shards: BTreeSet<ShardId> = sim.store.keys().cloned().collect();
+    // Every node restarts at once (a full cluster restart): nothing runs, the store remains.
+    let mut next = Sim::with(2, 2, 10, true);
+    next.store = sim.store.clone();
+    next.coordinator
+        .handle(next.now, CoordinatorInput::RememberedShards(shards));
+    next.pump_coordinator();
+    next.run(Duration::from_secs(5));
+    assert!(next.remembered_count() > 50);
+    assert_eq!(next.remembered_all_run(), Ok(()));
 }

@@ -287,3 +287,43 @@ fn the_hold_buffer_is_bounded_across_shards() {
         }]
     );
 }
+
+#[test]
+fn with_remember_entities_a_shard_that_lost_its_lease_is_asked_for_at_once() {
+    for remember in [false, true] {
+        let now = epoch();
+        let mut r = Region::new(
+            node(1),
+            RegionSettings {
+                remember_entities: remember,
+                ..RegionSettings::default()
+            },
+        );
+        r.handle(now, RegionInput::Coordinator(Some(node(9))));
+        from_c(&mut r, now, ToRegion::RegisterAck);
+        from_c(&mut r, now, ToRegion::HostShard(shard(3)));
+        r.handle(
+            now,
+            RegionInput::ShardEnded {
+                shard: shard(3),
+                why: Ended::LeaseLost,
+            },
+        );
+        let asked = outs(&mut r) == [to_c(ToCoordinator::GetShardHome(shard(3)))];
+        assert_eq!(asked, remember);
+        if remember {
+            // The coordinator still has it here: it starts here again (and waits for its lease).
+            assert_eq!(
+                from_c(
+                    &mut r,
+                    now,
+                    ToRegion::ShardHome {
+                        shard: shard(3),
+                        region: node(1)
+                    }
+                ),
+                [RegionOutput::StartShard(shard(3))]
+            );
+        }
+    }
+}

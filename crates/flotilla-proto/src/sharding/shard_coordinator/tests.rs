@@ -329,3 +329,59 @@ fn stale_acks_and_stops_are_ignored() {
     assert_eq!(t.home(1), Some(node(1)));
     assert!(t.c.handoffs().is_empty());
 }
+
+#[test]
+fn with_remember_entities_shards_are_kept_allocated_after_a_handoff_and_a_lost_region() {
+    let now = epoch();
+    let mut t = T {
+        c: ShardCoordinator::new(
+            CoordinatorSettings {
+                remember_entities: true,
+                ..CoordinatorSettings::default()
+            },
+            Box::new(LeastShardAllocation::default()),
+            now,
+        ),
+        now,
+    };
+    t.members(&[1, 2]);
+    // The store names shard 5: it is started as soon as allocation is possible.
+    t.c.handle(t.now, CoordinatorInput::RememberedShards(shards(&[5])));
+    assert!(
+        t.sent().is_empty(),
+        "not before every member has registered"
+    );
+    t.from(1, ToCoordinator::Register(shards(&[])));
+    let sent = t.from(2, ToCoordinator::Register(shards(&[])));
+    assert_eq!(
+        sent,
+        [
+            (2, ToRegion::RegisterAck),
+            (1, ToRegion::HostShard(shard(5)))
+        ]
+    );
+    t.from(1, ToCoordinator::ShardStarted(shard(5)));
+    // A shard asked for is remembered too.
+    t.from(2, ToCoordinator::GetShardHome(shard(6)));
+    assert_eq!(t.home(6), Some(node(2)));
+    // Region 1 shuts down: after the hand-off, shard 5 starts in region 2 at once.
+    t.from(1, ToCoordinator::GracefulShutdownReq);
+    t.from(1, ToCoordinator::BeginHandOffAck(shard(5)));
+    t.from(2, ToCoordinator::BeginHandOffAck(shard(5)));
+    assert_eq!(
+        t.from(1, ToCoordinator::ShardStopped(shard(5))),
+        [(2, ToRegion::HostShard(shard(5)))]
+    );
+    assert_eq!(t.home(5), Some(node(2)));
+    // Region 2 is lost and region 3 takes its place: both shards start there.
+    t.members(&[3]);
+    t.from(3, ToCoordinator::Register(shards(&[])));
+    let sent = t.terminated(2);
+    assert_eq!(
+        sent,
+        [
+            (3, ToRegion::HostShard(shard(5))),
+            (3, ToRegion::HostShard(shard(6)))
+        ]
+    );
+}
