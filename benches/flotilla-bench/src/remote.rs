@@ -2,18 +2,22 @@
 //! TCP baseline measured in the same run.
 //!
 //! - **tell throughput**: one node sends N 100-byte messages to the other, which answers once it
-//!   has counted all N; messages per second from the first send to that answer. Flotilla's
-//!   sender keeps at most 2048 messages unacknowledged (the peer acknowledges every 512): user
-//!   messages are at most once, and a sender that outruns the 3072-message outbound queue loses
-//!   messages to dead letters, as in Akka. The raw baseline has TCP's own backpressure.
+//!   has counted all N; messages per second from the first send to that answer. No subject
+//!   acknowledges anything before that answer; each is held back by its transport's own flow
+//!   control: the raw baseline by TCP's, Erlang by its busy distribution port, Flotilla by its
+//!   outbound queue (`Outbound::send_user_ref_waiting` waits for room where
+//!   `send_user_ref` would drop the message to dead letters).
 //! - **request-reply**: M sequential 100-byte requests, each answered by an echo; p50 and p99.
 //!
 //! Subjects: Flotilla remoting over TCP, Flotilla remoting over mutual TLS, and two references:
 //! - the baseline — length-prefixed 100-byte frames over one tokio `TcpStream`, written and read
 //!   through 64 KiB buffers (batched both ways) by a counting or echoing server;
 //! - Erlang/OTP distribution between two `erl` nodes (Debian's `erlang-base`), with the same
-//!   window, acknowledgements and echoes (`erlang/flotilla_dist_bench.erl`), over a private
-//!   `epmd` on a free port.
+//!   protocol (`erlang/flotilla_dist_bench.erl`), over a private `epmd` on a free port.
+//!
+//! Every subject runs `--repeat` times, the subjects taking turns, and the table gives the
+//! median of each figure with the range of throughputs: on a shared machine one run of a
+//! subject can be twice as fast as the next.
 //!
 //! The Flotilla and raw peers are this same binary, started as a second process (`--peer`).
 
@@ -32,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[command(about = "Flotilla remoting between two processes, against raw TCP")]
 struct Opts {
     /// Messages in the throughput run.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 5_000_000)]
     messages: u32,
     /// Sequential request-reply rounds.
     #[arg(long, default_value_t = 20_000)]
@@ -43,6 +47,13 @@ struct Opts {
     /// Leave out the Erlang distribution comparison (when `erl` is not installed).
     #[arg(long)]
     skip_erlang: bool,
+    /// Runs of every subject (taking turns); the table gives medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Runs one subject alone and prints each run's figures, without ratios (for profiling):
+    /// `raw`, `tcp`, `tls` or `erlang`.
+    #[arg(long, value_name = "SUBJECT")]
+    only: Option<String>,
 }
 
 /// Both processes use mimalloc, as the `flotilla` binary does: remoting allocates on one thread
@@ -51,10 +62,6 @@ struct Opts {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAYLOAD: usize = 100;
-/// Messages the throughput sender may have unacknowledged (below the outbound queue's 3072).
-const WINDOW: u32 = 2048;
-/// The peer acknowledges every this-many counted messages.
-const ACK_EVERY: u64 = 512;
 
 fn tls_settings(dir: &std::path::Path, name: &str) -> TlsSettings {
     TlsSettings {
@@ -89,10 +96,8 @@ fn settings(tls: Option<TlsSettings>) -> RemoteSettings {
     }
 }
 
-/// The Flotilla peer: a message with manifest "count" is counted, and every [`ACK_EVERY`] of them
-/// acknowledged (user messages are at most once: a sender that outruns its outbound queue loses
-/// messages, so the sender keeps at most [`WINDOW`] unacknowledged, as Akka's throughput
-/// benchmarks do); "total" is answered with the count; anything else is echoed.
+/// The Flotilla peer: a message with manifest "count" is counted; "total" is answered with the
+/// count; anything else is echoed.
 async fn flotilla_peer(port: u16, tls_dir: Option<String>) -> anyhow::Result<()> {
     let tls = tls_dir.map(|d| tls_settings(std::path::Path::new(&d), "peer"));
     let (node, mut inbound) =
@@ -105,17 +110,7 @@ async fn flotilla_peer(port: u16, tls_dir: Option<String>) -> anyhow::Result<()>
         };
         for envelope in &messages {
             match envelope.manifest {
-                "count" => {
-                    counted += 1;
-                    if counted.is_multiple_of(ACK_EVERY) {
-                        let ack = UserEnvelopeRef {
-                            manifest: "ack",
-                            payload: &counted.to_be_bytes(),
-                            ..envelope
-                        };
-                        node.send_user_ref(&from.address, ack)?;
-                    }
-                }
+                "count" => counted += 1,
                 "total" => {
                     let want = u64::from_be_bytes(envelope.payload[..8].try_into()?);
                     // Everything before "total" on the same connection has arrived (FIFO).
@@ -271,26 +266,18 @@ async fn bench_flotilla(
     reply().await?;
 
     let started = Instant::now();
-    let mut acked: u32 = 0;
-    for sent in 0..opts.messages {
-        while sent - acked >= WINDOW {
-            let ack = reply().await?;
-            anyhow::ensure!(ack.manifest == "ack", "unexpected {}", ack.manifest);
-            acked = u32::try_from(u64::from_be_bytes(ack.payload[..8].try_into()?))?;
-        }
-        to.send_user_ref(env("count", &[7; PAYLOAD]))?;
+    for _ in 0..opts.messages {
+        // Waits while the outbound queue is full rather than losing the message.
+        to.send_user_ref_waiting(env("count", &[7; PAYLOAD]))
+            .await?;
     }
     let total = u64::from(opts.messages).to_be_bytes();
-    to.send_user_ref(UserEnvelopeRef {
+    to.send_user_ref_waiting(UserEnvelopeRef {
         payload: &total,
         ..env("total", &[])
-    })?;
-    let done = loop {
-        let r = reply().await?;
-        if r.manifest != "ack" {
-            break r;
-        }
-    };
+    })
+    .await?;
+    let done = reply().await?;
     let took = started.elapsed();
     anyhow::ensure!(done.manifest == "done", "unexpected {}", done.manifest);
 
@@ -444,30 +431,61 @@ fn main() -> anyhow::Result<()> {
     }
     let certs = tempfile::tempdir()?;
     make_certificates(certs.path())?;
-    let mut figures = runtime.block_on(async {
-        Ok::<_, anyhow::Error>(vec![
-            bench_raw(&opts).await?,
-            bench_flotilla("flotilla (TCP)", &opts, None).await?,
-            bench_flotilla("flotilla (mutual TLS)", &opts, Some(certs.path())).await?,
-        ])
-    })?;
-    let erlang = if opts.skip_erlang {
-        None
-    } else {
-        let e = bench_erlang(&opts)?;
-        figures.push(e);
-        figures.last().map(|e| (e.throughput, e.p50))
+    let subjects: Vec<&str> = match &opts.only {
+        Some(one) => {
+            anyhow::ensure!(
+                ["raw", "tcp", "tls", "erlang"].contains(&one.as_str()),
+                "unknown subject {one:?}: raw, tcp, tls or erlang"
+            );
+            vec![one.as_str()]
+        }
+        None if opts.skip_erlang => vec!["raw", "tcp", "tls"],
+        None => vec!["raw", "tcp", "tls", "erlang"],
     };
-    let base = &figures[0];
+    let run = |subject: &str| -> anyhow::Result<Figures> {
+        match subject {
+            "raw" => runtime.block_on(bench_raw(&opts)),
+            "tcp" => runtime.block_on(bench_flotilla("flotilla (TCP)", &opts, None)),
+            "tls" => runtime.block_on(bench_flotilla(
+                "flotilla (mutual TLS)",
+                &opts,
+                Some(certs.path()),
+            )),
+            _ => bench_erlang(&opts),
+        }
+    };
+    let mut runs: Vec<Vec<Figures>> = subjects.iter().map(|_| Vec::new()).collect();
+    for round in 1..=opts.repeat.max(1) {
+        for (subject, figures) in subjects.iter().zip(&mut runs) {
+            let f = run(subject)?;
+            eprintln!(
+                "run {round}/{}: {}: {:.0} msgs/s, rtt p50 {:.1} µs, p99 {:.1} µs",
+                opts.repeat.max(1),
+                f.name,
+                f.throughput,
+                f.p50.as_secs_f64() * 1e6,
+                f.p99.as_secs_f64() * 1e6
+            );
+            figures.push(f);
+        }
+    }
+    if opts.only.is_some() {
+        return Ok(());
+    }
+    let medians: Vec<Median> = runs.iter().map(|r| Median::of(r)).collect();
+    let base = &medians[0];
+    let erlang = medians.get(3).map(|e| (e.throughput, e.p50));
     println!(
-        "# Remoting between two processes on 127.0.0.1: {} x {PAYLOAD}-byte tells, {} sequential request-replies\n",
-        opts.messages, opts.rounds
+        "# Remoting between two processes on 127.0.0.1: {} x {PAYLOAD}-byte tells, {} sequential request-replies; medians of {} runs\n",
+        opts.messages,
+        opts.rounds,
+        opts.repeat.max(1)
     );
     println!(
-        "| subject | tell msgs/s | vs raw TCP | vs Erlang | rtt p50 | rtt p99 | p50 vs raw TCP | p50 vs Erlang |"
+        "| subject | tell msgs/s | (range) | vs raw TCP | vs Erlang | rtt p50 | rtt p99 | p50 vs raw TCP | p50 vs Erlang |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for f in &figures {
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for f in &medians {
         let (vs_erlang, p50_vs_erlang) = match erlang {
             Some((tput, p50)) => (
                 format!("{:.2}x", f.throughput / tput),
@@ -476,9 +494,11 @@ fn main() -> anyhow::Result<()> {
             None => ("-".to_owned(), "-".to_owned()),
         };
         println!(
-            "| {} | {:.0} | {:.2}x | {vs_erlang} | {:.1} µs | {:.1} µs | {:.2}x | {p50_vs_erlang} |",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2}x | {vs_erlang} | {:.1} µs | {:.1} µs | {:.2}x | {p50_vs_erlang} |",
             f.name,
             f.throughput,
+            f.throughput_min,
+            f.throughput_max,
             f.throughput / base.throughput,
             f.p50.as_secs_f64() * 1e6,
             f.p99.as_secs_f64() * 1e6,
@@ -486,4 +506,32 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The median of each figure over a subject's runs.
+struct Median {
+    name: &'static str,
+    throughput: f64,
+    throughput_min: f64,
+    throughput_max: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Median {
+    fn of(runs: &[Figures]) -> Self {
+        fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            v[v.len() / 2]
+        }
+        let tputs: Vec<f64> = runs.iter().map(|f| f.throughput).collect();
+        Self {
+            name: runs[0].name,
+            throughput: mid(tputs.clone()),
+            throughput_min: tputs.iter().copied().fold(f64::INFINITY, f64::min),
+            throughput_max: tputs.iter().copied().fold(0.0, f64::max),
+            p50: mid(runs.iter().map(|f| f.p50).collect()),
+            p99: mid(runs.iter().map(|f| f.p99).collect()),
+        }
+    }
 }

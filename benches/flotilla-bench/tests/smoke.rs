@@ -76,7 +76,7 @@ fn a_tiny_lease_run_reports_every_backend() {
 fn a_tiny_remoting_run_reports_every_subject_against_both_references() {
     let stdout = run(
         env!("CARGO_BIN_EXE_flotilla-remote-bench"),
-        &["--messages", "5000", "--rounds", "50"],
+        &["--messages", "5000", "--rounds", "50", "--repeat", "1"],
     );
     for subject in [
         "raw tokio TCP (baseline)",

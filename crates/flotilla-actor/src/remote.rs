@@ -562,8 +562,11 @@ async fn dispatch(support: Weak<RemoteSupport>, mut inbound: flotilla_remote::In
         };
         match item {
             Inbound::User { from, messages } => {
-                for envelope in &messages {
-                    support.on_user(&from, &envelope);
+                for envelope in messages.iter_checked() {
+                    match envelope {
+                        Ok(envelope) => support.on_user(&from, &envelope),
+                        Err(e) => flotilla_remote::undecodable_dropped(&from, &e),
+                    }
                 }
             }
             Inbound::System { from, payload } => support.on_system(&from, &payload),

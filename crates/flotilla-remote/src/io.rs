@@ -60,6 +60,11 @@ pub trait FrameSource: Send {
     fn recycle(&mut self, chunk: Vec<u8>) {
         drop(chunk);
     }
+    /// Whether a chunk is already everything that was waiting, so that a writer gains nothing
+    /// by gathering more chunks into one write (it would only copy them).
+    fn whole(&self) -> bool {
+        false
+    }
 }
 
 impl FrameSource for mpsc::Receiver<Vec<u8>> {
@@ -85,15 +90,16 @@ pub const MAX_BATCH: usize = 256 * 1024;
 
 /// Writes a lane's frames to its connection until the lane closes or the socket fails. Each
 /// write gathers every chunk already waiting, up to [`MAX_BATCH`] bytes (a single chunk is
-/// written as it is, whatever its size), so many frames go out in one syscall; frames are
-/// written in the order they were queued.
+/// written as it is, whatever its size, and so is a [whole](FrameSource::whole) one), so many
+/// frames go out in one syscall; frames are written in the order they were queued.
 pub async fn write_lane<W: AsyncWrite + Unpin, S: FrameSource>(
     stream: &mut W,
     mut lane: S,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = lane.next_chunk().await {
-        let Some(second) = lane.try_chunk() else {
+        let second = if lane.whole() { None } else { lane.try_chunk() };
+        let Some(second) = second else {
             stream.write_all(&first).await?;
             lane.recycle(first);
             continue;

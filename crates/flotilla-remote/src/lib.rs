@@ -29,5 +29,5 @@ pub use faults::{Direction, FaultInjector};
 pub use inbound::InboundReceiver;
 pub use node::{
     ClusterInbound, Inbound, Outbound, RemoteNode, SendError, StartError, StartOptions,
-    SystemPayload,
+    SystemPayload, undecodable_dropped,
 };

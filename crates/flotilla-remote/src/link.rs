@@ -619,7 +619,8 @@ impl Reading {
                     && mine.in_flight.load(Ordering::SeqCst) == 0
                     && mine.admitted.load(Ordering::SeqCst);
                 if direct {
-                    if let Err(e) = users.push_body(body) {
+                    // Decoded once, by the receiver, which reports one that does not decode.
+                    if let Err(e) = users.push_raw(body) {
                         undecodable(&remote, &e);
                     }
                     continue;

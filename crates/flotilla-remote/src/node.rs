@@ -54,6 +54,12 @@ pub struct SystemPayload {
     pub payload: Vec<u8>,
 }
 
+/// Logs and counts an ordinary message from `from` that did not decode (the receiver of an
+/// [`Inbound::User`] found it): it is dropped, and the association stays up.
+pub fn undecodable_dropped(from: &UniqueAddress, e: &flotilla_wire::WireError) {
+    link::undecodable(from, e);
+}
+
 /// What remoting hands to the local runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -62,7 +68,9 @@ pub enum Inbound {
         /// The sending incarnation.
         from: UniqueAddress,
         /// The messages, in the order they were sent (everything one read brought, handed over
-        /// at once); iterate to decode each in place.
+        /// at once, not yet decoded): iterate to decode each in place. A receiver that wants to
+        /// report a message that does not decode iterates with
+        /// [`UserBatch::iter_checked`] and hands each error to [`undecodable_dropped`].
         messages: UserBatch,
     },
     /// A system message, exactly once and in order per incarnation.
@@ -261,6 +269,36 @@ impl Outbound {
     pub fn send_user(&self, envelope: &UserEnvelope) -> Result<(), SendError> {
         self.send_user_ref(envelope.borrowed())
     }
+
+    /// [`Outbound::send_user_ref`], except that when the outbound queue is full it waits for
+    /// room instead of dropping the message to dead letters: backpressure for a sender of many
+    /// messages, which then goes at the pace of the connection (as a writer to a TCP socket
+    /// does). Waiting applies while the association is Active; before that the message takes
+    /// the slow path as with [`Outbound::send_user_ref`] (held while the association opens, up to
+    /// `outbound-message-queue-size`, dead letters beyond), so a bulk sender opens the
+    /// association with one message first. Delivery is still at most once: what is queued when
+    /// the link fails is lost.
+    pub async fn send_user_ref_waiting(
+        &self,
+        envelope: UserEnvelopeRef<'_>,
+    ) -> Result<(), SendError> {
+        loop {
+            match self.node.push_fast(&self.path, &envelope)? {
+                Fast::Queued => return Ok(()),
+                Fast::Full(lane) => lane.wait_for_room().await,
+                Fast::NoLane => return self.node.not_queued(&self.to, &self.path, envelope, false),
+            }
+        }
+    }
+}
+
+/// What became of a frame offered to the fast path.
+enum Fast {
+    Queued,
+    /// The lane holds `outbound-message-queue-size` frames already.
+    Full(Arc<FrameQueue>),
+    /// No Active link, or earlier messages took the slow path.
+    NoLane,
 }
 
 /// A running node's remoting. Dropping the last handle stops it.
@@ -526,27 +564,47 @@ impl RemoteNode {
         path: &Path,
         envelope: UserEnvelopeRef<'_>,
     ) -> Result<(), SendError> {
-        let pushed = if path.slow.load(Ordering::SeqCst) == 0 {
-            let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
-            match lane.as_ref() {
-                Some(lane) => Some(
-                    lane.push_with(|out| pdu::encode(Kind::User, &envelope, self.max_frame, out))
-                        .map_err(send_error)?,
-                ),
-                None => None,
-            }
-        } else {
-            None
-        };
-        if pushed == Some(Push::Queued) {
-            return Ok(());
+        match self.push_fast(path, &envelope)? {
+            Fast::Queued => Ok(()),
+            Fast::Full(_) => self.not_queued(to, path, envelope, true),
+            Fast::NoLane => self.not_queued(to, path, envelope, false),
         }
-        // Not queued: refuse a message that could never be sent before anything else.
+    }
+
+    /// The fast path: the frame is encoded straight into the ordinary lane of the Active link.
+    fn push_fast(&self, path: &Path, envelope: &UserEnvelopeRef<'_>) -> Result<Fast, SendError> {
+        if path.slow.load(Ordering::SeqCst) != 0 {
+            return Ok(Fast::NoLane);
+        }
+        let lane = path.lane.read().unwrap_or_else(|e| e.into_inner());
+        let Some(lane) = lane.as_ref() else {
+            return Ok(Fast::NoLane);
+        };
+        let pushed = lane
+            .push_with(|out| pdu::encode(Kind::User, envelope, self.max_frame, out))
+            .map_err(send_error)?;
+        Ok(match pushed {
+            Push::Queued => Fast::Queued,
+            Push::Full => Fast::Full(Arc::clone(lane)),
+            Push::Closed => Fast::NoLane,
+        })
+    }
+
+    /// A message the lane did not take: refused if it could never be sent; to dead letters if
+    /// the lane is `full`; otherwise handed to the control task.
+    fn not_queued(
+        &self,
+        to: &Address,
+        path: &Path,
+        envelope: UserEnvelopeRef<'_>,
+        full: bool,
+    ) -> Result<(), SendError> {
+        // Refuse a message that could never be sent before anything else.
         SCRATCH.with_borrow_mut(|frame| {
             frame.clear();
             pdu::encode(Kind::User, &envelope, self.max_frame, frame).map_err(send_error)
         })?;
-        if pushed == Some(Push::Full) {
+        if full {
             metrics::counter!("flotilla_remote_dead_letters_total").increment(1);
             tracing::debug!(remote = %to, "the outbound queue to {to} is full; message to {} dropped", envelope.recipient);
             self.inbound.send(Inbound::DeadLetter {

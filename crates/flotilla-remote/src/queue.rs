@@ -5,6 +5,11 @@
 //! the buffer was empty; the writer swaps the buffer out and writes it with one call. Per
 //! message that is one copy of the frame — no allocation, no channel slot, no wake-up while the
 //! writer is busy — and as many messages per syscall as arrived during the last write.
+//!
+//! A full queue refuses frames (the caller sends them to dead letters), unless the caller
+//! chose to wait for room ([`FrameQueue::wait_for_room`]): the writer signals room when it
+//! takes a full queue, so a bulk sender is held back at the pace of the socket, as TCP holds
+//! back a writer, instead of losing messages.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -17,6 +22,8 @@ use crate::io::FrameSource;
 pub(crate) struct FrameQueue {
     state: Mutex<State>,
     ready: Notify,
+    /// Signalled when a full queue is taken, and when it closes.
+    room: Notify,
     capacity: usize,
 }
 
@@ -44,6 +51,7 @@ impl FrameQueue {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            room: Notify::new(),
             capacity: capacity.max(1),
         }
     }
@@ -102,17 +110,44 @@ impl FrameQueue {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Returns once a frame pushed now would not be refused as [`Push::Full`]: at once while
+    /// there is room or the queue is closed, otherwise when the writer takes the queue.
+    pub(crate) async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a take between the check and the wait wakes it.
+            room.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.closed || s.frames < self.capacity {
+                    return;
+                }
+            }
+            room.await;
+        }
     }
 
     /// Everything queued, or `None` when nothing is.
     fn take(&self) -> Result<Vec<u8>, bool> {
-        let mut s = self.lock();
-        if s.frames == 0 {
-            return Err(s.closed);
+        let (bytes, was_full) = {
+            let mut s = self.lock();
+            if s.frames == 0 {
+                return Err(s.closed);
+            }
+            let was_full = s.frames >= self.capacity;
+            s.frames = 0;
+            let next = std::mem::take(&mut s.spare);
+            (std::mem::replace(&mut s.bytes, next), was_full)
+        };
+        // Only a full queue can have senders waiting for room (they wait only when refused).
+        if was_full {
+            self.room.notify_waiters();
         }
-        s.frames = 0;
-        let next = std::mem::take(&mut s.spare);
-        Ok(std::mem::replace(&mut s.bytes, next))
+        Ok(bytes)
     }
 }
 
@@ -129,6 +164,10 @@ impl FrameSource for std::sync::Arc<FrameQueue> {
 
     fn try_chunk(&mut self) -> Option<Vec<u8>> {
         self.take().ok()
+    }
+
+    fn whole(&self) -> bool {
+        true
     }
 
     fn recycle(&mut self, mut chunk: Vec<u8>) {
@@ -182,6 +221,43 @@ mod tests {
         assert_eq!(q.next_chunk().await.as_deref(), Some(&b"abc"[..]));
         q.close();
         assert_eq!(put(&q, b"e"), Ok(Push::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_goes_on_once_the_writer_takes_the_queue() {
+        let mut q = Arc::new(FrameQueue::new(2));
+        tokio::time::timeout(std::time::Duration::from_secs(5), q.wait_for_room())
+            .await
+            .unwrap_or_else(|_| panic!("room in an empty queue"));
+        q.push(b"a");
+        q.push(b"b");
+        assert_eq!(q.push(b"c"), Push::Full);
+        let waiter = Arc::clone(&q);
+        let waiting = tokio::spawn(async move {
+            waiter.wait_for_room().await;
+            waiter.push(b"c")
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "no room until the writer takes the queue"
+        );
+        assert_eq!(q.next_chunk().await.as_deref(), Some(&b"ab"[..]));
+        let pushed = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert_eq!(pushed.ok().and_then(Result::ok), Some(Push::Queued));
+        assert_eq!(q.next_chunk().await.as_deref(), Some(&b"c"[..]));
+        // A closed queue never keeps a sender waiting.
+        q.push(b"d");
+        q.push(b"e");
+        let waiter = Arc::clone(&q);
+        let waiting = tokio::spawn(async move { waiter.wait_for_room().await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        q.close();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

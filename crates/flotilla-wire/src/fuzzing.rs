@@ -57,15 +57,23 @@ pub fn decode_everything(data: &[u8]) {
                         }
                         Kind::User => {
                             let owned = pdu::decode::<UserEnvelope>(frame.kind, body);
-                            // The in-place path a reader takes: it admits exactly what the
-                            // owned decoder accepts, and hands back the same envelope.
+                            // The in-place paths: a checked batch admits exactly what the
+                            // owned decoder accepts, and a raw one (the reader's) hands the
+                            // receiver the same envelope or an error.
                             let mut batch = crate::UserBatch::new();
                             let admitted = batch.push_body(body);
                             assert_eq!(owned.is_ok(), admitted.is_ok());
                             assert_eq!(
                                 batch.first().map(crate::UserEnvelopeRef::to_envelope),
-                                owned.ok()
+                                owned.clone().ok()
                             );
+                            let mut raw = crate::UserBatch::new();
+                            assert!(raw.push_raw(body).is_ok());
+                            let got: Vec<_> = raw
+                                .iter_checked()
+                                .map(|r| r.map(crate::UserEnvelopeRef::to_envelope).ok())
+                                .collect();
+                            assert_eq!(got, [owned.ok()]);
                         }
                     }
                 }

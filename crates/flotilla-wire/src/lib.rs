@@ -18,8 +18,8 @@ pub use cluster::{
 pub use frame::{Frame, FrameDecoder, FrameError};
 pub use pdu::{
     Handshake, HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,
-    QuarantineNotice, SystemAck, SystemEnvelope, UserBatch, UserBatchIter, UserEnvelope,
-    UserEnvelopeRef, WireAddress, WireError, WireUniqueAddress,
+    QuarantineNotice, SystemAck, SystemEnvelope, UserBatch, UserBatchChecked, UserBatchIter,
+    UserEnvelope, UserEnvelopeRef, WireAddress, WireError, WireUniqueAddress,
 };
 
 /// What a frame's body is. The byte values are part of the wire format: never reuse one.

@@ -403,8 +403,10 @@ impl UserEnvelopeRef<'_> {
 
 /// User messages from one node, in the order they arrived, held as their encoded bodies in one
 /// buffer: a reader hands over everything one read brought as one batch, and the receiver
-/// decodes each envelope in place ([`UserBatch::iter`]). Only bodies that decode are admitted,
-/// so iteration yields every one of them.
+/// decodes each envelope in place ([`UserBatch::iter`]). A body admitted with
+/// [`UserBatch::push_body`] is known to decode; one admitted with [`UserBatch::push_raw`] is
+/// decoded only by the receiver, once, which then learns of one that does not
+/// ([`UserBatch::iter_checked`]).
 #[derive(Debug, Clone, Default)]
 pub struct UserBatch {
     /// `u32` little-endian body length, then the body; repeated.
@@ -432,6 +434,13 @@ impl UserBatch {
     /// unchanged.
     pub fn push_body(&mut self, body: &[u8]) -> Result<(), WireError> {
         UserEnvelopeRef::decode(body)?;
+        self.push_raw(body)
+    }
+
+    /// Admits the body of a [`Kind::User`] frame without decoding it: the receiver decodes it
+    /// (once, where [`UserBatch::push_body`] decodes it twice), and [`UserBatch::iter_checked`]
+    /// reports it if it does not decode.
+    pub fn push_raw(&mut self, body: &[u8]) -> Result<(), WireError> {
         let Ok(len) = u32::try_from(body.len()) else {
             return Err(FrameError::TooLarge {
                 len: body.len(),
@@ -470,7 +479,7 @@ impl UserBatch {
         Ok(())
     }
 
-    /// How many messages the batch holds.
+    /// How many messages the batch holds (counting any admitted raw that will not decode).
     pub fn len(&self) -> usize {
         self.count
     }
@@ -487,14 +496,22 @@ impl UserBatch {
         self.count = 0;
     }
 
-    /// Every message, in order, decoded in place.
+    /// Every message that decodes, in order, decoded in place.
     pub fn iter(&self) -> UserBatchIter<'_> {
         UserBatchIter {
+            checked: self.iter_checked(),
+        }
+    }
+
+    /// Every message, in order, decoded in place, or why it does not decode (only a body
+    /// admitted with [`UserBatch::push_raw`] can fail).
+    pub fn iter_checked(&self) -> UserBatchChecked<'_> {
+        UserBatchChecked {
             rest: &self.bytes[self.start..],
         }
     }
 
-    /// The first message.
+    /// The first message that decodes.
     pub fn first(&self) -> Option<UserEnvelopeRef<'_>> {
         self.iter().next()
     }
@@ -525,27 +542,37 @@ impl<'a> IntoIterator for &'a UserBatch {
     }
 }
 
-/// The messages of a [`UserBatch`].
+/// The messages of a [`UserBatch`] that decode.
 #[derive(Debug, Clone)]
 pub struct UserBatchIter<'a> {
-    rest: &'a [u8],
+    checked: UserBatchChecked<'a>,
 }
 
 impl<'a> Iterator for UserBatchIter<'a> {
     type Item = UserEnvelopeRef<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // Every body was checked on the way in; the `?`s only end iteration of a batch that
-        // cannot have been built through its methods.
-        loop {
-            let (prefix, rest) = self.rest.split_first_chunk::<4>()?;
-            let len = usize::try_from(u32::from_le_bytes(*prefix)).ok()?;
-            let body = rest.get(..len)?;
-            self.rest = &rest[len..];
-            if let Ok(envelope) = UserEnvelopeRef::decode(body) {
-                return Some(envelope);
-            }
-        }
+        self.checked.by_ref().find_map(Result::ok)
+    }
+}
+
+/// The messages of a [`UserBatch`], each decoded or why it does not decode.
+#[derive(Debug, Clone)]
+pub struct UserBatchChecked<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for UserBatchChecked<'a> {
+    type Item = Result<UserEnvelopeRef<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The batch's own length prefixes; the `?`s only end iteration of a batch that cannot
+        // have been built through its methods.
+        let (prefix, rest) = self.rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*prefix)).ok()?;
+        let body = rest.get(..len)?;
+        self.rest = &rest[len..];
+        Some(UserEnvelopeRef::decode(body))
     }
 }
 
@@ -764,6 +791,21 @@ mod tests {
         ));
         assert_eq!(batch, before, "a refused body leaves the batch as it was");
         assert_eq!(batch.len(), 6);
+        // Admitted raw, it is the receiver that finds out, where it stands in the order.
+        let mut raw = before;
+        raw.push_raw(&garbage).unwrap_or_else(|e| panic!("{e}"));
+        raw.push(&env(6).borrowed())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(raw.len(), 8);
+        let checked: Vec<bool> = raw.iter_checked().map(|r| r.is_ok()).collect();
+        assert_eq!(checked, [true, true, true, true, true, true, false, true]);
+        assert_eq!(
+            raw.iter()
+                .map(UserEnvelopeRef::to_envelope)
+                .collect::<Vec<_>>(),
+            (0..7).map(env).collect::<Vec<_>>(),
+            "iteration skips what does not decode"
+        );
         let got: Vec<UserEnvelope> = batch.iter().map(UserEnvelopeRef::to_envelope).collect();
         assert_eq!(got, (0..6).map(env).collect::<Vec<_>>());
         let first = batch.split_first().unwrap_or_default();
