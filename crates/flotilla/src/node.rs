@@ -58,8 +58,8 @@ pub struct ShardedCounters {
     pub entities: u32,
     /// How many shards (`sharding.number-of-shards`).
     pub shards: u32,
-    /// An etcd endpoint: each shard then holds the lease `<system>-shard-counter-<shard>` there.
-    pub etcd: Option<String>,
+    /// A lease backend: each shard then holds the lease `<system>-shard-counter-<shard>` there.
+    pub lease: Option<crate::leases::BackendChoice>,
 }
 
 /// Loads the configuration the options name.
@@ -230,19 +230,16 @@ async fn start_counters(
             total: 0,
         })
     });
-    if let Some(endpoint) = &c.etcd {
-        let backend =
-            flotilla_lease_etcd::EtcdBackend::connect(flotilla_lease_etcd::EtcdSettings::new([
-                endpoint.clone(),
-            ]))
+    if let Some(choice) = &c.lease {
+        let backend = crate::leases::connect(choice.clone())
             .await
-            .context("cannot use etcd for the shards' leases")?;
+            .context("cannot use the shards' lease backend")?;
         let owner =
             flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
                 .context("no lease owner id")?;
         let client = flotilla_lease::LeaseClient::start(
             system,
-            std::sync::Arc::new(backend),
+            backend,
             system.config().lease.clone(),
             owner,
         )

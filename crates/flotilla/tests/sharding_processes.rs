@@ -1,18 +1,29 @@
-//! Sharding across `flotilla node` processes on 127.0.0.1 with shard leases in a real etcd:
-//! three nodes, 100 shards, 10 000 entities under traffic. One node shuts down gracefully:
-//! when its process has exited no lease in etcd is owned by it, and every entity it ran runs
-//! again on another node. Then, in a fresh cluster, one node is killed with SIGKILL: its
-//! entities run elsewhere, but never before its leases could have expired. Throughout, an external checker reads every entity start and stop
-//! the processes print: no entity ever ran on two nodes at once, and each shard's fencing
-//! tokens never go back and strictly increase whenever the shard changes node.
+//! Sharding across `flotilla node` processes on 127.0.0.1 with shard leases in a real backend:
+//! three nodes, 100 shards, 10 000 entities under traffic.
 //!
-//! Every process is started here and ended here, by PID. Every wait is bounded.
+//! - With etcd: one node shuts down gracefully, and when its process has exited no lease is
+//!   owned by it and every entity it ran runs again on another node; in a fresh cluster, one
+//!   node is killed with SIGKILL, and its entities run elsewhere but never before its leases
+//!   could have expired; in a fresh cluster, every node is restarted in turn at its own address
+//!   (a rolling restart), each leaving no lease behind and getting shards back.
+//! - With Azurite (Azure Blob Storage): the same graceful shutdown.
+//!
+//! Throughout, an external checker reads every entity start and stop the processes print: no
+//! entity ever ran on two nodes (two processes) at once, and each shard's fencing tokens never
+//! go back and strictly increase whenever the shard changes process.
+//!
+//! Every process is started here and ended here, by PID. Every wait is bounded. The scenarios
+//! run one at a time (a lock here, a nextest test group in `.config/nextest.toml`): more than
+//! three debug-build node processes at once are too many for a two-core machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla::lease::LeaseBackend;
+use flotilla::lease_azure::testing::AzuriteServer;
+use flotilla::lease_azure::{AzureBackend, AzureSettings};
 use flotilla::lease_etcd::testing::EtcdServer;
 use flotilla::lease_etcd::{EtcdBackend, EtcdSettings};
 use flotilla::node::NodeProcess;
@@ -20,9 +31,67 @@ use flotilla::node::NodeProcess;
 const LIMIT: Duration = Duration::from_secs(90);
 const ENTITIES: u32 = 10_000;
 
-fn start(seed: Option<&str>, etcd: &str, config: &std::path::Path) -> NodeProcess {
+/// Where the shards' leases live, and how to read them back.
+struct Leases {
+    /// The node's option that names the backend: `--lease-etcd <url>` or `--lease-azure <cs>`.
+    arg: [String; 2],
+    backend: Arc<dyn LeaseBackend>,
+    /// Keeps the server running.
+    _server: Box<dyn std::any::Any>,
+}
+
+impl Leases {
+    fn etcd(runtime: &tokio::runtime::Runtime) -> Self {
+        let etcd = runtime
+            .block_on(EtcdServer::start())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let endpoint = etcd.endpoint();
+        let backend = runtime
+            .block_on(EtcdBackend::connect(EtcdSettings::new([endpoint.clone()])))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            arg: ["--lease-etcd".into(), endpoint],
+            backend: Arc::new(backend),
+            _server: Box::new(etcd),
+        }
+    }
+
+    fn azurite(runtime: &tokio::runtime::Runtime) -> Self {
+        let azurite = runtime
+            .block_on(AzuriteServer::start())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let connection_string = azurite.connection_string();
+        let backend = runtime
+            .block_on(AzureBackend::connect(AzureSettings {
+                connection_string: connection_string.clone(),
+                ..AzureSettings::default()
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            arg: ["--lease-azure".into(), connection_string],
+            backend: Arc::new(backend),
+            _server: Box::new(azurite),
+        }
+    }
+
+    /// The names of the leases `owner` holds now.
+    fn owned_by(&self, runtime: &tokio::runtime::Runtime, owner: &str) -> (Vec<String>, usize) {
+        let records = runtime
+            .block_on(self.backend.list())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let held = records
+            .iter()
+            .filter(|r| r.owner == owner)
+            .map(|r| r.name.to_string())
+            .collect();
+        (held, records.len())
+    }
+}
+
+fn start(seed: Option<&str>, port: u16, leases: &Leases, config: &std::path::Path) -> NodeProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args(["node", "--system", "shards", "--port", "0", "--fast"]);
+    cmd.args(["node", "--system", "shards", "--fast"]);
+    cmd.args(["--port", &port.to_string()]);
     cmd.arg("--config").arg(config);
     cmd.args([
         "--sharded-counters",
@@ -30,7 +99,7 @@ fn start(seed: Option<&str>, etcd: &str, config: &std::path::Path) -> NodeProces
         "--shards",
         "100",
     ]);
-    cmd.args(["--lease-etcd", etcd]);
+    cmd.args(&leases.arg);
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
     }
@@ -189,16 +258,10 @@ fn running_on(nodes: &mut [NodeProcess], i: usize) -> BTreeSet<String> {
     on
 }
 
-/// Three nodes (etcd, 100 shards, 10 000 entities) with leases that expire 6 s after their last
-/// renewal, formed and running every entity. Nobody is Up (and no traffic starts) before all
-/// three have joined, so shards are allocated over all three from the start.
-fn three_nodes(
-    runtime: &tokio::runtime::Runtime,
-) -> (EtcdServer, tempfile::TempDir, Vec<NodeProcess>) {
-    let etcd = runtime
-        .block_on(EtcdServer::start())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let endpoint = etcd.endpoint();
+/// Three nodes (100 shards, 10 000 entities, leases in `leases`) with leases that expire 6 s
+/// after their last renewal, formed and running every entity. Nobody is Up (and no traffic
+/// starts) before all three have joined, so shards are allocated over all three from the start.
+fn three_nodes(leases: &Leases) -> (tempfile::TempDir, Vec<NodeProcess>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = dir.path().join("node.toml");
     std::fs::write(
@@ -206,27 +269,56 @@ fn three_nodes(
         "[cluster]\nmin-nr-of-members = 3\n[lease]\nheartbeat-timeout = \"6s\"\nheartbeat-interval = \"1s\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut nodes = vec![start(None, &endpoint, &config)];
+    let mut nodes = vec![start(None, 0, leases, &config)];
     let seed = nodes[0].address().to_owned();
-    nodes.push(start(Some(&seed), &endpoint, &config));
-    nodes.push(start(Some(&seed), &endpoint, &config));
+    nodes.push(start(Some(&seed), 0, leases, &config));
+    nodes.push(start(Some(&seed), 0, leases, &config));
     wait_until("every entity runs", &mut nodes, |all| {
         all.len() == ENTITIES as usize
     });
-    (etcd, dir, nodes)
+    (dir, nodes)
 }
 
-/// Both scenarios in one test, one after the other: six debug-build node processes at once are
-/// too many for a two-core machine.
+/// One scenario at a time (for `cargo test`, which runs a binary's tests on threads).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Ends the live nodes gracefully: each exits 0.
+fn end(nodes: &mut [NodeProcess]) {
+    for node in nodes.iter() {
+        node.terminate().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    for node in nodes.iter_mut() {
+        let status = node.wait_exit(LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(status.success(), "{status}");
+    }
+}
+
 #[test]
-fn graceful_shutdown_then_kill_9() {
-    a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_twice();
-    a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired();
+fn with_etcd_a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere() {
+    let _one = one_at_a_time();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    graceful_shutdown(&runtime, &Leases::etcd(&runtime));
 }
 
-fn a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
+#[test]
+fn with_azurite_a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere() {
+    let _one = one_at_a_time();
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let (_etcd, _dir, mut nodes) = three_nodes(&runtime);
+    graceful_shutdown(&runtime, &Leases::azurite(&runtime));
+}
+
+#[test]
+fn with_etcd_a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
+    let _one = one_at_a_time();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let leases = Leases::etcd(&runtime);
+    let (_dir, mut nodes) = three_nodes(&leases);
     let on_victim = running_on(&mut nodes, 2);
     // The victim renewed its leases at most a heartbeat interval ago; they expire 6 s after.
     let killed_at = wall();
@@ -264,19 +356,13 @@ fn a_killed_nodes_entities_run_elsewhere_only_once_its_leases_have_expired() {
         killed.elapsed()
     );
     check(&all);
-    for node in &mut nodes[..2] {
-        node.terminate().unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    for node in &mut nodes[..2] {
-        let status = node.wait_exit(LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
-        assert!(status.success(), "{status}");
-    }
+    end(&mut nodes[..2]);
 }
 
-fn a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_twice() {
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let (etcd, _dir, mut nodes) = three_nodes(&runtime);
-    let endpoint = etcd.endpoint();
+/// One node of three gets SIGTERM: once its process has exited, the backend holds no lease of
+/// it, and every entity it ran runs again on another node.
+fn graceful_shutdown(runtime: &tokio::runtime::Runtime, leases: &Leases) {
+    let (_dir, mut nodes) = three_nodes(leases);
     let on_leaver = running_on(&mut nodes, 2);
 
     let leaver = nodes[2].address().to_owned();
@@ -288,24 +374,10 @@ fn a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_t
     assert!(status.success(), "{status}");
     let exited = started.elapsed();
 
-    // When the process has exited, etcd holds no lease of it.
-    let backend = runtime
-        .block_on(EtcdBackend::connect(EtcdSettings::new([endpoint])))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let records = runtime
-        .block_on(backend.list())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let held: Vec<&str> = records
-        .iter()
-        .filter(|r| r.owner == leaver)
-        .map(|r| r.name.as_str())
-        .collect();
+    // When the process has exited, the backend holds no lease of it.
+    let (held, all) = leases.owned_by(runtime, &leaver);
     assert!(held.is_empty(), "the exited node still owns {held:?}");
-    assert!(
-        records.len() >= 60,
-        "shards in use hold leases: {}",
-        records.len()
-    );
+    assert!(all >= 60, "shards in use hold leases: {all}");
 
     // Every entity it ran runs again on another node.
     wait_until("the leaver's entities run elsewhere", &mut nodes, |all| {
@@ -321,12 +393,67 @@ fn a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere_never_t
         started.elapsed()
     );
     check(&stays(&mut nodes));
-    for node in &mut nodes[..2] {
-        node.terminate().unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    for node in &mut nodes[..2] {
-        let status = node.wait_exit(LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+    end(&mut nodes[..2]);
+    check(&stays(&mut nodes));
+}
+
+/// Every node in turn gets SIGTERM and, once it has exited (owning no lease), starts again at
+/// its own address (a new incarnation, the same lease owner) and gets shards back by
+/// rebalancing before the next one goes. Every entity runs throughout, never twice.
+#[test]
+fn with_etcd_a_rolling_restart_of_every_node_runs_every_entity_never_twice() {
+    let _one = one_at_a_time();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let leases = Leases::etcd(&runtime);
+    let (dir, mut nodes) = three_nodes(&leases);
+    let config = dir.path().join("node.toml");
+    // The processes of the live nodes, by position in `nodes` (which keeps the exited ones,
+    // so the checker still reads what they printed).
+    let mut live = vec![0usize, 1, 2];
+    let started = Instant::now();
+    for turn in 0..3 {
+        let old = live[turn];
+        let address = nodes[old].address().to_owned();
+        let port: u16 = address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {address}"));
+        let step = Instant::now();
+        nodes[old].terminate().unwrap_or_else(|e| panic!("{e:#}"));
+        let status = nodes[old]
+            .wait_exit(LIMIT)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         assert!(status.success(), "{status}");
+        let (held, _) = leases.owned_by(&runtime, &address);
+        assert!(held.is_empty(), "{address} exited owning {held:?}");
+        // Back at the same address, joining through a node that stayed.
+        let seed = nodes[live[(turn + 1) % 3]].address().to_owned();
+        nodes.push(start(Some(&seed), port, &leases, &config));
+        let new = nodes.len() - 1;
+        live[turn] = new;
+        let dead: Vec<usize> = (0..nodes.len()).filter(|i| !live.contains(i)).collect();
+        wait_until(
+            "every entity runs on a live node, some on the restarted one",
+            &mut nodes,
+            |all| {
+                all.len() == ENTITIES as usize
+                    && all.values().all(|v| {
+                        v.last()
+                            .is_some_and(|s| s.stop.is_none() && !dead.contains(&s.node))
+                    })
+                    && all
+                        .values()
+                        .any(|v| v.last().is_some_and(|s| s.node == new && s.stop.is_none()))
+            },
+        );
+        eprintln!(
+            "rolling restart, node {turn}: SIGTERM to every entity running again, some on its new incarnation: {:?}",
+            step.elapsed()
+        );
     }
+    eprintln!("rolling restart of three nodes: {:?}", started.elapsed());
+    assert_eq!(live, [3, 4, 5]);
+    end(&mut nodes[3..]);
     check(&stays(&mut nodes));
 }

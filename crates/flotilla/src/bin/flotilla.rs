@@ -73,8 +73,12 @@ struct NodeArgs {
     #[arg(long, default_value_t = 100)]
     shards: u32,
     /// An etcd endpoint for the counters' shard leases.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "lease_azure")]
     lease_etcd: Option<String>,
+    /// An Azure Blob Storage connection string for the counters' shard leases (records in the
+    /// container `flotilla-leases`).
+    #[arg(long, value_name = "CONNECTION_STRING", hide_env_values = true)]
+    lease_azure: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,7 +207,18 @@ fn main() -> anyhow::Result<()> {
                     .map(|entities| flotilla::node::ShardedCounters {
                         entities,
                         shards: args.shards,
-                        etcd: args.lease_etcd,
+                        lease: match (args.lease_etcd, args.lease_azure) {
+                            (Some(endpoint), _) => {
+                                Some(BackendChoice::Etcd(EtcdSettings::new([endpoint])))
+                            }
+                            (None, Some(connection_string)) => {
+                                Some(BackendChoice::Azure(AzureSettings {
+                                    connection_string,
+                                    ..Default::default()
+                                }))
+                            }
+                            (None, None) => None,
+                        },
                     }),
             };
             runtime.block_on(flotilla::node::run(options))?;
