@@ -125,6 +125,7 @@ pub struct Props<A: Actor> {
     pub(crate) factory: Box<dyn FnMut() -> A + Send>,
     pub(crate) strategy: SupervisorStrategy,
     pub(crate) mailbox: MailboxConfig,
+    pub(crate) control: Option<fn(&A::Msg) -> bool>,
 }
 
 impl<A: Actor> Props<A> {
@@ -134,6 +135,7 @@ impl<A: Actor> Props<A> {
             factory: Box::new(factory),
             strategy: SupervisorStrategy::default(),
             mailbox: MailboxConfig::default(),
+            control: None,
         }
     }
 
@@ -141,6 +143,17 @@ impl<A: Actor> Props<A> {
     #[must_use]
     pub fn with_supervisor(mut self, strategy: SupervisorStrategy) -> Self {
         self.strategy = strategy;
+        self
+    }
+
+    /// Names the actor's control messages (a control-aware mailbox, as Akka's): those for which
+    /// `is_control` is true go into a lane of their own, unbounded, that the actor reads before
+    /// its ordinary mailbox, so that they never wait behind ordinary traffic. They may overtake
+    /// ordinary messages sent before them, also by the same sender. For an actor that takes both
+    /// protocol messages and bulk traffic (a shard region, say).
+    #[must_use]
+    pub fn with_control_messages(mut self, is_control: fn(&A::Msg) -> bool) -> Self {
+        self.control = Some(is_control);
         self
     }
 
@@ -170,6 +183,7 @@ impl<A: Actor> fmt::Debug for Props<A> {
             .field("actor", &std::any::type_name::<A>())
             .field("strategy", &self.strategy)
             .field("mailbox", &self.mailbox)
+            .field("control_aware", &self.control.is_some())
             .finish()
     }
 }

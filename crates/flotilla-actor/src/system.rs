@@ -540,7 +540,7 @@ pub(crate) fn prepare<A: Actor>(
     props: Props<A>,
 ) -> (ActorRef<A::Msg>, Runner<A>) {
     let id = ActorId(system.inner.next_id.fetch_add(1, Ordering::Relaxed));
-    let (mailbox_tx, mailbox_rx) = mailbox(props.mailbox);
+    let (mailbox_tx, mailbox_rx) = mailbox(props.mailbox, props.control);
     let (sys_tx, sys_rx) = crate::sys_lane::sys_lane();
     let cell = Arc::new(Cell::new(
         id,

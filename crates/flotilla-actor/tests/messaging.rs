@@ -448,3 +448,42 @@ async fn an_adapted_reference_is_the_same_actor_with_another_message_type() {
     assert!(matches!(late, Err(AskError::TargetDead { .. })), "{late:?}");
     system.terminate().await;
 }
+
+/// Items 1000 and up are control messages here.
+fn is_control(m: &Msg) -> bool {
+    matches!(m, Msg::Item(n) if *n >= 1000)
+}
+
+#[tokio::test(start_paused = true)]
+async fn control_messages_go_before_the_ordinary_traffic_queued_ahead_of_them() {
+    let system = ActorSystem::new("ctl").unwrap();
+    // A bounded mailbox full of ordinary traffic: control messages still get in, and first.
+    let c = system
+        .spawn(
+            "c",
+            bounded(100, Overflow::DropNewest).with_control_messages(is_control),
+        )
+        .unwrap();
+    let full = c.clone();
+    let gate = std::sync::Arc::new(Semaphore::new(0));
+    c.tell(Msg::Block(gate.clone()));
+    tokio::time::sleep(ms(1)).await;
+    for i in 0..100 {
+        c.tell(Msg::Item(i));
+    }
+    full.tell(Msg::Item(100));
+    assert_eq!(system.dead_letter_count(), 1, "the ordinary lane is full");
+    c.tell(Msg::Item(1000));
+    c.tell(Msg::Item(1001));
+    assert_eq!(system.dead_letter_count(), 1, "the control lane is another");
+    gate.add_permits(1);
+    tokio::time::sleep(ms(1)).await; // room again for the question
+    let got = collected(&c).await;
+    let mut want = vec![1000, 1001];
+    want.extend(0..100);
+    assert_eq!(
+        got, want,
+        "control messages first, in their order; then the rest in theirs"
+    );
+    system.terminate().await;
+}

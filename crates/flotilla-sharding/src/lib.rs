@@ -304,7 +304,8 @@ impl ClusterSharding {
         );
         let mut region_actor = Some(region_actor);
         let props = Props::new(move || region_actor.take().expect("the region is never restarted"))
-            .with_supervisor(SupervisorStrategy::stop());
+            .with_supervisor(SupervisorStrategy::stop())
+            .with_control_messages(RegionMsg::<A::Msg>::is_control);
         let region = system
             .spawn(&format!("sharding-{type_name}"), props)
             .map_err(spawn_error)?;

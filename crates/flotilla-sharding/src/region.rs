@@ -1,7 +1,7 @@
 //! A shard region on a running node: the pure [`Region`] and its [`Shard`]s inside one actor,
 //! whose children are the entities.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use flotilla_actor::{
@@ -46,6 +46,20 @@ pub(crate) enum RegionMsg<M> {
     Stats(ReplyTo<(usize, usize)>),
     #[serde(skip)]
     Local(RegionLocal<M>),
+}
+
+impl<M> RegionMsg<M> {
+    /// Everything but messages for entities and the request to leave: the coordinator's
+    /// protocol, lease and store answers, timers and queries. They go ahead of entity traffic
+    /// in the region's mailbox, so that a region flooded with messages still answers a
+    /// hand-off at once. Leave stays behind the traffic sent before it, so that the leaving
+    /// region passes on every message it was given before it says it is done.
+    pub(crate) fn is_control(&self) -> bool {
+        !matches!(
+            self,
+            Self::Deliver { .. } | Self::Local(RegionLocal::Tell { .. } | RegionLocal::Leave(_))
+        )
+    }
 }
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> RemoteMessage for RegionMsg<M> {
@@ -124,6 +138,8 @@ pub(crate) struct RegionActor<A: Actor> {
     lease_client: Option<LeaseClient>,
     store: Option<Arc<dyn RememberEntitiesStore>>,
     shards: BTreeMap<ShardId, ShardDriver<A::Msg>>,
+    /// Shards whose machine took an input since its outputs were last carried out.
+    dirty: VecDeque<ShardId>,
     entities: BTreeMap<(ShardId, EntityId), ActorRef<A::Msg>>,
     by_actor: BTreeMap<ActorId, (ShardId, EntityId)>,
     leave_waiters: Vec<oneshot::Sender<()>>,
@@ -171,6 +187,7 @@ where
             lease_client,
             store,
             shards: BTreeMap::new(),
+            dirty: VecDeque::new(),
             entities: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             leave_waiters: Vec::new(),
@@ -232,70 +249,95 @@ where
 
     fn region_input(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, input: RegionInput<A::Msg>) {
         self.machine.handle(now(), input);
-        self.drive_region(ctx);
+        self.pump(ctx);
     }
 
-    fn drive_region(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>) {
-        while let Some(out) = self.machine.poll_output() {
-            match out {
-                RegionOutput::ToCoordinator { msg, .. } => {
-                    self.coordinator.tell(CoordinatorMsg::FromRegion {
-                        from: self.me.to_string(),
-                        msg: WireToCoordinator::from(&msg),
-                    });
-                }
-                RegionOutput::StartShard(shard) => {
-                    self.next_generation += 1;
-                    let driver = ShardDriver {
-                        machine: Shard::new(&shard.0, self.shard_settings()),
-                        lease: if self.settings.use_lease {
-                            self.lease_for(&shard)
-                        } else {
-                            None
-                        },
-                        generation: self.next_generation,
-                    };
-                    metrics::gauge!("flotilla_sharding_shards", "entity_type" => self.type_name.clone())
-                        .increment(1.0);
-                    self.shards.insert(shard.clone(), driver);
-                    self.drive_shard(ctx, &shard);
-                    self.update_waiting();
-                }
-                RegionOutput::HandOffShard(shard) => {
-                    self.shard_input(ctx, &shard, ShardInput::HandOff);
-                }
-                RegionOutput::ToShard { shard, entity, msg } => {
-                    self.shard_input(ctx, &shard, ShardInput::Deliver { entity, msg });
-                }
-                RegionOutput::Forward {
-                    to,
-                    shard,
-                    entity,
-                    msg,
-                } => {
-                    let path = region_path(&to.address, &self.type_name);
-                    match ctx.system().remote_ref::<RegionMsg<A::Msg>>(&path) {
-                        Ok(region) => region.tell(RegionMsg::Deliver {
-                            shard: shard.0,
-                            entity,
-                            msg,
-                        }),
-                        Err(e) => tracing::warn!("cannot reach region {path}: {e}"),
-                    }
-                }
-                RegionOutput::Dropped { entity, .. } => {
-                    metrics::counter!("flotilla_sharding_dropped_total", "reason" => "buffer-full")
-                        .increment(1);
-                    tracing::warn!(entity_type = %self.type_name, "message for entity {entity} dropped: the region's buffer ({}) is full", self.settings.buffer_size);
-                }
-                RegionOutput::Done => {
-                    self.done = true;
-                    for w in self.leave_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                }
-                RegionOutput::Log { level, text } => log(&self.type_name, level, &text),
+    /// Carries out what the region machine and its shards' machines ask for until neither has
+    /// anything left. One loop, not calls into each other: releasing many held messages at once
+    /// (every one a ToShard, every shard answering) must not nest one call per message — it
+    /// once overflowed the stack with a few thousand held messages.
+    fn pump(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>) {
+        loop {
+            let mut busy = false;
+            while let Some(out) = self.machine.poll_output() {
+                busy = true;
+                self.on_region_output(ctx, out);
             }
+            while let Some(shard) = self.dirty.pop_front() {
+                busy = true;
+                self.drain_shard(ctx, &shard);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Gives a shard machine an input; its outputs are carried out by [`Self::pump`].
+    fn feed(&mut self, shard: &ShardId, input: ShardInput<A::Msg>) {
+        if let Some(d) = self.shards.get_mut(shard) {
+            d.machine.handle(now(), input);
+            self.dirty.push_back(shard.clone());
+        }
+    }
+
+    fn on_region_output(&mut self, ctx: &Context<RegionMsg<A::Msg>>, out: RegionOutput<A::Msg>) {
+        match out {
+            RegionOutput::ToCoordinator { msg, .. } => {
+                self.coordinator.tell(CoordinatorMsg::FromRegion {
+                    from: self.me.to_string(),
+                    msg: WireToCoordinator::from(&msg),
+                });
+            }
+            RegionOutput::StartShard(shard) => {
+                self.next_generation += 1;
+                let driver = ShardDriver {
+                    machine: Shard::new(&shard.0, self.shard_settings()),
+                    lease: if self.settings.use_lease {
+                        self.lease_for(&shard)
+                    } else {
+                        None
+                    },
+                    generation: self.next_generation,
+                };
+                metrics::gauge!("flotilla_sharding_shards", "entity_type" => self.type_name.clone())
+                        .increment(1.0);
+                self.shards.insert(shard.clone(), driver);
+                self.dirty.push_back(shard);
+                self.update_waiting();
+            }
+            RegionOutput::HandOffShard(shard) => self.feed(&shard, ShardInput::HandOff),
+            RegionOutput::ToShard { shard, entity, msg } => {
+                self.feed(&shard, ShardInput::Deliver { entity, msg });
+            }
+            RegionOutput::Forward {
+                to,
+                shard,
+                entity,
+                msg,
+            } => {
+                let path = region_path(&to.address, &self.type_name);
+                match ctx.system().remote_ref::<RegionMsg<A::Msg>>(&path) {
+                    Ok(region) => region.tell(RegionMsg::Deliver {
+                        shard: shard.0,
+                        entity,
+                        msg,
+                    }),
+                    Err(e) => tracing::warn!("cannot reach region {path}: {e}"),
+                }
+            }
+            RegionOutput::Dropped { entity, .. } => {
+                metrics::counter!("flotilla_sharding_dropped_total", "reason" => "buffer-full")
+                    .increment(1);
+                tracing::warn!(entity_type = %self.type_name, "message for entity {entity} dropped: the region's buffer ({}) is full", self.settings.buffer_size);
+            }
+            RegionOutput::Done => {
+                self.done = true;
+                for w in self.leave_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            RegionOutput::Log { level, text } => log(&self.type_name, level, &text),
         }
     }
 
@@ -305,13 +347,13 @@ where
         shard: &ShardId,
         input: ShardInput<A::Msg>,
     ) {
-        if let Some(d) = self.shards.get_mut(shard) {
-            d.machine.handle(now(), input);
-            self.drive_shard(ctx, shard);
-        }
+        self.feed(shard, input);
+        self.pump(ctx);
     }
 
-    fn drive_shard(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, shard: &ShardId) {
+    /// Carries out a shard machine's outputs (a shard that ended tells the region machine,
+    /// whose outputs [`Self::pump`] takes next).
+    fn drain_shard(&mut self, ctx: &mut Context<RegionMsg<A::Msg>>, shard: &ShardId) {
         loop {
             let Some(d) = self.shards.get_mut(shard) else {
                 return;
@@ -503,7 +545,6 @@ where
                 ShardOutput::Log { level, text } => log(&self.type_name, level, &text),
             }
         }
-        self.drive_region(ctx);
     }
 
     fn start_entity(
@@ -528,7 +569,8 @@ where
             }
             Err(e) => {
                 tracing::error!(entity_type = %self.type_name, "entity {entity} could not start: {e}");
-                self.shard_input(ctx, shard, ShardInput::EntityStopped(entity));
+                // Carried out by the pump this runs in.
+                self.feed(shard, ShardInput::EntityStopped(entity));
             }
         }
     }
@@ -715,14 +757,11 @@ where
             }
             RegionLocal::Tick => {
                 self.machine.handle_timeout(now());
-                let ids: Vec<ShardId> = self.shards.keys().cloned().collect();
-                for id in &ids {
-                    if let Some(d) = self.shards.get_mut(id) {
-                        d.machine.handle_timeout(now());
-                    }
-                    self.drive_shard(ctx, id);
+                for (id, d) in &mut self.shards {
+                    d.machine.handle_timeout(now());
+                    self.dirty.push_back(id.clone());
                 }
-                self.drive_region(ctx);
+                self.pump(ctx);
                 arm(ctx);
             }
         }

@@ -137,6 +137,15 @@ pub(crate) async fn cluster_with(
     lives: &Lives,
     customize: impl Fn(Entity<Counter>) -> Entity<Counter>,
 ) -> Vec<Node> {
+    form(n)
+        .await
+        .into_iter()
+        .map(|(system, cluster)| with_region(system, cluster, backend, lives, &customize))
+        .collect()
+}
+
+/// `n` nodes formed into one cluster (every member Up), without regions yet.
+pub(crate) async fn form(n: usize) -> Vec<(ActorSystem, Cluster)> {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -169,49 +178,56 @@ pub(crate) async fn cluster_with(
         })
         .await;
     }
-    let mut out = Vec::new();
-    for (system, cluster) in nodes {
-        let owner = cluster.self_address().to_string();
-        let client = LeaseClient::start(
-            &system,
-            Arc::new(backend.clone()),
-            LeaseSettings {
-                heartbeat_timeout: Duration::from_secs(3),
-                heartbeat_interval: Duration::from_millis(300),
-                ..LeaseSettings::default()
-            },
-            OwnerId::new(&owner).unwrap_or_else(|e| panic!("{e}")),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (node, lives) = (owner.clone(), Arc::clone(lives));
-        let entity = Entity::new("counter", move |ctx| {
-            let (node, shard, id) = (
-                node.clone(),
-                ctx.shard_id().to_owned(),
-                ctx.entity_id().to_owned(),
-            );
-            let (passivator, lives) = (ctx.passivator(), Arc::clone(&lives));
-            Props::new(move || Counter {
-                node: node.clone(),
-                shard: shard.clone(),
-                id: id.clone(),
-                total: 0,
-                passivator: passivator.clone(),
-                lives: Arc::clone(&lives),
-            })
+    nodes
+}
+
+/// Starts the counter region on a formed node (see [`cluster_with`]).
+pub(crate) fn with_region(
+    system: ActorSystem,
+    cluster: Cluster,
+    backend: &MemoryBackend,
+    lives: &Lives,
+    customize: &impl Fn(Entity<Counter>) -> Entity<Counter>,
+) -> Node {
+    let owner = cluster.self_address().to_string();
+    let client = LeaseClient::start(
+        &system,
+        Arc::new(backend.clone()),
+        LeaseSettings {
+            heartbeat_timeout: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_millis(300),
+            ..LeaseSettings::default()
+        },
+        OwnerId::new(&owner).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (node, lives) = (owner.clone(), Arc::clone(lives));
+    let entity = Entity::new("counter", move |ctx| {
+        let (node, shard, id) = (
+            node.clone(),
+            ctx.shard_id().to_owned(),
+            ctx.entity_id().to_owned(),
+        );
+        let (passivator, lives) = (ctx.passivator(), Arc::clone(&lives));
+        Props::new(move || Counter {
+            node: node.clone(),
+            shard: shard.clone(),
+            id: id.clone(),
+            total: 0,
+            passivator: passivator.clone(),
+            lives: Arc::clone(&lives),
         })
-        .settings(settings())
-        .lease_client(client);
-        let region = ClusterSharding::start(&system, &cluster, customize(entity))
-            .unwrap_or_else(|e| panic!("{e}"));
-        out.push(Node {
-            system,
-            cluster,
-            region,
-            owner,
-        });
+    })
+    .settings(settings())
+    .lease_client(client);
+    let region = ClusterSharding::start(&system, &cluster, customize(entity))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Node {
+        system,
+        cluster,
+        region,
+        owner,
     }
-    out
 }
 
 /// `n` nodes with the default counter entities.
