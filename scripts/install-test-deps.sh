@@ -5,6 +5,8 @@
 #   dnsmasq      (Debian dnsmasq-base: the DNS server discovery is tested against)
 #   azurite      (npm, pinned; installed under .cache/azurite, run with the machine's Node)
 #   erlang       (Debian erlang-base: the remoting benchmark compares with Erlang distribution)
+#   promtool     (Debian prometheus: the tests check the /metrics exposition with it)
+#   chromium     (Debian chromium: the dashboard is tested end to end in headless Chromium)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,8 @@ command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
 command -v erl >/dev/null 2>&1 || apt_packages+=(erlang-base)
 [ -x /usr/sbin/dnsmasq ] || apt_packages+=(dnsmasq-base)
+command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]}"
   as_root apt-get update -q
@@ -42,4 +46,6 @@ echo "protoc: $(protoc --version)"
 echo "etcd: $(etcd --version | head -n1)"
 echo "dnsmasq: $(/usr/sbin/dnsmasq --version | head -n1)"
 echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"
+echo "promtool: $(promtool --version 2>&1 | head -n1)"
+echo "chromium: $(chromium --version 2>/dev/null | head -n1)"
 echo "erlang/otp: $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().')"

@@ -104,6 +104,7 @@ impl ClusterEvents {
 enum Command {
     Input(ClusterInput),
     Subscribe(oneshot::Sender<ClusterEvents>),
+    Phis(oneshot::Sender<Vec<(UniqueAddress, f64)>>),
 }
 
 /// Starts a [`Cluster`] with options.
@@ -295,6 +296,14 @@ impl Cluster {
         }
     }
 
+    /// The failure detector's phi for each member this node monitors by heartbeats (empty once
+    /// the cluster has stopped). Above `failure-detector.threshold`, the member is unreachable.
+    pub async fn phi_values(&self) -> Vec<(UniqueAddress, f64)> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inner.commands.send(Command::Phis(tx));
+        rx.await.unwrap_or_default()
+    }
+
     /// Waits until this node is Up (or later: Leaving, Exiting). Returns `false` if it was
     /// downed or removed first.
     pub async fn when_up(&self) -> bool {
@@ -433,6 +442,9 @@ impl Driver {
                     self.leaving = true;
                 }
                 self.membership.handle(now(), input);
+            }
+            Command::Phis(reply) => {
+                let _ = reply.send(self.membership.phis(now()));
             }
             Command::Subscribe(reply) => {
                 let (tx, rx) = mpsc::unbounded_channel();

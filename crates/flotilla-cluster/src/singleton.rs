@@ -176,9 +176,10 @@ where
         let settings = SingletonSettings {
             role: config.role.clone(),
             hand_over_retry_interval: config.hand_over_retry_interval,
-            removal_margin: config
-                .removal_margin
-                .unwrap_or(cluster.settings().split_brain_resolver.stable_after),
+            removal_margin: config.removal_margin.map_or(
+                cluster.settings().split_brain_resolver.stable_after,
+                Into::into,
+            ),
             use_lease: self.lease.is_some(),
             lease_retry_interval: config.lease_retry_interval,
         };

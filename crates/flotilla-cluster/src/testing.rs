@@ -23,6 +23,6 @@ pub fn fast_settings() -> ClusterSettings {
         },
         ..ClusterSettings::default()
     };
-    s.split_brain_resolver.stable_after = Duration::from_secs(2);
+    s.split_brain_resolver.stable_after = Duration::from_secs(2).into();
     s
 }

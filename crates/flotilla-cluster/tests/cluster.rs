@@ -321,7 +321,9 @@ async fn watchers_of_an_actor_on_a_removed_member_get_terminated() {
     assert_eq!(got.path.to_string(), path);
     // Remote deathwatch's detector (1 s) would have fired long before the resolver's
     // stable-after: the removal delivered it.
-    let stable_after = testing::fast_settings().split_brain_resolver.stable_after;
+    let stable_after = testing::fast_settings()
+        .split_brain_resolver
+        .stable_after_for(nodes.len());
     assert!(
         crashed.elapsed() >= stable_after,
         "Terminated after {:?}, before the resolver could have decided",

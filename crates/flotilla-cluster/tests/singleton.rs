@@ -280,7 +280,9 @@ async fn survivors_take_over(nodes: &[Node], log: &Log) {
         answers_from(node.counter.proxy(), &second).await;
     }
     let waited = removed.elapsed();
-    let margin = testing::fast_settings().split_brain_resolver.stable_after;
+    let margin = testing::fast_settings()
+        .split_brain_resolver
+        .stable_after_for(nodes.len());
     assert!(
         waited + Duration::from_millis(500) >= margin,
         "started {waited:?} after the removal, before the removal margin {margin:?}"

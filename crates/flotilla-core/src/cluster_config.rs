@@ -37,8 +37,10 @@
 //! [cluster.split-brain-resolver]
 //! # keep-majority | static-quorum | keep-oldest | down-all | lease-majority
 //! active-strategy = "keep-majority"
-//! # How long the set of unreachable members must stay the same before the resolver decides.
-//! stable-after = "20s"
+//! # How long the set of unreachable members must stay the same before the resolver decides:
+//! # "auto" (by the number of members, 7 s up to 5 of them, 20 s at 100; see below) or a
+//! # duration.
+//! stable-after = "auto"
 //! # Down every member when the view does not stabilize within this long after stable-after:
 //! # "on" (3/4 of stable-after, at least 4 s), "off", or a duration.
 //! down-all-when-unstable = "on"
@@ -64,7 +66,7 @@
 //! hand-over-retry-interval = "1s"
 //! # After a crashed oldest is removed, the new oldest waits this long before starting the
 //! # singleton, so that the old instance has surely stopped (default: stable-after).
-//! # removal-margin = "20s"
+//! # removal-margin = "7s"
 //! # How long after a denied or unanswered lease acquisition it is tried again.
 //! lease-retry-interval = "5s"
 //! # Messages a proxy holds while it does not know where the singleton runs; beyond, the
@@ -100,18 +102,24 @@
 //!
 //! # Choosing `stable-after`
 //! Failover takes about: failure detection (acceptable-heartbeat-pause + a few heartbeats,
-//! ≈ 5 s at the defaults) + `stable-after` + `down-removal` (one or two gossip rounds). Shorter
-//! is faster but decides on a view that may still be changing. Akka's recommendations, which hold
-//! here too:
+//! ≈ 5 s at the defaults) + `stable-after` + removal (one or two gossip rounds). Shorter is
+//! faster but decides on a view that may still be changing: the time a change of reachability
+//! needs to reach every member grows with the cluster. `"auto"`, the default, follows Akka's
+//! recommendation for the cluster's current size (the members that are neither Down nor
+//! Removed), interpolated linearly between these points and held flat beyond them:
 //!
-//! | cluster size | stable-after |
+//! | members | stable-after |
 //! |---|---|
-//! | 5 | 7 s |
+//! | 5 or fewer | 7 s |
 //! | 10 | 10 s |
 //! | 20 | 13 s |
 //! | 50 | 17 s |
 //! | 100 | 20 s |
-//! | 1000 | 30 s |
+//! | 1000 or more | 30 s |
+//!
+//! Every member of a partitioned cluster counts the same members (the unreachable ones are still
+//! members until they are downed), so both sides wait equally long. Akka's own default is a fixed
+//! 20 s whatever the size; set `stable-after = "20s"` to get that.
 
 use std::fmt;
 use std::str::FromStr;
@@ -292,7 +300,7 @@ pub struct SingletonConfig {
     #[serde(with = "humantime_serde")]
     pub hand_over_retry_interval: Duration,
     /// How long the new oldest waits after a crashed oldest's removal before starting the
-    /// singleton (default: `split-brain-resolver.stable-after`).
+    /// singleton (default: `split-brain-resolver.stable-after` for the cluster's size then).
     #[serde(with = "humantime_serde")]
     pub removal_margin: Option<Duration>,
     /// How long after a denied or unanswered lease acquisition it is tried again (default 5 s).
@@ -479,15 +487,87 @@ impl<'de> Deserialize<'de> for DownAllWhenUnstable {
     }
 }
 
+/// `stable-after`: "auto" (by cluster size) or a fixed duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StableAfter {
+    /// Akka's recommendation for the number of members (see [the table](self#choosing-stable-after)).
+    #[default]
+    Auto,
+    /// This long, whatever the cluster's size.
+    After(Duration),
+}
+
+impl StableAfter {
+    /// Akka's recommended stable-after per cluster size: (members, seconds).
+    const RECOMMENDED: [(usize, u64); 6] =
+        [(5, 7), (10, 10), (20, 13), (50, 17), (100, 20), (1000, 30)];
+
+    /// The duration in force for a cluster of `members` members.
+    pub fn for_members(self, members: usize) -> Duration {
+        match self {
+            Self::After(d) => d,
+            Self::Auto => {
+                let table = Self::RECOMMENDED;
+                let (first_n, first_s) = table[0];
+                if members <= first_n {
+                    return Duration::from_secs(first_s);
+                }
+                for pair in table.windows(2) {
+                    let ((n0, s0), (n1, s1)) = (pair[0], pair[1]);
+                    if members <= n1 {
+                        let (n0, s0, n1, s1) = (n0 as u64, s0, n1 as u64, s1);
+                        let step_ms = (s1 - s0) * 1000 * (members as u64 - n0) / (n1 - n0);
+                        return Duration::from_millis(s0 * 1000 + step_ms);
+                    }
+                }
+                Duration::from_secs(table[table.len() - 1].1)
+            }
+        }
+    }
+}
+
+impl From<Duration> for StableAfter {
+    fn from(d: Duration) -> Self {
+        Self::After(d)
+    }
+}
+
+impl Serialize for StableAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::After(d) => {
+                s.serialize_str(&humantime_serde::re::humantime::format_duration(*d).to_string())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StableAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "auto" => Ok(Self::Auto),
+            other => humantime_serde::re::humantime::parse_duration(other)
+                .map(Self::After)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "expected \"auto\" or a duration such as \"20s\", got {other:?}: {e}"
+                    ))
+                }),
+        }
+    }
+}
+
 /// The split-brain resolver (`[cluster.split-brain-resolver]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SplitBrainResolverSettings {
     /// The strategy (default keep-majority).
     pub active_strategy: Strategy,
-    /// How long the unreachable set must stay the same before deciding (default 20 s).
-    #[serde(with = "humantime_serde")]
-    pub stable_after: Duration,
+    /// How long the unreachable set must stay the same before deciding (default "auto": by the
+    /// cluster's size, 7 s up to five members).
+    pub stable_after: StableAfter,
     /// Down everyone when the view stays unstable this long after `stable-after` (default on).
     pub down_all_when_unstable: DownAllWhenUnstable,
     /// keep-majority's settings.
@@ -504,7 +584,7 @@ impl Default for SplitBrainResolverSettings {
     fn default() -> Self {
         Self {
             active_strategy: Strategy::KeepMajority,
-            stable_after: Duration::from_secs(20),
+            stable_after: StableAfter::Auto,
             down_all_when_unstable: DownAllWhenUnstable::On,
             keep_majority: RoleOnly::default(),
             static_quorum: StaticQuorumSettings::default(),
@@ -515,13 +595,19 @@ impl Default for SplitBrainResolverSettings {
 }
 
 impl SplitBrainResolverSettings {
-    /// How long after `stable-after` an unstable view makes the resolver down everyone, if ever.
-    pub fn down_all_after(&self) -> Option<Duration> {
+    /// `stable-after` for a cluster of `members` members (neither Down nor Removed).
+    pub fn stable_after_for(&self, members: usize) -> Duration {
+        self.stable_after.for_members(members)
+    }
+
+    /// How long after `stable-after` an unstable view makes the resolver down everyone, if ever,
+    /// in a cluster of `members` members.
+    pub fn down_all_after(&self, members: usize) -> Option<Duration> {
         match self.down_all_when_unstable {
             DownAllWhenUnstable::Off => None,
             DownAllWhenUnstable::After(d) => Some(d),
             DownAllWhenUnstable::On => {
-                Some((self.stable_after * 3 / 4).max(Duration::from_secs(4)))
+                Some((self.stable_after_for(members) * 3 / 4).max(Duration::from_secs(4)))
             }
         }
     }
@@ -544,7 +630,7 @@ impl SplitBrainResolverSettings {
                 reason: reason.to_owned(),
             })
         };
-        if self.stable_after.is_zero() {
+        if self.stable_after == StableAfter::After(Duration::ZERO) {
             return bad("stable-after", "must be greater than zero");
         }
         if self.down_all_when_unstable == DownAllWhenUnstable::After(Duration::ZERO) {
@@ -645,8 +731,11 @@ mod tests {
         );
         let sbr = &c.split_brain_resolver;
         assert_eq!(sbr.active_strategy, Strategy::KeepMajority);
-        assert_eq!(sbr.stable_after, Duration::from_secs(20));
-        assert_eq!(sbr.down_all_after(), Some(Duration::from_secs(15)));
+        assert_eq!(sbr.stable_after, StableAfter::Auto);
+        assert_eq!(sbr.stable_after_for(3), Duration::from_secs(7));
+        assert_eq!(sbr.down_all_after(3), Some(Duration::from_millis(5250)));
+        assert_eq!(sbr.stable_after_for(100), Duration::from_secs(20));
+        assert_eq!(sbr.down_all_after(100), Some(Duration::from_secs(15)));
         assert_eq!(
             sbr.lease_majority.acquire_lease_delay_for_minority,
             Duration::from_secs(2)
@@ -697,14 +786,62 @@ mod tests {
             "[cluster.split-brain-resolver]\ndown-all-when-unstable = \"off\"\nactive-strategy = \"keep-oldest\"",
         )
         .unwrap();
-        assert_eq!(c.cluster.split_brain_resolver.down_all_after(), None);
+        assert_eq!(c.cluster.split_brain_resolver.down_all_after(3), None);
         let c = FlotillaConfig::from_toml_str(
             "[cluster.split-brain-resolver]\ndown-all-when-unstable = \"9s\"",
         )
         .unwrap();
         assert_eq!(
-            c.cluster.split_brain_resolver.down_all_after(),
+            c.cluster.split_brain_resolver.down_all_after(3),
             Some(Duration::from_secs(9))
         );
+    }
+
+    #[test]
+    fn auto_stable_after_follows_the_recommendation_by_cluster_size() {
+        let auto = StableAfter::Auto;
+        let secs = |n| auto.for_members(n).as_millis() as f64 / 1000.0;
+        assert_eq!(secs(0), 7.0);
+        assert_eq!(secs(1), 7.0);
+        assert_eq!(secs(5), 7.0);
+        assert_eq!(secs(6), 7.6);
+        assert_eq!(secs(10), 10.0);
+        assert_eq!(secs(15), 11.5);
+        assert_eq!(secs(20), 13.0);
+        assert_eq!(secs(50), 17.0);
+        assert_eq!(secs(100), 20.0);
+        assert_eq!(secs(550), 25.0);
+        assert_eq!(secs(1000), 30.0);
+        assert_eq!(secs(100_000), 30.0);
+        // Never shorter for a larger cluster.
+        for n in 0..2000 {
+            assert!(auto.for_members(n) <= auto.for_members(n + 1), "at {n}");
+        }
+        let fixed = StableAfter::After(Duration::from_secs(20));
+        assert_eq!(fixed.for_members(3), Duration::from_secs(20));
+        assert_eq!(fixed.for_members(1000), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn stable_after_parses_auto_or_a_duration() {
+        let parse = |v: &str| {
+            FlotillaConfig::from_toml_str(&format!(
+                "[cluster.split-brain-resolver]\nstable-after = \"{v}\""
+            ))
+            .map(|c| c.cluster.split_brain_resolver.stable_after)
+        };
+        assert_eq!(parse("auto").unwrap(), StableAfter::Auto);
+        assert_eq!(
+            parse("20s").unwrap(),
+            StableAfter::After(Duration::from_secs(20))
+        );
+        let e = parse("soon").unwrap_err().to_string();
+        assert!(e.contains("expected \"auto\""), "{e}");
+        let e = parse("0s").unwrap_err().to_string();
+        assert!(e.contains("stable-after"), "{e}");
+        // It writes back as it reads.
+        let c = FlotillaConfig::default();
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("stable-after = \"auto\""), "{text}");
     }
 }

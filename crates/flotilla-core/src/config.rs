@@ -11,15 +11,17 @@
 //! log-suspend = "5m"
 //!
 //! [lease]
-//! # The lease's time to live: a holder that stops renewing loses it after this long.
-//! heartbeat-timeout = "120s"
+//! # The lease's time to live: a holder that stops renewing loses it after this long. It bounds
+//! # how long a crashed node's shards and singletons stay unavailable (Akka's default is 120 s;
+//! # see docs/design/leases.md, "Default timings").
+//! heartbeat-timeout = "15s"
 //! # How often a holder renews; must be less than heartbeat-timeout / 2.
-//! heartbeat-interval = "12s"
+//! heartbeat-interval = "3s"
 //! # How long acquire and release may take, retries included, before they answer "unknown".
 //! lease-operation-timeout = "5s"
 //! # The holder counts the lease as lost this long before the TTL of its last confirmed renewal
 //! # runs out (some backends accept a late renewal of a lapsed lease). Default: TTL / 10.
-//! # safety-margin = "12s"
+//! # safety-margin = "1500ms"
 //!
 //! [coordinated-shutdown]
 //! # Timeout of every phase not listed under `phases`.
@@ -71,6 +73,8 @@ pub struct FlotillaConfig {
     pub cluster: crate::ClusterSettings,
     /// Cluster sharding.
     pub sharding: crate::ShardingSettings,
+    /// The management HTTP endpoint (API, metrics, dashboard) of `flotilla node`.
+    pub management: ManagementSettings,
 }
 
 impl FlotillaConfig {
@@ -81,12 +85,58 @@ impl FlotillaConfig {
         Ok(config)
     }
 
+    /// Parses a TOML document (empty for all defaults) and lays environment variables over it,
+    /// then validates. A variable `FLOTILLA__<SECTION>__<KEY>` sets `<section>.<key>` (lower
+    /// case, `_` read as `-`; more `__` for deeper tables): `FLOTILLA__MANAGEMENT__PORT=9000`
+    /// sets `management.port`. The value is read as a TOML value (`9000`, `true`, `"5s"`,
+    /// `["a", "b"]`) and, when it is not one, as a string (`5s`). Other variables are ignored.
+    pub fn from_toml_and_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        for (name, value) in vars {
+            let Some(path) = name.strip_prefix("FLOTILLA__") else {
+                continue;
+            };
+            let keys: Vec<String> = path
+                .split("__")
+                .map(|k| k.to_ascii_lowercase().replace('_', "-"))
+                .collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Value {
+                    key: name.clone(),
+                    reason: "an empty key in the variable's name".into(),
+                });
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let mut at = &mut table;
+            for key in &keys[..keys.len() - 1] {
+                let entry = at
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = entry.as_table_mut().ok_or_else(|| ConfigError::Value {
+                    key: name.clone(),
+                    reason: format!("{key} is not a table"),
+                })?;
+            }
+            at.insert(keys[keys.len() - 1].clone(), parsed);
+        }
+        let config: Self = table.try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.lease.validate()?;
         self.remote.validate()?;
         self.cluster.validate()?;
         self.sharding.validate()?;
+        self.management.validate()?;
         for phase in Phase::ALL {
             if self.coordinated_shutdown.phase_timeout(phase).is_zero() {
                 return Err(ConfigError::Value {
@@ -94,6 +144,79 @@ impl FlotillaConfig {
                     reason: "must be greater than zero".into(),
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+/// The management HTTP endpoint: the API behind `flotilla status`, `/metrics` for Prometheus
+/// and the dashboard.
+///
+/// ```toml
+/// [management]
+/// # Whether `flotilla node` serves it.
+/// enabled = true
+/// # The interface to listen on: loopback by default, so nothing outside the machine can reach
+/// # it unless asked for.
+/// hostname = "127.0.0.1"
+/// # The port (0 picks a free one; the node prints the one it got).
+/// port = 8558
+/// # A bearer token the mutating endpoints (leave, down) require; none by default, which leaves
+/// # them open to whoever reaches the endpoint. Environment: FLOTILLA_MANAGEMENT__TOKEN.
+/// # token = "…"
+/// # Serve HTTPS with this certificate chain and key (PEM).
+/// # tls = { certificate = "mgmt.pem", private-key = "mgmt.key" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagementSettings {
+    /// Whether `flotilla node` serves the endpoint (default true).
+    pub enabled: bool,
+    /// The interface to listen on (default 127.0.0.1).
+    pub hostname: String,
+    /// The port (default 8558; 0 picks a free one).
+    pub port: u16,
+    /// The bearer token mutating endpoints require (default none).
+    pub token: Option<String>,
+    /// HTTPS instead of HTTP (default none).
+    pub tls: Option<ManagementTls>,
+}
+
+/// The certificate and key of an HTTPS management endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagementTls {
+    /// The certificate chain, PEM.
+    pub certificate: std::path::PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+}
+
+impl Default for ManagementSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hostname: "127.0.0.1".into(),
+            port: 8558,
+            token: None,
+            tls: None,
+        }
+    }
+}
+
+impl ManagementSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.hostname.trim().is_empty() {
+            return Err(ConfigError::Value {
+                key: "management.hostname".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Value {
+                key: "management.token".into(),
+                reason: "must not be empty when set (leave it out for no token)".into(),
+            });
         }
         Ok(())
     }
@@ -274,6 +397,56 @@ pub struct PhaseSettings {
 mod tests {
     use super::*;
 
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let c = FlotillaConfig::from_toml_and_env(
+            "[management]\nport = 9000\nhostname = \"0.0.0.0\"\n",
+            vars(&[
+                ("FLOTILLA__MANAGEMENT__PORT", "9100"),
+                ("FLOTILLA__MANAGEMENT__TOKEN", "s3cret"),
+                ("FLOTILLA__LEASE__HEARTBEAT_TIMEOUT", "20s"),
+                ("FLOTILLA__CLUSTER__ROLES", "[\"a\", \"b\"]"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.management.port, 9100);
+        assert_eq!(c.management.hostname, "0.0.0.0", "the file's value stays");
+        assert_eq!(c.management.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.lease.heartbeat_timeout, Duration::from_secs(20));
+        assert_eq!(c.cluster.roles.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_environment_override_is_a_clear_error() {
+        let e = FlotillaConfig::from_toml_and_env(
+            "",
+            vars(&[("FLOTILLA__MANAGEMENT__PORT", "not-a-port")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+        let e =
+            FlotillaConfig::from_toml_and_env("", vars(&[("FLOTILLA__MANAGEMENT__NO_SUCH", "1")]))
+                .unwrap_err();
+        assert!(e.to_string().contains("no-such"), "{e}");
+        assert!(FlotillaConfig::from_toml_and_env("", vars(&[("FLOTILLA____X", "1")])).is_err());
+    }
+
+    #[test]
+    fn the_management_endpoint_defaults_to_loopback() {
+        let m = FlotillaConfig::default().management;
+        assert!(m.enabled);
+        assert_eq!((m.hostname.as_str(), m.port), ("127.0.0.1", 8558));
+        assert!(m.token.is_none() && m.tls.is_none());
+        assert!(FlotillaConfig::from_toml_str("[management]\ntoken = \"\"").is_err());
+    }
+
     #[test]
     fn defaults_match_the_documented_values() {
         let c = FlotillaConfig::from_toml_str("").unwrap();
@@ -351,15 +524,16 @@ mod tests {
     }
 }
 
-/// Lease timing, shared by every lease backend (defaults as in Akka's lease settings).
+/// Lease timing, shared by every lease backend (defaults as Kubernetes' leader election's, not
+/// Akka's 120 s: see `docs/design/leases.md`, "Default timings").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LeaseSettings {
     /// The lease's time to live: without renewal it expires this long after the last renewal was
-    /// sent (default 120 s).
+    /// sent (default 15 s).
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
-    /// How often the holder renews (default 12 s); must be less than `heartbeat_timeout / 2`.
+    /// How often the holder renews (default 3 s); must be less than `heartbeat_timeout / 2`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// How long acquire and release may take, retries included (default: the backend's
@@ -379,8 +553,8 @@ pub struct LeaseSettings {
 impl Default for LeaseSettings {
     fn default() -> Self {
         Self {
-            heartbeat_timeout: Duration::from_secs(120),
-            heartbeat_interval: Duration::from_secs(12),
+            heartbeat_timeout: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(3),
             lease_operation_timeout: None,
             safety_margin: None,
             owner: None,
@@ -479,12 +653,12 @@ mod lease_tests {
     use super::*;
 
     #[test]
-    fn lease_defaults_are_akkas_and_valid() {
+    fn lease_defaults_are_documented_and_valid() {
         let s = LeaseSettings::default();
-        assert_eq!(s.heartbeat_timeout, Duration::from_secs(120));
-        assert_eq!(s.heartbeat_interval, Duration::from_secs(12));
+        assert_eq!(s.heartbeat_timeout, Duration::from_secs(15));
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(3));
         assert_eq!(s.operation_timeout(), Duration::from_secs(5));
-        assert_eq!(s.effective_safety_margin(), Duration::from_secs(12));
+        assert_eq!(s.effective_safety_margin(), Duration::from_millis(1500));
         s.validate().unwrap();
     }
 

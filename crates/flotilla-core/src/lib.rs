@@ -23,13 +23,13 @@ pub mod sharding_config;
 pub use address::{Address, AddressParseError, UniqueAddress};
 pub use cluster_config::{
     ClusterSettings, DiscoveryMethod, DiscoverySettings, DownAllWhenUnstable, KeepOldestSettings,
-    LeaseMajoritySettings, RoleOnly, SingletonConfig, SplitBrainResolverSettings,
+    LeaseMajoritySettings, RoleOnly, SingletonConfig, SplitBrainResolverSettings, StableAfter,
     StaticQuorumSettings, Strategy,
 };
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
-    FailureDetectorSettings, FlotillaConfig, LeaseSettings, Phase, PhaseSettings, RemoteSettings,
-    TlsSettings,
+    FailureDetectorSettings, FlotillaConfig, LeaseSettings, ManagementSettings, ManagementTls,
+    Phase, PhaseSettings, RemoteSettings, TlsSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

@@ -2,8 +2,9 @@
 //!
 //! # Why a record blob, not native blob leases
 //!
-//! Native blob leases last 15 to 60 seconds or forever; they cannot express Flotilla's default
-//! TTL of 120 s, and an infinite lease of a crashed node would never expire. So, as Akka.NET's
+//! Native blob leases last 15 to 60 seconds or forever; they cannot express a TTL outside that
+//! range (Akka's default is 120 s) or one that is not whole seconds, and an infinite lease of a
+//! crashed node would never expire. So, as Akka.NET's
 //! Azure lease does, each lease is one small JSON **record blob** `<container>/<lease name>`:
 //!
 //! ```json

@@ -27,7 +27,7 @@ pub mod memory;
 pub mod testing;
 
 pub use backend::{
-    FencingToken, LeaseBackend, LeaseName, LeaseRecord, NameError, OwnerId, zombies,
+    BoxFuture, FencingToken, LeaseBackend, LeaseName, LeaseRecord, NameError, OwnerId, zombies,
 };
 pub use client::{LeaseClient, LeaseError};
 pub use lease::{AcquireOutcome, Lease, LeaseEvent, LostCause, ReleaseOutcome};

@@ -598,11 +598,21 @@ impl Reading {
         tokio::pin!(killed);
         let stopped = stop.cancelled();
         tokio::pin!(stopped);
+        let lane_label = match lane {
+            Lane::Control => "control",
+            Lane::Ordinary => "ordinary",
+        };
+        let received =
+            metrics::counter!("flotilla_remote_frames_received_total", "lane" => lane_label);
         let reason = 'read: loop {
             // Every complete frame in the buffer, read in place; then more bytes.
+            let mut frames = 0u64;
             loop {
                 let (kind, body) = match decoder.next_frame_ref() {
-                    Ok(Some(frame)) => frame,
+                    Ok(Some(frame)) => {
+                        frames += 1;
+                        frame
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         metrics::counter!("flotilla_remote_framing_errors_total").increment(1);
@@ -643,6 +653,7 @@ impl Reading {
                     Err(e) => undecodable(&remote, &e),
                 }
             }
+            received.increment(frames);
             if !users.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
                 // Delivered directly, so the control task would not know the link is in use.
                 reported = Instant::now();

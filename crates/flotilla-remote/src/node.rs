@@ -1081,7 +1081,10 @@ impl Control {
                 }
             }
             _ => {
-                let _ = conn.control.send(frame);
+                if conn.control.send(frame).is_ok() {
+                    metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "control")
+                        .increment(1);
+                }
             }
         }
     }

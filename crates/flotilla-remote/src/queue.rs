@@ -139,6 +139,8 @@ impl FrameQueue {
                 return Err(s.closed);
             }
             let was_full = s.frames >= self.capacity;
+            metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "ordinary")
+                .increment(s.frames as u64);
             s.frames = 0;
             let next = std::mem::take(&mut s.spare);
             (std::mem::replace(&mut s.bytes, next), was_full)

@@ -389,6 +389,11 @@ pub struct RegionState {
     pub shards: std::collections::BTreeMap<String, Vec<String>>,
     /// Messages waiting for a shard's home.
     pub held: usize,
+    /// Whether the coordinator has acknowledged this region's registration (a proxy registers
+    /// too).
+    pub registered: bool,
+    /// The coordinator the region follows (its unique address), once it knows one.
+    pub coordinator: Option<String>,
 }
 
 /// This node's region of one entity type.
@@ -461,6 +466,37 @@ impl<M: RemoteMessage> ShardRegion<M> {
         let (tx, rx) = oneshot::channel();
         self.region.tell(RegionMsg::Local(RegionLocal::State(tx)));
         rx.await.unwrap_or_default()
+    }
+}
+
+/// A region seen without its message type: what operations tooling (the management API, the
+/// dashboard) asks of every region of a node, whatever its entities.
+pub trait RegionQueries: Send + Sync + 'static {
+    /// The entity type.
+    fn type_name(&self) -> &str;
+    /// The shards hosted here and their running entities.
+    fn state(&self) -> flotilla_lease::BoxFuture<'_, RegionState>;
+    /// Shards and running entities per member's region (see [`ShardRegion::cluster_stats`]).
+    fn cluster_stats(
+        &self,
+        timeout: Duration,
+    ) -> flotilla_lease::BoxFuture<'_, std::collections::BTreeMap<String, (usize, usize)>>;
+}
+
+impl<M: RemoteMessage> RegionQueries for ShardRegion<M> {
+    fn type_name(&self) -> &str {
+        Self::type_name(self)
+    }
+
+    fn state(&self) -> flotilla_lease::BoxFuture<'_, RegionState> {
+        Box::pin(Self::state(self))
+    }
+
+    fn cluster_stats(
+        &self,
+        timeout: Duration,
+    ) -> flotilla_lease::BoxFuture<'_, std::collections::BTreeMap<String, (usize, usize)>> {
+        Box::pin(Self::cluster_stats(self, timeout))
     }
 }
 

@@ -493,6 +493,10 @@ where
                 ShardOutput::Deliver { entity, msg } => {
                     if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
                         e.tell(msg);
+                    } else {
+                        // Its start was refused (the lease ran out, or spawning failed).
+                        metrics::counter!("flotilla_sharding_dropped_total", "reason" => "entity-not-started")
+                            .increment(1);
                     }
                 }
                 ShardOutput::StopEntity(entity) => {
@@ -539,6 +543,10 @@ where
                     if why == Ended::LeaseLost {
                         metrics::counter!("flotilla_sharding_lease_lost_total").increment(1);
                     }
+                    if why == Ended::HandedOff {
+                        metrics::counter!("flotilla_sharding_handoffs_total", "entity_type" => self.type_name.clone())
+                            .increment(1);
+                    }
                     self.update_waiting();
                     break;
                 }
@@ -559,6 +567,17 @@ where
             region: ctx.myself().clone(),
             lease: self.shards.get(shard).and_then(|d| d.lease.clone()),
         };
+        // The shard machine starts entities only once the lease is granted, but the lease may
+        // have run out since (a renewal that could not be made in time) with the loss still on
+        // its way here: no entity may start without its lease.
+        if let Some(lease) = &ectx.lease
+            && !lease.check_lease()
+        {
+            tracing::warn!(entity_type = %self.type_name, "shard {shard}: entity {entity} not started: the shard's lease {} is no longer held; stopping the shard", lease.name());
+            self.feed(shard, ShardInput::EntityStopped(entity));
+            self.feed(shard, ShardInput::LeaseLost);
+            return;
+        }
         let props = (self.factory)(&ectx);
         match ctx.spawn_anonymous(props) {
             Ok(r) => {
@@ -753,6 +772,8 @@ where
                 let _ = reply.send(RegionState {
                     shards,
                     held: self.machine.held(),
+                    registered: self.machine.is_registered(),
+                    coordinator: self.machine.coordinator().map(ToString::to_string),
                 });
             }
             RegionLocal::Tick => {

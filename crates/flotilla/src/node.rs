@@ -10,6 +10,8 @@
 //! event LeaderChanged flotilla://demo@127.0.0.1:2552   (or "none")
 //! quarantined flotilla://demo@127.0.0.1:2554#77...    a removed member's incarnation is
 //!                                                      quarantined by remoting
+//! management http://127.0.0.1:8558                    the management endpoint (API, metrics,
+//!                                                      dashboard), unless disabled
 //! shutdown the node was downed by the cluster          coordinated shutdown finished, and why
 //! ```
 //!
@@ -17,6 +19,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use flotilla_actor::ActorSystem;
@@ -41,6 +44,8 @@ pub struct NodeOptions {
     pub fast: bool,
     /// Run sharded counters too (see [`ShardedCounters`]).
     pub counters: Option<ShardedCounters>,
+    /// The management endpoint's port, instead of `management.port` (0 picks a free one).
+    pub management_port: Option<u16>,
 }
 
 /// A sharded demo entity type, `counter`, on the node: entities `c0` … `c<n-1>` get a message
@@ -64,15 +69,25 @@ pub struct ShardedCounters {
 
 /// Loads the configuration the options name.
 pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
+    // FLOTILLA__SECTION__KEY environment variables override the file.
+    let env = std::env::vars().filter(|(k, _)| k.starts_with("FLOTILLA__"));
     let mut config = match &options.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            FlotillaConfig::from_toml_str(&text)
-                .with_context(|| format!("invalid configuration in {}", path.display()))?
+            FlotillaConfig::from_toml_and_env(&text, env).with_context(|| {
+                format!(
+                    "invalid configuration in {} (or the FLOTILLA__ environment)",
+                    path.display()
+                )
+            })?
         }
-        None => FlotillaConfig::default(),
+        None => FlotillaConfig::from_toml_and_env("", env)
+            .context("invalid configuration in the FLOTILLA__ environment variables")?,
     };
+    if let Some(port) = options.management_port {
+        config.management.port = port;
+    }
     if options.fast {
         config.remote = flotilla_remote::testing::fast_settings();
         // Fast timings; how the node finds the cluster stays as configured.
@@ -120,10 +135,35 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
             cluster.join(cluster.self_address().clone());
         }
     }
-    let traffic = match &options.counters {
+    let counters = match &options.counters {
         Some(c) => Some(start_counters(&system, &cluster, c).await?),
         None => None,
     };
+    let management = if system.config().management.enabled {
+        let mut builder = flotilla_management::Management::builder(&system, &cluster)
+            .settings(system.config().management.clone());
+        if let Some(c) = &counters {
+            builder = builder.region(c.region.clone());
+            if let Some(b) = &c.backend {
+                builder = builder.lease_backend(Arc::clone(b));
+            }
+        }
+        match builder.start().await {
+            Ok(m) => {
+                say(&format!("management {}", m.url()));
+                Some(m)
+            }
+            Err(e) => {
+                // The node works without it; operators see why in the log and on stdout.
+                tracing::error!("{e}");
+                say(&format!("management-unavailable {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let traffic = counters.map(|c| c.traffic);
     let watcher = {
         let system = system.clone();
         tokio::spawn(async move {
@@ -144,6 +184,9 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     watcher.abort();
     if let Some(t) = traffic {
         t.abort();
+    }
+    if let Some(m) = management {
+        m.stop();
     }
     say(&format!("shutdown {}", outcome.reason));
     Ok(())
@@ -210,12 +253,19 @@ impl flotilla_actor::Actor for Counter {
     }
 }
 
-/// Starts the counters and their traffic; returns the traffic task.
+/// The running counters: their region, lease backend and traffic.
+struct Counters {
+    region: flotilla_sharding::ShardRegion<CounterMsg>,
+    backend: Option<Arc<dyn flotilla_lease::LeaseBackend>>,
+    traffic: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the counters and their traffic.
 async fn start_counters(
     system: &ActorSystem,
     cluster: &Cluster,
     c: &ShardedCounters,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Counters> {
     let mut settings = system.config().sharding.clone();
     settings.number_of_shards = c.shards;
     let mut entity = flotilla_sharding::Entity::new("counter", |ctx| {
@@ -230,10 +280,12 @@ async fn start_counters(
             total: 0,
         })
     });
+    let mut lease_backend = None;
     if let Some(choice) = &c.lease {
         let backend = crate::leases::connect(choice.clone())
             .await
             .context("cannot use the shards' lease backend")?;
+        lease_backend = Some(Arc::clone(&backend));
         let owner =
             flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
                 .context("no lease owner id")?;
@@ -250,8 +302,9 @@ async fn start_counters(
     let region =
         flotilla_sharding::ClusterSharding::start(system, cluster, entity.settings(settings))
             .context("cannot start sharding")?;
-    let (n, c2) = (c.entities.max(1), cluster.clone());
-    Ok(tokio::spawn(async move {
+    let (n, c2, traffic_region) = (c.entities.max(1), cluster.clone(), region.clone());
+    let traffic = tokio::spawn(async move {
+        let region = traffic_region;
         if !c2.when_up().await {
             return;
         }
@@ -265,7 +318,12 @@ async fn start_counters(
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-    }))
+    });
+    Ok(Counters {
+        region,
+        backend: lease_backend,
+        traffic,
+    })
 }
 
 fn describe(e: &ClusterEvent) -> String {
@@ -381,8 +439,12 @@ impl NodeProcess {
         &self.seen
     }
 
-    /// Sends SIGTERM: the node leaves the cluster gracefully and exits.
-    pub fn terminate(&self) -> anyhow::Result<()> {
+    /// Sends SIGTERM: the node leaves the cluster gracefully and exits. Does nothing to a
+    /// process that has already exited and been reaped: its PID may belong to another by now.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])

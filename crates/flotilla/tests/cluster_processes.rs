@@ -12,7 +12,16 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn start(seed: Option<&str>) -> NodeProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args(["node", "--system", "procs", "--port", "0", "--fast"]);
+    cmd.args([
+        "node",
+        "--system",
+        "procs",
+        "--port",
+        "0",
+        "--fast",
+        "--management-port",
+        "0",
+    ]);
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
     }

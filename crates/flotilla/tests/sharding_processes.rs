@@ -90,7 +90,14 @@ impl Leases {
 
 fn start(seed: Option<&str>, port: u16, leases: &Leases, config: &std::path::Path) -> NodeProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args(["node", "--system", "shards", "--fast"]);
+    cmd.args([
+        "node",
+        "--system",
+        "shards",
+        "--fast",
+        "--management-port",
+        "0",
+    ]);
     cmd.args(["--port", &port.to_string()]);
     cmd.arg("--config").arg(config);
     cmd.args([
@@ -290,7 +297,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// Ends the live nodes gracefully: each exits 0.
 fn end(nodes: &mut [NodeProcess]) {
-    for node in nodes.iter() {
+    for node in nodes.iter_mut() {
         node.terminate().unwrap_or_else(|e| panic!("{e:#}"));
     }
     for node in nodes.iter_mut() {

@@ -139,6 +139,15 @@ impl Heartbeats {
         }
     }
 
+    /// Each monitored member's phi at `now` (how suspicious its silence is; the detector gives
+    /// up on it above `failure-detector.threshold`).
+    pub fn phis(&self, now: Instant) -> Vec<(UniqueAddress, f64)> {
+        self.detectors
+            .iter()
+            .map(|(node, d)| (node.clone(), d.phi(now)))
+            .collect()
+    }
+
     /// The monitored members whose verdict at `now` differs from `observed_unreachable` (what
     /// this node last published about them).
     pub fn verdicts(

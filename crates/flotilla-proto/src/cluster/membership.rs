@@ -166,6 +166,11 @@ impl Membership {
         &self.published
     }
 
+    /// The phi of each member this node monitors, at `now`.
+    pub fn phis(&self, now: Instant) -> Vec<(UniqueAddress, f64)> {
+        self.heartbeats.phis(now)
+    }
+
     /// Whether this node is a member (joined and not removed).
     pub fn is_member(&self) -> bool {
         self.join == JoinState::Member

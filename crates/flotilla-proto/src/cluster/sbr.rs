@@ -414,11 +414,16 @@ impl Stability {
         (!self.unreachable.is_empty()).then(|| self.stable_since + stable_after)
     }
 
-    /// When instability has lasted too long and everyone must be downed, if ever.
-    pub fn down_all_at(&self, settings: &SplitBrainResolverSettings) -> Option<Instant> {
-        let after = settings.down_all_after()?;
+    /// When instability has lasted too long and everyone must be downed, if ever, in a cluster
+    /// of `members` members.
+    pub fn down_all_at(
+        &self,
+        settings: &SplitBrainResolverSettings,
+        members: usize,
+    ) -> Option<Instant> {
+        let after = settings.down_all_after(members)?;
         self.unstable_since
-            .map(|t| t + settings.stable_after + after)
+            .map(|t| t + settings.stable_after_for(members) + after)
     }
 }
 

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flotilla_core::{StateMachine, UniqueAddress};
+use flotilla_core::{StableAfter, StateMachine, UniqueAddress};
 
 use super::member::{Member, MemberStatus};
 use super::protocol::LogLevel;
@@ -54,9 +54,9 @@ pub struct SingletonSettings {
     /// How often the new oldest asks the previous one to hand over (default 1 s).
     pub hand_over_retry_interval: Duration,
     /// After a crashed oldest is removed, how long the new oldest waits before it starts the
-    /// singleton, so that the old side has surely stopped (default 20 s, the resolver's
-    /// stable-after).
-    pub removal_margin: Duration,
+    /// singleton, so that the old side has surely stopped (default: the resolver's automatic
+    /// stable-after for the cluster's size before the removal, 7 s up to five members).
+    pub removal_margin: StableAfter,
     /// Whether the singleton runs only while this node holds a lease.
     pub use_lease: bool,
     /// How long after a denied or unanswered acquisition the lease is tried again (default 5 s).
@@ -68,7 +68,7 @@ impl Default for SingletonSettings {
         Self {
             role: String::new(),
             hand_over_retry_interval: Duration::from_secs(1),
-            removal_margin: Duration::from_secs(20),
+            removal_margin: StableAfter::Auto,
             use_lease: false,
             lease_retry_interval: Duration::from_secs(5),
         }
@@ -298,16 +298,20 @@ impl SingletonManager {
     }
 
     fn take_over(&mut self, now: Instant, previous: &UniqueAddress) {
+        // The cluster as it was before the removal: the live members and the removed one.
+        let members = 1 + self
+            .members
+            .values()
+            .filter(|s| !matches!(s, MemberStatus::Down | MemberStatus::Removed))
+            .count();
+        let margin = self.settings.removal_margin.for_members(members);
         self.log(
             LogLevel::Warn,
             format!(
-                "the previous oldest {previous} was removed without handing the singleton over; it starts here after removal-margin ({:?}), when the old one has surely stopped",
-                self.settings.removal_margin
+                "the previous oldest {previous} was removed without handing the singleton over; it starts here after removal-margin ({margin:?}), when the old one has surely stopped"
             ),
         );
-        self.state = State::TakingOver {
-            at: now + self.settings.removal_margin,
-        };
+        self.state = State::TakingOver { at: now + margin };
     }
 
     /// Acquires the lease first when one is used; starts the singleton at once otherwise.

@@ -214,6 +214,11 @@ impl<M> Region<M> {
         self.registered
     }
 
+    /// The coordinator this region follows, once it knows one.
+    pub fn coordinator(&self) -> Option<&UniqueAddress> {
+        self.coordinator.as_ref()
+    }
+
     fn log(&mut self, level: LogLevel, text: String) {
         self.out.push_back(RegionOutput::Log { level, text });
     }

@@ -37,11 +37,75 @@ enum Command {
         #[arg(long)]
         hold: bool,
     },
-    /// List the leases a backend holds: name, owner, fencing token, age, time to expiry.
+    /// List the leases (through a node, or a backend directly): name, owner, fencing token,
+    /// age, time to expiry, zombie.
     Leases(LeasesArgs),
     /// Run one cluster node: it joins through the seed nodes (or forms a cluster when none are
     /// given) and prints every cluster event; SIGTERM or Ctrl-C makes it leave gracefully.
     Node(NodeArgs),
+    /// A node's overview: its status, members by status, shards, associations, readiness.
+    Status(ClientArgs),
+    /// The cluster's members as a node sees them.
+    Members(ClientArgs),
+    /// Shards per node for every entity type, and the shards hosted on the node asked.
+    Shards(ClientArgs),
+    /// The node's associations to remote nodes, with their causes.
+    Associations(ClientArgs),
+    /// Ask a member to leave the cluster gracefully (through any node's endpoint).
+    Leave {
+        /// The member's address, flotilla://system@host:port (or system@host:port).
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Declare a member down: it is removed without waiting for it.
+    Down {
+        /// The member's address, flotilla://system@host:port (or system@host:port).
+        address: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How to reach a node's management endpoint.
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// The management endpoint: http://host:port or host:port.
+    #[arg(
+        long,
+        env = "FLOTILLA_ENDPOINT",
+        default_value = "http://127.0.0.1:8558"
+    )]
+    endpoint: String,
+    /// The bearer token for leave and down (management.token).
+    #[arg(long, env = "FLOTILLA_MANAGEMENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A CA certificate (PEM) to trust for an HTTPS endpoint.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<flotilla::management::client::Client> {
+        let ca = match &self.ca_cert {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
+            None => None,
+        };
+        Ok(flotilla::management::client::Client::new(
+            &self.endpoint,
+            self.token.clone(),
+            ca.as_deref(),
+            Duration::from_secs(self.timeout.max(1)),
+        )?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -58,9 +122,13 @@ struct NodeArgs {
     /// A seed node, flotilla://system@host:port (repeatable; the first may form the cluster).
     #[arg(long = "seed")]
     seeds: Vec<String>,
-    /// A TOML configuration file (see docs/design/cluster.md for the [cluster] section).
+    /// A TOML configuration file (every setting and its default: docs/configuration.md);
+    /// FLOTILLA__SECTION__KEY environment variables override it.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// The management endpoint's port, instead of management.port (0 picks a free one).
+    #[arg(long)]
+    management_port: Option<u16>,
     /// Fast failure detection and decisions (seconds, not tens of seconds), for trying things
     /// out on one machine.
     #[arg(long)]
@@ -90,9 +158,20 @@ enum BackendKind {
 
 #[derive(clap::Args)]
 struct LeasesArgs {
-    /// Which backend to read.
+    /// Read a backend directly instead of asking a node (`--node`).
     #[arg(long, value_enum)]
-    backend: BackendKind,
+    backend: Option<BackendKind>,
+    /// Without --backend: the node's management endpoint to ask (zombies are judged against
+    /// the cluster's current members by that node).
+    #[arg(
+        long,
+        env = "FLOTILLA_ENDPOINT",
+        default_value = "http://127.0.0.1:8558"
+    )]
+    node: String,
+    /// Without --backend: print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
     /// etcd: client URL(s) of the cluster (repeatable).
     #[arg(long = "endpoint", default_value = "http://127.0.0.1:2379")]
     endpoints: Vec<String>,
@@ -116,18 +195,19 @@ struct LeasesArgs {
     /// Kubernetes: an API server URL to use instead of the kubeconfig, without credentials.
     #[arg(long)]
     api_server: Option<String>,
-    /// List only zombie leases: held by owners that are not among the `--member`s (the
-    /// cluster's current members' owner ids, by default their addresses).
-    #[arg(long, requires = "members")]
+    /// List only zombie leases: held by owners that are not current cluster members. With
+    /// --backend, the members are the `--member`s (their owner ids, by default their
+    /// addresses).
+    #[arg(long)]
     zombies: bool,
-    /// A current member's lease owner id (repeatable), for `--zombies`.
-    #[arg(long = "member")]
+    /// With --backend: a current member's lease owner id (repeatable), for `--zombies`.
+    #[arg(long = "member", requires = "backend")]
     members: Vec<String>,
 }
 
 impl LeasesArgs {
-    fn choice(self) -> BackendChoice {
-        match self.backend {
+    fn choice(self, backend: BackendKind) -> BackendChoice {
+        match backend {
             BackendKind::Etcd => BackendChoice::Etcd(EtcdSettings {
                 endpoints: self.endpoints,
                 prefix: self.prefix,
@@ -201,6 +281,7 @@ fn main() -> anyhow::Result<()> {
                 port: args.port,
                 seeds,
                 config: args.config,
+                management_port: args.management_port,
                 fast: args.fast,
                 counters: args
                     .sharded_counters
@@ -223,7 +304,43 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(flotilla::node::run(options))?;
         }
+        Command::Status(c) => runtime.block_on(flotilla::ops::status(&c.client()?, c.json))?,
+        Command::Members(c) => runtime.block_on(flotilla::ops::members(&c.client()?, c.json))?,
+        Command::Shards(c) => runtime.block_on(flotilla::ops::shards(&c.client()?, c.json))?,
+        Command::Associations(c) => {
+            runtime.block_on(flotilla::ops::associations(&c.client()?, c.json))?
+        }
+        Command::Leave { address, client } => runtime.block_on(flotilla::ops::operate(
+            &client.client()?,
+            client.json,
+            &address,
+            flotilla::management::api::Operation::Leave,
+        ))?,
+        Command::Down { address, client } => runtime.block_on(flotilla::ops::operate(
+            &client.client()?,
+            client.json,
+            &address,
+            flotilla::management::api::Operation::Down,
+        ))?,
+        Command::Leases(args) if args.backend.is_none() => {
+            let client = ClientArgs {
+                endpoint: args.node.clone(),
+                token: None,
+                ca_cert: None,
+                timeout: 10,
+                json: args.json,
+            };
+            runtime.block_on(flotilla::ops::leases(
+                &client.client()?,
+                client.json,
+                args.zombies,
+            ))?;
+        }
         Command::Leases(args) => {
+            anyhow::ensure!(
+                !args.zombies || !args.members.is_empty(),
+                "--zombies with --backend needs the current members' owner ids (--member, repeatable)"
+            );
             let zombies_of = args.zombies.then(|| {
                 args.members
                     .iter()
@@ -231,7 +348,8 @@ fn main() -> anyhow::Result<()> {
                     .collect::<std::collections::BTreeSet<_>>()
             });
             let records = runtime.block_on(async {
-                let backend = flotilla::leases::connect(args.choice()).await?;
+                let kind = args.backend.unwrap_or(BackendKind::Etcd);
+                let backend = flotilla::leases::connect(args.choice(kind)).await?;
                 backend
                     .list()
                     .await

@@ -183,18 +183,25 @@ impl Membership {
         if view.unreachable.is_empty() {
             return;
         }
-        let outcome = if self.stability.down_all_at(&sbr).is_some_and(|t| t <= now) {
+        // Both sides of a partition count the same members: the unreachable ones stay members
+        // until they are downed.
+        let members = view.members.len();
+        let outcome = if self
+            .stability
+            .down_all_at(&sbr, members)
+            .is_some_and(|t| t <= now)
+        {
             Outcome::Decide(sbr::Decision {
                 kind: sbr::DecisionKind::DownAll,
                 down: view.members.iter().map(|m| m.node.clone()).collect(),
                 reason: format!(
                     "down-all-when-unstable: the view kept changing for {:?} after stable-after",
-                    sbr.down_all_after().unwrap_or_default()
+                    sbr.down_all_after(members).unwrap_or_default()
                 ),
             })
         } else if self
             .stability
-            .stable_at(sbr.stable_after)
+            .stable_at(sbr.stable_after_for(members))
             .is_some_and(|t| t <= now)
         {
             match self.lease {

@@ -67,7 +67,7 @@ macro_rules! ensure {
 /// Akka's defaults, with stable-after at the value recommended for five nodes.
 fn settings() -> ClusterSettings {
     let mut s = ClusterSettings::default();
-    s.split_brain_resolver.stable_after = Duration::from_secs(7);
+    s.split_brain_resolver.stable_after = Duration::from_secs(7).into();
     s
 }
 
@@ -455,7 +455,7 @@ fn a_run_replays_exactly_from_its_seed() {
 #[test]
 fn a_joiner_becomes_weakly_up_while_a_member_is_unreachable_and_up_once_it_is_removed() {
     let mut settings = settings();
-    settings.split_brain_resolver.stable_after = Duration::from_secs(3600);
+    settings.split_brain_resolver.stable_after = Duration::from_secs(3600).into();
     settings.split_brain_resolver.down_all_when_unstable = flotilla_core::DownAllWhenUnstable::Off;
     sweep(
         |sim| {

@@ -327,12 +327,17 @@ fn both_sides_of_every_split_never_both_survive() {
 fn stability_waits_for_an_unchanged_view_and_gives_up_on_a_restless_one() {
     let t0 = epoch();
     let s = |n| t0 + Duration::from_secs(n);
-    let settings = SplitBrainResolverSettings::default(); // stable-after 20 s, down-all after 15 s
+    // Akka's fixed 20 s stable-after, down-all 15 s after that.
+    let settings = SplitBrainResolverSettings {
+        stable_after: Duration::from_secs(20).into(),
+        ..SplitBrainResolverSettings::default()
+    };
+    let stable_after = settings.stable_after_for(3);
     let mut st = Stability::new(t0);
-    assert_eq!(st.stable_at(settings.stable_after), None);
+    assert_eq!(st.stable_at(stable_after), None);
     st.observe(s(1), &[node(2)].into());
-    assert_eq!(st.stable_at(settings.stable_after), Some(s(21)));
-    assert_eq!(st.down_all_at(&settings), Some(s(36)));
+    assert_eq!(st.stable_at(stable_after), Some(s(21)));
+    assert_eq!(st.down_all_at(&settings, 3), Some(s(36)));
     // the view keeps changing: the stable point keeps moving, the down-all point does not
     for t in (5..40).step_by(5) {
         let set: BTreeSet<_> = if t % 10 == 0 {
@@ -342,10 +347,10 @@ fn stability_waits_for_an_unchanged_view_and_gives_up_on_a_restless_one() {
         };
         st.observe(s(t), &set);
     }
-    assert_eq!(st.stable_at(settings.stable_after), Some(s(55)));
-    assert_eq!(st.down_all_at(&settings), Some(s(36)));
+    assert_eq!(st.stable_at(stable_after), Some(s(55)));
+    assert_eq!(st.down_all_at(&settings, 3), Some(s(36)));
     st.decided(s(40));
-    assert_eq!(st.down_all_at(&settings), None);
+    assert_eq!(st.down_all_at(&settings, 3), None);
     st.observe(s(41), &BTreeSet::new());
-    assert_eq!(st.stable_at(settings.stable_after), None);
+    assert_eq!(st.stable_at(stable_after), None);
 }

@@ -256,7 +256,7 @@ fn the_new_oldest_asks_again_every_interval_until_the_previous_one_answers() {
 #[test]
 fn a_crashed_oldest_is_taken_over_only_after_its_removal_and_the_margin() {
     let settings = SingletonSettings {
-        removal_margin: Duration::from_secs(20),
+        removal_margin: Duration::from_secs(20).into(),
         ..SingletonSettings::default()
     };
     let mut w = World::new(3, &settings);
