@@ -111,8 +111,15 @@ fn parse_address(text: &str) -> Result<Address, String> {
     } else {
         format!("flotilla://{text}")
     };
-    full.parse::<Address>()
-        .map_err(|e| format!("{text:?} is not a member address (flotilla://system@host:port): {e}"))
+    let address = full.parse::<Address>().map_err(|e| {
+        format!("{text:?} is not a member address (flotilla://system@host:port): {e}")
+    })?;
+    if address.is_local() {
+        return Err(format!(
+            "{text:?} is not a member address: it has no host and port (flotilla://system@host:port)"
+        ));
+    }
+    Ok(address)
 }
 
 fn authorized(view: &NodeView, headers: &HeaderMap) -> bool {
@@ -456,6 +463,10 @@ mod tests {
         );
         assert!(parse_address("flotilla://sys@127.0.0.1:2552").is_ok());
         assert!(parse_address("not an address").is_err());
+        assert!(
+            parse_address("just-a-system").is_err(),
+            "a local address is no member"
+        );
         assert!(parse_address("").is_err());
     }
 
