@@ -1,6 +1,4 @@
-//! The management API's JSON bodies, shared by the server and [`crate::client`]. The OpenAPI
-//! description (`openapi.json` in this crate) documents the same shapes; a test checks that the
-//! server answers as it says.
+//! The management API's JSON bodies, shared by the server and [`crate::client`].
 
 use serde::{Deserialize, Serialize};
 

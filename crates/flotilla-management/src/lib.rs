@@ -17,7 +17,11 @@
 //! The address in `PUT /cluster/members/{address}` is percent-encoded
 //! (`flotilla%3A%2F%2Fsys%40127.0.0.1%3A2552`); `sys@host:port` is accepted too. With a
 //! [token](flotilla_core::ManagementSettings::token) configured, mutating requests need
-//! `Authorization: Bearer <token>`. The OpenAPI description is `openapi.json` in this crate.
+//! `Authorization: Bearer <token>`.
+//!
+//! `/metrics` exposes what the `metrics` facade records once Flotilla's Prometheus recorder is
+//! installed: call [`install_recorder`] before building the actor system (starting the
+//! endpoint installs it too, but metric handles taken before then record nothing).
 //!
 //! ```no_run
 //! # async fn demo(system: flotilla_actor::ActorSystem, cluster: flotilla_cluster::Cluster) -> Result<(), flotilla_management::ManagementError> {

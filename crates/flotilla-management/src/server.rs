@@ -52,7 +52,7 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see GET / for the dashboard; the API is described in openapi.json)",
+        "no such endpoint (GET / is the dashboard; the endpoints are listed in flotilla-management's documentation)",
     )
 }
 

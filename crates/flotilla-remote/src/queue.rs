@@ -133,18 +133,19 @@ impl FrameQueue {
 
     /// Everything queued, or `None` when nothing is.
     fn take(&self) -> Result<Vec<u8>, bool> {
-        let (bytes, was_full) = {
+        let (bytes, was_full, frames) = {
             let mut s = self.lock();
             if s.frames == 0 {
                 return Err(s.closed);
             }
-            let was_full = s.frames >= self.capacity;
-            metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "ordinary")
-                .increment(s.frames as u64);
+            let (was_full, frames) = (s.frames >= self.capacity, s.frames);
             s.frames = 0;
             let next = std::mem::take(&mut s.spare);
-            (std::mem::replace(&mut s.bytes, next), was_full)
+            (std::mem::replace(&mut s.bytes, next), was_full, frames)
         };
+        // Counted once per take, outside the lock senders contend for.
+        metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "ordinary")
+            .increment(frames as u64);
         // Only a full queue can have senders waiting for room (they wait only when refused).
         if was_full {
             self.room.notify_waiters();

@@ -213,64 +213,47 @@ pub fn leases_table(l: &Leases, zombies_only: bool) -> String {
     out
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// Prints an answer as JSON or as its table.
+fn show<T: serde::Serialize>(
+    answer: &T,
+    json: bool,
+    table: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+    } else {
+        print!("{}", table(answer));
+    }
     Ok(())
 }
 
 /// `flotilla status`.
 pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
-    let s = client.status().await?;
-    if json {
-        return print_json(&s);
-    }
-    print!("{}", status_table(&s));
-    Ok(())
+    show(&client.status().await?, json, status_table)
 }
 
 /// `flotilla members`.
 pub async fn members(client: &Client, json: bool) -> anyhow::Result<()> {
-    let m = client.members().await?;
-    if json {
-        return print_json(&m);
-    }
-    print!("{}", members_table(&m));
-    Ok(())
+    show(&client.members().await?, json, members_table)
 }
 
 /// `flotilla shards`.
 pub async fn shards(client: &Client, json: bool) -> anyhow::Result<()> {
-    let s = client.shards().await?;
-    if json {
-        return print_json(&s);
-    }
-    print!("{}", shards_table(&s));
-    Ok(())
+    show(&client.shards().await?, json, shards_table)
 }
 
 /// `flotilla associations`.
 pub async fn associations(client: &Client, json: bool) -> anyhow::Result<()> {
-    let a = client.associations().await?;
-    if json {
-        return print_json(&a);
-    }
-    print!("{}", associations_table(&a));
-    Ok(())
+    show(&client.associations().await?, json, associations_table)
 }
 
-/// `flotilla leases [--zombies]`; with `--zombies`, exits with an error if any zombie exists
-/// (so scripts can alert on it).
+/// `flotilla leases [--zombies]`.
 pub async fn leases(client: &Client, json: bool, zombies_only: bool) -> anyhow::Result<()> {
     let mut l = client.leases().await?;
     if zombies_only {
         l.leases.retain(|x| x.zombie);
     }
-    if json {
-        print_json(&l)?;
-    } else {
-        print!("{}", leases_table(&l, zombies_only));
-    }
-    Ok(())
+    show(&l, json, |l| leases_table(l, zombies_only))
 }
 
 /// `flotilla leave|down <address>`.
@@ -280,12 +263,8 @@ pub async fn operate(
     address: &str,
     op: Operation,
 ) -> anyhow::Result<()> {
-    let a = client.member_operation(address, op).await?;
-    if json {
-        return print_json(&a);
-    }
-    println!("{}", a.message);
-    Ok(())
+    let accepted = client.member_operation(address, op).await?;
+    show(&accepted, json, |a| format!("{}\n", a.message))
 }
 
 #[cfg(test)]
