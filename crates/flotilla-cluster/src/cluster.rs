@@ -74,6 +74,18 @@ impl Snapshot {
     fn self_status(&self) -> Option<MemberStatus> {
         self.self_member.as_ref().map(|m| m.status)
     }
+
+    /// This node is Exiting and no other member could lead (every other is Down or Exiting, or
+    /// there is none): nobody will ever remove it — it is the last member leaving.
+    fn nobody_left_to_remove_self(&self) -> bool {
+        let Some(me) = &self.self_member else {
+            return false;
+        };
+        me.status == MemberStatus::Exiting
+            && self.state.members.iter().all(|m| {
+                m.node == me.node || matches!(m.status, MemberStatus::Down | MemberStatus::Exiting)
+            })
+    }
 }
 
 /// The cluster events one subscriber receives: the state when it subscribed, then every change
@@ -378,8 +390,12 @@ impl Cluster {
         let c = self.clone();
         cs.add_task(Phase::ClusterShutdown, "wait-removed", move || async move {
             if c.snapshot().self_member.is_some() {
-                c.when_removed().await;
-                tracing::info!(node = %c.self_node(), "coordinated shutdown: this node is out of the cluster");
+                let s = c.wait_for(|s| s.removed || s.nobody_left_to_remove_self()).await;
+                if s.removed {
+                    tracing::info!(node = %c.self_node(), "coordinated shutdown: this node is out of the cluster");
+                } else {
+                    tracing::info!(node = %c.self_node(), "coordinated shutdown: this node is exiting and no other member is left to remove it; leaving the cluster as the last member");
+                }
             }
         })
         .map_err(|_| ClusterError::ShuttingDown)?;

@@ -152,6 +152,24 @@ async fn a_node_that_shuts_down_leaves_gracefully_and_its_shutdown_awaits_remova
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_leaves_without_waiting_for_a_removal_nobody_can_make() {
+    let nodes = cluster_of("last", 1).await;
+    let started = tokio::time::Instant::now();
+    let outcome = nodes[0].system.terminate().await;
+    let took = started.elapsed();
+    let report = format!("{:?}", outcome.report);
+    assert!(
+        outcome.report.timed_out_tasks().is_empty(),
+        "no phase may wait for the removal: {report}"
+    );
+    assert!(took < Duration::from_secs(5), "leaving took {took:?}");
+    assert_eq!(
+        nodes[0].cluster.snapshot().self_member.map(|m| m.status),
+        Some(MemberStatus::Exiting)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_marked_unreachable_downed_removed_and_quarantined() {
     let nodes = cluster_of("crash", 3).await;
     let mut events = nodes[0].cluster.subscribe().await;

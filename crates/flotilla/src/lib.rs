@@ -11,7 +11,9 @@
 //! - [`proto`]: the pure protocol state machines.
 //! - [`lease`]: the lease API and the in-memory backend; [`lease_etcd`], [`lease_azure`],
 //!   [`lease_kubernetes`]: the other backends.
-//! - [`demo`]: the supervised-pipeline demo behind `flotilla demo`.
+//! - [`demo`]: the failover demo behind `flotilla demo`: three nodes, sharded counters with
+//!   leases, a graceful shutdown and a crash, a timeline and checks.
+//! - [`pipeline`]: a supervised local-actor pipeline behind `flotilla pipeline`.
 //! - [`leases`]: listing leases, behind `flotilla leases`.
 //! - [`cluster`]: cluster membership on a running node; [`remote`]: remoting.
 //! - [`node`]: one cluster node as a process, behind `flotilla node`.
@@ -33,3 +35,4 @@ pub mod demo;
 pub mod leases;
 pub mod node;
 pub mod ops;
+pub mod pipeline;

@@ -327,6 +327,12 @@ async fn start_counters(
 }
 
 fn describe(e: &ClusterEvent) -> String {
+    format!("{} {}", e.kind(), subject(e))
+}
+
+/// Whom a cluster event is about: the member's unique address, or the new leader's address
+/// ("none" when there is none).
+pub(crate) fn subject(e: &ClusterEvent) -> String {
     match e {
         ClusterEvent::MemberJoined(m)
         | ClusterEvent::MemberWeaklyUp(m)
@@ -336,15 +342,10 @@ fn describe(e: &ClusterEvent) -> String {
         | ClusterEvent::MemberDowned(m)
         | ClusterEvent::MemberRemoved { member: m, .. }
         | ClusterEvent::UnreachableMember(m)
-        | ClusterEvent::ReachableMember(m) => format!("{} {}", e.kind(), m.node),
-        ClusterEvent::LeaderChanged(l) | ClusterEvent::RoleLeaderChanged { leader: l, .. } => {
-            format!(
-                "{} {}",
-                e.kind(),
-                l.as_ref()
-                    .map_or_else(|| "none".to_owned(), ToString::to_string)
-            )
-        }
+        | ClusterEvent::ReachableMember(m) => m.node.to_string(),
+        ClusterEvent::LeaderChanged(l) | ClusterEvent::RoleLeaderChanged { leader: l, .. } => l
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string),
     }
 }
 

@@ -12,7 +12,7 @@
 //!                       inbound handshake (uid) ◀───────────────────── │ (outbound → dead letters)        │
 //!                       → Active at once                               └──────────────────────────────────┘
 //!
-//!   any state ── quarantine(uid of the current incarnation) ──▶ Quarantined(uid)
+//!   any state ── quarantine(uid of the current, or last reached, incarnation) ──▶ Quarantined(uid)
 //!   Quarantined(uid) ── handshake from a *new* uid (either direction) ──▶ Active: new uid
 //! ```
 //!
@@ -316,6 +316,9 @@ pub struct Association<M> {
     last_cause: Option<Cause>,
     queue: VecDeque<M>,
     quarantined: BTreeMap<u64, QuarantineReason>,
+    /// The incarnation last reached (Active with it), kept through Gated and Idle: quarantining
+    /// it then still quarantines the association — a removed member that went away first.
+    last_uid: Option<u64>,
     last_heard: Option<Instant>,
     outputs: VecDeque<AssociationOutput<M>>,
 }
@@ -331,6 +334,7 @@ impl<M> Association<M> {
             last_cause: None,
             queue: VecDeque::new(),
             quarantined: BTreeMap::new(),
+            last_uid: None,
             last_heard: None,
             outputs: VecDeque::new(),
         }
@@ -470,6 +474,7 @@ impl<M> Association<M> {
             );
         }
         self.last_heard = Some(now);
+        self.last_uid = Some(uid);
         self.go(now, State::Active { uid }, cause);
         self.flush(uid);
     }
@@ -489,6 +494,23 @@ impl<M> Association<M> {
                 .push_back(AssociationOutput::Disconnect { uid: Some(uid) });
             let quarantined = self.quarantined_waiting(now, uid);
             self.go(now, quarantined, Cause::Quarantined { uid, reason });
+        } else if self.last_uid == Some(uid) {
+            // The incarnation last reached, while no connection to it is up (it went away
+            // first): nothing more is tried for it; a new incarnation is probed for as usual.
+            let probe = match self.state {
+                // A connection attempt in flight finds out whether the remote restarted.
+                State::Connecting { deadline } => Probe::Running { deadline },
+                State::Idle | State::Gated { .. } => Probe::Idle {
+                    next: now + self.settings.retry_gate_closed_for,
+                },
+                State::Active { .. } | State::Quarantined { .. } => return,
+            };
+            self.dead_letter_queue(&DeadLetterReason::Quarantined { uid });
+            self.go(
+                now,
+                State::Quarantined { uid, probe },
+                Cause::Quarantined { uid, reason },
+            );
         }
     }
 

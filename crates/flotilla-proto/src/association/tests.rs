@@ -394,3 +394,94 @@ fn open_connects_an_idle_association_without_a_message() {
         "already connecting"
     );
 }
+
+#[test]
+fn quarantining_the_last_incarnation_after_it_went_away_quarantines_the_association() {
+    let t0 = crate::testing::epoch();
+    let mut a = active(t0, 7);
+    input(
+        &mut a,
+        t0 + s(1),
+        AssociationInput::ConnectionLost {
+            reason: "reset".into(),
+        },
+    );
+    assert_eq!(a.state(), StateName::Gated);
+    // The member is removed while the association is gated: no connection to tell, but the
+    // association is Quarantined at once, and stays so past the gate.
+    let reason = QuarantineReason::FailureDetector;
+    assert_eq!(
+        input(
+            &mut a,
+            t0 + s(2),
+            AssociationInput::Quarantine {
+                uid: 7,
+                reason: reason.clone()
+            }
+        ),
+        vec![transition(
+            StateName::Gated,
+            StateName::Quarantined,
+            Cause::Quarantined { uid: 7, reason }
+        )]
+    );
+    assert_eq!(tick(&mut a, t0 + s(2) + GATE + s(1)), vec![]);
+    assert_eq!(a.state(), StateName::Quarantined);
+    assert_eq!(a.uid(), Some(7));
+    // A restarted remote (new uid) is still found.
+    input(&mut a, t0 + s(30), AssociationInput::Accepted { uid: 8 });
+    assert_eq!((a.state(), a.uid()), (StateName::Active, Some(8)));
+    // An incarnation never reached is only remembered: the association is left as it is.
+    input(
+        &mut a,
+        t0 + s(31),
+        AssociationInput::Quarantine {
+            uid: 99,
+            reason: QuarantineReason::FailureDetector,
+        },
+    );
+    assert_eq!(a.state(), StateName::Active);
+    assert!(a.is_quarantined(99));
+}
+
+#[test]
+fn quarantining_the_last_incarnation_while_reconnecting_turns_the_attempt_into_a_probe() {
+    let t0 = crate::testing::epoch();
+    let mut a = active(t0, 7);
+    input(
+        &mut a,
+        t0 + s(1),
+        AssociationInput::ConnectionLost {
+            reason: "reset".into(),
+        },
+    );
+    tick(&mut a, t0 + s(1) + GATE);
+    assert_eq!(a.state(), StateName::Idle);
+    send(&mut a, t0 + s(7), "m1");
+    let out = input(
+        &mut a,
+        t0 + s(8),
+        AssociationInput::Quarantine {
+            uid: 7,
+            reason: QuarantineReason::FailureDetector,
+        },
+    );
+    assert!(
+        out.contains(&AssociationOutput::DeadLetter {
+            msg: "m1",
+            reason: DeadLetterReason::Quarantined { uid: 7 }
+        }),
+        "{out:?}"
+    );
+    assert_eq!(a.state(), StateName::Quarantined);
+    // The attempt in flight fails: quarantined still, waiting a gate period for the next probe.
+    input(
+        &mut a,
+        t0 + s(9),
+        AssociationInput::ConnectFailed {
+            reason: "refused".into(),
+        },
+    );
+    assert_eq!(a.state(), StateName::Quarantined);
+    assert_eq!(a.poll_timeout(), None);
+}

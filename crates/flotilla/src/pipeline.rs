@@ -1,5 +1,5 @@
-//! The demo behind `flotilla demo`: a supervised pipeline that crashes, restarts and shuts down
-//! cleanly, narrating what happens.
+//! The local-actor walkthrough behind `flotilla pipeline`: a supervised pipeline that crashes,
+//! restarts and shuts down cleanly, narrating what happens (no cluster: one actor system).
 //!
 //! ```text
 //!   source ──lines──▶ parser ──numbers──▶ sink
@@ -18,10 +18,10 @@ use flotilla_actor::{
     RestartSettings, ShutdownOutcome, SupervisorStrategy, Terminated,
 };
 
-/// What the demo feeds the pipeline: numbers, two malformed lines and one that panics.
+/// What the walkthrough feeds the pipeline: numbers, two malformed lines and one that panics.
 pub const DEFAULT_INPUT: &[&str] = &["7", "11", "not-a-number", "5", "panic", "13", "x9", "2"];
 
-/// Where the demo's narration goes.
+/// Where the walkthrough's narration goes.
 #[derive(Clone, Default)]
 pub struct Narrator {
     lines: Arc<Mutex<Vec<String>>>,
@@ -192,7 +192,7 @@ fn short_type(t: &str) -> &str {
     t.rsplit("::").next().unwrap_or(t)
 }
 
-/// What a demo run did, for the summary and for tests.
+/// What a run did, for the summary and for tests.
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
     /// The sink's total and how many numbers it received.
@@ -207,7 +207,7 @@ pub struct DemoSummary {
     pub shutdown: Arc<ShutdownOutcome>,
 }
 
-/// Options of a demo run.
+/// Options of a run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Input lines fed to the parser.
@@ -228,11 +228,11 @@ impl Default for DemoOptions {
     }
 }
 
-/// Runs the demo to the end of coordinated shutdown.
+/// Runs the walkthrough to the end of coordinated shutdown.
 pub async fn run(options: DemoOptions, narrator: Narrator) -> anyhow::Result<DemoSummary> {
     let system = ActorSystem::new("demo")?;
     narrator.say(format!(
-        "Flotilla demo: actor system {} (uid {:016x})",
+        "Flotilla pipeline: actor system {} (uid {:016x})",
         system.address(),
         system.uid()
     ));
