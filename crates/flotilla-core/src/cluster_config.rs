@@ -167,7 +167,9 @@ pub struct ClusterSettings {
     #[serde(with = "humantime_serde")]
     pub quarantine_removed_node_after: Duration,
     /// The failure detector between members (Akka's cluster defaults: threshold 8, 1000
-    /// samples, min std-deviation 100 ms, acceptable pause 3 s, heartbeat 1 s).
+    /// samples, min std-deviation 100 ms, acceptable pause 3 s, heartbeat 1 s). A partial
+    /// table keeps these defaults for the keys it leaves out.
+    #[serde(deserialize_with = "crate::config::cluster_failure_detector")]
     pub failure_detector: FailureDetectorSettings,
     /// The split-brain resolver.
     pub split_brain_resolver: SplitBrainResolverSettings,

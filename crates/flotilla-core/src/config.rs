@@ -771,6 +771,43 @@ impl FailureDetectorSettings {
     }
 }
 
+/// Reads `[cluster.failure-detector]` over [`FailureDetectorSettings::cluster`]: a key left
+/// out keeps the cluster's default, not the remote watch's.
+pub(crate) fn cluster_failure_detector<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<FailureDetectorSettings, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Partial {
+        #[serde(default, with = "humantime_serde")]
+        heartbeat_interval: Option<Duration>,
+        #[serde(default)]
+        threshold: Option<f64>,
+        #[serde(default)]
+        max_sample_size: Option<usize>,
+        #[serde(default, with = "humantime_serde")]
+        min_std_deviation: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        acceptable_heartbeat_pause: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        first_heartbeat_estimate: Option<Duration>,
+    }
+    let p = Partial::deserialize(d)?;
+    let base = FailureDetectorSettings::cluster();
+    Ok(FailureDetectorSettings {
+        heartbeat_interval: p.heartbeat_interval.unwrap_or(base.heartbeat_interval),
+        threshold: p.threshold.unwrap_or(base.threshold),
+        max_sample_size: p.max_sample_size.unwrap_or(base.max_sample_size),
+        min_std_deviation: p.min_std_deviation.unwrap_or(base.min_std_deviation),
+        acceptable_heartbeat_pause: p
+            .acceptable_heartbeat_pause
+            .unwrap_or(base.acceptable_heartbeat_pause),
+        first_heartbeat_estimate: p
+            .first_heartbeat_estimate
+            .unwrap_or(base.first_heartbeat_estimate),
+    })
+}
+
 #[cfg(test)]
 mod failure_detector_tests {
     use super::*;
@@ -792,6 +829,20 @@ mod failure_detector_tests {
                 .contains("remote.watch-failure-detector.threshold"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_partial_cluster_detector_table_keeps_the_cluster_defaults() {
+        let c = FlotillaConfig::from_toml_str(
+            "[cluster.failure-detector]\nacceptable-heartbeat-pause = \"5s\"\n",
+        )
+        .unwrap();
+        let fd = &c.cluster.failure_detector;
+        assert_eq!(fd.acceptable_heartbeat_pause, Duration::from_secs(5));
+        assert_eq!((fd.threshold, fd.max_sample_size), (8.0, 1000));
+        let err = FlotillaConfig::from_toml_str("[cluster.failure-detector]\nthreshhold = 9\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
     }
 }
 

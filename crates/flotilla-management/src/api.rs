@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `GET /cluster/members`: the cluster as the answering node sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Members {
     /// The answering node's unique address (`flotilla://system@host:port#uid`).
     #[serde(rename = "self")]
@@ -17,7 +17,7 @@ pub struct Members {
 }
 
 /// One member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberInfo {
     /// Its address (`flotilla://system@host:port`).
     pub address: String,
@@ -36,14 +36,14 @@ pub struct MemberInfo {
 }
 
 /// `PUT /cluster/members/{address}`: what to do with a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberOperation {
     /// `leave` (graceful) or `down` (declared dead).
     pub operation: Operation,
 }
 
 /// A member operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     /// Leave gracefully: hand over, then be removed.
@@ -53,28 +53,28 @@ pub enum Operation {
 }
 
 /// The answer to an accepted request that acts later.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Accepted {
     /// What will happen.
     pub message: String,
 }
 
 /// Every error body: what went wrong, in words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
 }
 
 /// `GET /cluster/shards`: this node's regions, and the shard distribution over the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Shards {
     /// One entry per entity type started on this node.
     pub regions: Vec<RegionInfo>,
 }
 
 /// One entity type's region on the answering node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegionInfo {
     /// The entity type.
     pub type_name: String,
@@ -91,7 +91,7 @@ pub struct RegionInfo {
 }
 
 /// One shard hosted on the answering node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShardInfo {
     /// The shard id.
     pub id: String,
@@ -100,7 +100,7 @@ pub struct ShardInfo {
 }
 
 /// One member's share of an entity type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeShards {
     /// The member's address.
     pub address: String,
@@ -111,14 +111,14 @@ pub struct NodeShards {
 }
 
 /// `GET /remote/associations`: the answering node's link to each remote node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Associations {
     /// One per remote address ever contacted.
     pub associations: Vec<AssociationInfo>,
 }
 
 /// One association.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssociationInfo {
     /// The remote address.
     pub remote: String,
@@ -135,7 +135,7 @@ pub struct AssociationInfo {
 }
 
 /// `GET /leases`: the leases the node's lease backend holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Leases {
     /// The backend (`memory`, `etcd`, `azure`, `kubernetes`), or none when the node has no
     /// lease backend.
@@ -147,7 +147,7 @@ pub struct Leases {
 }
 
 /// One lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseInfo {
     /// The lease name.
     pub name: String,
@@ -164,7 +164,7 @@ pub struct LeaseInfo {
 }
 
 /// `GET /health/alive` and `GET /health/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     /// Whether the check passes.
     pub ok: bool,
@@ -173,14 +173,14 @@ pub struct Health {
 }
 
 /// `GET /events`: the recent event log, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Events {
     /// The events after the asked-for sequence number.
     pub events: Vec<Event>,
 }
 
 /// One logged event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Increasing per node, from 1.
     pub seq: u64,
@@ -193,7 +193,7 @@ pub struct Event {
 }
 
 /// `GET /status`: a one-call overview (what `flotilla status` prints).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     /// The answering node's unique address.
     #[serde(rename = "self")]
@@ -214,4 +214,24 @@ pub struct Status {
     pub associations_by_state: std::collections::BTreeMap<String, usize>,
     /// Whether the node is ready (see `GET /health/ready`).
     pub ready: bool,
+}
+
+/// The JSON Schemas (draft 2020-12) of every body above, by type name, with references of the
+/// form `#/components/schemas/<Type>`: what `components.schemas` of the OpenAPI description
+/// (`crates/flotilla-management/openapi.json`) holds. A test keeps the two the same.
+pub fn schemas() -> serde_json::Map<String, serde_json::Value> {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let _ = generator.subschema_for::<Status>();
+    let _ = generator.subschema_for::<Members>();
+    let _ = generator.subschema_for::<MemberOperation>();
+    let _ = generator.subschema_for::<Accepted>();
+    let _ = generator.subschema_for::<ApiError>();
+    let _ = generator.subschema_for::<Shards>();
+    let _ = generator.subschema_for::<Associations>();
+    let _ = generator.subschema_for::<Leases>();
+    let _ = generator.subschema_for::<Health>();
+    let _ = generator.subschema_for::<Events>();
+    generator.take_definitions(true)
 }

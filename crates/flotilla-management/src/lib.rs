@@ -52,6 +52,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use events::EventLog;
 pub use prometheus::install_recorder;
+pub use server::ROUTES;
+
+/// The OpenAPI 3.1 description of the API, as checked in (`openapi.json` in this crate).
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,9 +28,27 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
+/// Every route the endpoint serves, as (method, path): the OpenAPI description lists exactly
+/// these (a test checks it). Keep it next to [`router`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/openapi.json"),
+    ("get", "/status"),
+    ("get", "/cluster/members"),
+    ("put", "/cluster/members/{address}"),
+    ("get", "/cluster/shards"),
+    ("get", "/remote/associations"),
+    ("get", "/leases"),
+    ("get", "/events"),
+    ("get", "/health/alive"),
+    ("get", "/health/ready"),
+    ("get", "/metrics"),
+];
+
 pub(crate) fn router(view: Arc<NodeView>) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/openapi.json", get(openapi))
         .route("/status", get(status))
         .route("/cluster/members", get(members))
         .route("/cluster/members/{address}", put(member_operation))
@@ -54,6 +72,10 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "no such endpoint (GET / is the dashboard; the endpoints are listed in flotilla-management's documentation)",
     )
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -6,100 +6,17 @@
 // The helpers below are test code too: a panic there is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props, RemoteMessage};
-use flotilla_cluster::{Cluster, MemberStatus, testing};
-use flotilla_core::{FlotillaConfig, LeaseSettings, ManagementSettings, ShardingSettings};
-use flotilla_lease::{LeaseClient, MemoryBackend, OwnerId};
+use flotilla_cluster::MemberStatus;
+use flotilla_core::ManagementSettings;
+use flotilla_lease::MemoryBackend;
 use flotilla_management::Management;
 use flotilla_management::api::{ApiError, Operation};
 use flotilla_management::client::{Client, ClientError};
-use flotilla_sharding::{ClusterSharding, Entity, ShardRegion};
-use serde::{Deserialize, Serialize};
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Msg {
-    Add(u64),
-}
-
-impl RemoteMessage for Msg {
-    const MANIFEST: &'static str = "test.management.Counter";
-}
-
-struct Counter(u64);
-
-impl Actor for Counter {
-    type Msg = Msg;
-
-    async fn handle(&mut self, msg: Msg, _ctx: &mut Context<Msg>) -> Result<(), ActorError> {
-        let Msg::Add(n) = msg;
-        self.0 += n;
-        Ok(())
-    }
-}
-
-struct Node {
-    system: ActorSystem,
-    cluster: Cluster,
-    region: ShardRegion<Msg>,
-}
-
-async fn node(backend: &MemoryBackend) -> Node {
-    let config = FlotillaConfig {
-        remote: flotilla_remote::testing::fast_settings(),
-        cluster: testing::fast_settings(),
-        ..FlotillaConfig::default()
-    };
-    let system = ActorSystem::builder("mgmt")
-        .config(config)
-        .remote("127.0.0.1", 0)
-        .build()
-        .unwrap();
-    let cluster = Cluster::start(&system).unwrap();
-    let client = LeaseClient::start(
-        &system,
-        Arc::new(backend.clone()),
-        LeaseSettings {
-            heartbeat_timeout: Duration::from_secs(3),
-            heartbeat_interval: Duration::from_millis(300),
-            ..LeaseSettings::default()
-        },
-        OwnerId::new(&cluster.self_address().to_string()).unwrap(),
-    )
-    .unwrap();
-    let entity = Entity::new("counter", |_| Props::new(|| Counter(0)))
-        .settings(ShardingSettings {
-            number_of_shards: 10,
-            use_lease: true,
-            lease_retry_interval: Duration::from_millis(300),
-            ..ShardingSettings::default()
-        })
-        .lease_client(client);
-    let region = ClusterSharding::start(&system, &cluster, entity).unwrap();
-    Node {
-        system,
-        cluster,
-        region,
-    }
-}
-
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+mod common;
+use common::{LIMIT, Msg, eventually, node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_bad_input_is_refused_and_leave_works() {
@@ -109,17 +26,7 @@ async fn every_endpoint_answers_bad_input_is_refused_and_leave_works() {
     let seed = a.cluster.self_address().clone();
     a.cluster.join_seed_nodes(vec![seed.clone()]);
     b.cluster.join_seed_nodes(vec![seed]);
-    let management = Management::builder(&a.system, &a.cluster)
-        .settings(ManagementSettings {
-            port: 0,
-            token: Some("s3cret".into()),
-            ..ManagementSettings::default()
-        })
-        .region(a.region.clone())
-        .lease_backend(Arc::new(backend.clone()))
-        .start()
-        .await
-        .unwrap();
+    let management = common::management(&a, &backend, "s3cret").await;
     let url = management.url();
     let client = Client::new(&url, Some("s3cret".into()), None, LIMIT).unwrap();
 
