@@ -21,8 +21,9 @@ pub struct Members {
 pub struct MemberInfo {
     /// Its address (`flotilla://system@host:port`).
     pub address: String,
-    /// Its incarnation.
-    pub uid: u64,
+    /// Its incarnation, in decimal: a string, since UIDs are 64-bit and JavaScript's numbers
+    /// hold only 53 bits exactly.
+    pub uid: String,
     /// Joining, WeaklyUp, Up, Leaving, Exiting, Down or Removed.
     pub status: String,
     /// Whether no member finds it unreachable.
@@ -124,14 +125,14 @@ pub struct AssociationInfo {
     pub remote: String,
     /// Idle, Active, Gated or Quarantined.
     pub state: String,
-    /// The remote incarnation, when known.
-    pub uid: Option<u64>,
+    /// The remote incarnation, when known, in decimal (a string, as [`MemberInfo::uid`]).
+    pub uid: Option<String>,
     /// How long ago the state was entered, in milliseconds.
     pub since_ms: u64,
     /// Why it was entered.
     pub cause: Option<String>,
-    /// Every quarantined incarnation of the address.
-    pub quarantined: Vec<u64>,
+    /// Every quarantined incarnation of the address, in decimal.
+    pub quarantined: Vec<String>,
 }
 
 /// `GET /leases`: the leases the node's lease backend holds.

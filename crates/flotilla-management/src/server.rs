@@ -99,7 +99,7 @@ pub(crate) fn members_of(view: &NodeView, phis: &BTreeMap<String, f64>) -> Membe
             .iter()
             .map(|m| MemberInfo {
                 address: m.node.address.to_string(),
-                uid: m.node.uid,
+                uid: m.node.uid.to_string(),
                 status: m.status.to_string(),
                 reachable: !unreachable.contains(&m.node),
                 roles: m.roles.iter().cloned().collect(),
@@ -267,11 +267,11 @@ pub(crate) async fn associations_of(view: &NodeView) -> Associations {
             .map(|a| AssociationInfo {
                 remote: a.remote.to_string(),
                 state: a.state.to_string(),
-                uid: a.uid,
+                uid: a.uid.map(|u| u.to_string()),
                 since_ms: u64::try_from(now.saturating_duration_since(a.since).as_millis())
                     .unwrap_or(u64::MAX),
                 cause: a.last_cause.as_ref().map(ToString::to_string),
-                quarantined: a.quarantined,
+                quarantined: a.quarantined.iter().map(ToString::to_string).collect(),
             })
             .collect(),
     }

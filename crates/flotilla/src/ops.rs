@@ -174,7 +174,7 @@ pub fn associations_table(a: &Associations) -> String {
             vec![
                 x.remote.clone(),
                 x.state.clone(),
-                x.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                x.uid.clone().unwrap_or_else(|| "-".to_owned()),
                 seconds(x.since_ms),
                 x.cause.clone().unwrap_or_default(),
             ]
@@ -282,7 +282,7 @@ mod tests {
             members: vec![
                 MemberInfo {
                     address: "flotilla://s@127.0.0.1:1".into(),
-                    uid: 1,
+                    uid: "1".into(),
                     status: "Up".into(),
                     reachable: true,
                     roles: vec![],
@@ -291,7 +291,7 @@ mod tests {
                 },
                 MemberInfo {
                     address: "flotilla://s@127.0.0.1:22".into(),
-                    uid: 2,
+                    uid: "2".into(),
                     status: "Leaving".into(),
                     reachable: false,
                     roles: vec!["web".into()],
@@ -319,7 +319,7 @@ mod tests {
             associations: vec![AssociationInfo {
                 remote: "flotilla://s@127.0.0.1:22".into(),
                 state: "Gated".into(),
-                uid: Some(2),
+                uid: Some("2".into()),
                 since_ms: 1500,
                 cause: Some("the connection was lost".into()),
                 quarantined: vec![],
