@@ -29,7 +29,7 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
 /// Every route the endpoint serves, as (method, path): the OpenAPI description lists exactly
-/// these (a test checks it). Keep it next to [`router`].
+/// these (a test checks it). Keep it next to the router.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/"),
     ("get", "/openapi.json"),

@@ -394,6 +394,26 @@ impl NodeProcess {
         Ok(node)
     }
 
+    /// Starts `binary node` (the `flotilla` command) for system `system` on a free port with
+    /// `--fast` settings and a management endpoint on a free port, joining `seed` (or forming a
+    /// cluster), with `extra` arguments; waits at most `limit` for it to listen.
+    pub fn start_fast(
+        binary: &std::path::Path,
+        system: &str,
+        seed: Option<&str>,
+        extra: &[&str],
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(["node", "--system", system, "--port", "0", "--fast"]);
+        cmd.args(["--management-port", "0"]);
+        cmd.args(extra);
+        if let Some(seed) = seed {
+            cmd.args(["--seed", seed]);
+        }
+        Self::spawn(cmd, limit)
+    }
+
     /// The node's unique address, as it printed it (`flotilla://…#uid`).
     pub fn unique(&self) -> &str {
         &self.unique

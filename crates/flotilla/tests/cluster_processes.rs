@@ -3,7 +3,6 @@
 //!
 //! Every process is started here and ended here, by PID. Every wait is bounded.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla::node::NodeProcess;
@@ -11,21 +10,8 @@ use flotilla::node::NodeProcess;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn start(seed: Option<&str>) -> NodeProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args([
-        "node",
-        "--system",
-        "procs",
-        "--port",
-        "0",
-        "--fast",
-        "--management-port",
-        "0",
-    ]);
-    if let Some(seed) = seed {
-        cmd.args(["--seed", seed]);
-    }
-    NodeProcess::spawn(cmd, LIMIT).unwrap_or_else(|e| panic!("{e:#}"))
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flotilla"));
+    NodeProcess::start_fast(binary, "procs", seed, &[], LIMIT).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn expect(node: &mut NodeProcess, line: &str) {

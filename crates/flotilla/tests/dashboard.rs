@@ -21,25 +21,15 @@ use tokio_tungstenite::tungstenite::Message;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn start(seed: Option<&str>) -> NodeProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args([
-        "node",
-        "--system",
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flotilla"));
+    NodeProcess::start_fast(
+        binary,
         "dash",
-        "--port",
-        "0",
-        "--fast",
-        "--management-port",
-        "0",
-        "--sharded-counters",
-        "300",
-        "--shards",
-        "30",
-    ]);
-    if let Some(seed) = seed {
-        cmd.args(["--seed", seed]);
-    }
-    NodeProcess::spawn(cmd, LIMIT).unwrap_or_else(|e| panic!("{e:#}"))
+        seed,
+        &["--sharded-counters", "300", "--shards", "30"],
+        LIMIT,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Headless Chromium, ended by PID when dropped.

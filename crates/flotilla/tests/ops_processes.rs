@@ -12,25 +12,15 @@ use flotilla::node::NodeProcess;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn start(seed: Option<&str>) -> NodeProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args([
-        "node",
-        "--system",
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flotilla"));
+    NodeProcess::start_fast(
+        binary,
         "ops",
-        "--port",
-        "0",
-        "--fast",
-        "--management-port",
-        "0",
-        "--sharded-counters",
-        "200",
-        "--shards",
-        "10",
-    ]);
-    if let Some(seed) = seed {
-        cmd.args(["--seed", seed]);
-    }
-    NodeProcess::spawn(cmd, LIMIT).unwrap_or_else(|e| panic!("{e:#}"))
+        seed,
+        &["--sharded-counters", "200", "--shards", "10"],
+        LIMIT,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn endpoint(node: &mut NodeProcess) -> String {
