@@ -7,6 +7,7 @@
 //!   with hand-over, take-over, an optional lease and a proxy that finds it wherever it runs.
 //! - [`codec`]: membership messages to bytes and back, validated.
 //! - [`testing`]: fast settings for tests and demos.
+//! - [`fuzzing`]: the body of the `gossip` fuzz target and its seed inputs.
 //!
 //! # What this crate is not
 //! It makes no membership decision: joining, gossip, leader actions and downing are the pure
@@ -15,6 +16,7 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod fuzzing;
 pub mod singleton;
 pub mod testing;
 

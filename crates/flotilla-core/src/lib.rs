@@ -8,6 +8,7 @@
 //!   implements.
 //! - [`config`]: TOML configuration with documented defaults and validated constructors;
 //!   [`cluster_config`] holds the `[cluster]` section.
+//! - [`fuzzing`]: the body of the `config` fuzz target.
 //!
 //! # What this crate is not
 //! It holds no runtime, does no I/O, reads no clock and spawns nothing. It depends only on `std`,
@@ -16,6 +17,7 @@
 pub mod address;
 pub mod cluster_config;
 pub mod config;
+pub mod fuzzing;
 pub mod machine;
 pub mod path;
 pub mod sharding_config;

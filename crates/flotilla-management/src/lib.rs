@@ -36,6 +36,7 @@
 pub mod api;
 pub mod client;
 mod events;
+pub mod fuzzing;
 mod prometheus;
 mod server;
 mod tls;

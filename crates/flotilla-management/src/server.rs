@@ -60,6 +60,7 @@ pub(crate) fn router(view: Arc<NodeView>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(view)
 }
 
@@ -70,7 +71,14 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (GET / is the dashboard; the endpoints are listed in flotilla-management's documentation)",
+        "no such endpoint (GET / is the dashboard; GET /openapi.json describes the API)",
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here (GET /openapi.json describes the API)"),
     )
 }
 
@@ -162,7 +170,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn member_operation(
     State(view): View,
     headers: HeaderMap,
-    Path(address): Path<String>,
+    address: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Result<Json<MemberOperation>, JsonRejection>,
 ) -> Response {
     if !authorized(&view, &headers) {
@@ -171,6 +179,18 @@ async fn member_operation(
             "this endpoint needs Authorization: Bearer <management.token>",
         );
     }
+    let address = match address {
+        Ok(Path(a)) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the member address in the path is not valid: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
     let address = match parse_address(&address) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
