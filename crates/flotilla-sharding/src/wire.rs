@@ -28,6 +28,7 @@ pub(crate) enum WireToRegion {
     HostShard(String),
     BeginHandOff(String),
     HandOff(String),
+    RegisterAgain,
 }
 
 impl From<&ToCoordinator> for WireToCoordinator {
@@ -71,6 +72,7 @@ impl From<&ToRegion> for WireToRegion {
             ToRegion::HostShard(s) => Self::HostShard(s.0.clone()),
             ToRegion::BeginHandOff(s) => Self::BeginHandOff(s.0.clone()),
             ToRegion::HandOff(s) => Self::HandOff(s.0.clone()),
+            ToRegion::RegisterAgain => Self::RegisterAgain,
         }
     }
 }
@@ -88,6 +90,7 @@ impl TryFrom<WireToRegion> for ToRegion {
             WireToRegion::HostShard(s) => Self::HostShard(ShardId(s)),
             WireToRegion::BeginHandOff(s) => Self::BeginHandOff(ShardId(s)),
             WireToRegion::HandOff(s) => Self::HandOff(ShardId(s)),
+            WireToRegion::RegisterAgain => Self::RegisterAgain,
         })
     }
 }
@@ -122,6 +125,7 @@ mod tests {
             ToRegion::HostShard(s()),
             ToRegion::BeginHandOff(s()),
             ToRegion::HandOff(s()),
+            ToRegion::RegisterAgain,
         ] {
             assert_eq!(ToRegion::try_from(WireToRegion::from(&m)), Ok(m));
         }

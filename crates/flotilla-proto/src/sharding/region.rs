@@ -301,6 +301,10 @@ impl<M> Region<M> {
 
     fn on_coordinator_msg(&mut self, now: Instant, msg: ToRegion) {
         match msg {
+            ToRegion::RegisterAgain => {
+                self.registered = false;
+                self.register(now);
+            }
             ToRegion::RegisterAck => {
                 if !self.registered {
                     self.registered = true;

@@ -97,6 +97,9 @@ pub enum ToRegion {
     BeginHandOff(ShardId),
     /// Stop this shard (answer ShardStopped).
     HandOff(ShardId),
+    /// This coordinator does not know the region (it has just started, say): register now,
+    /// without waiting for the retry.
+    RegisterAgain,
 }
 
 /// Inputs of a [`ShardCoordinator`].
@@ -583,8 +586,9 @@ impl StateMachine for ShardCoordinator {
                     } else {
                         self.log(
                             LogLevel::Info,
-                            format!("ignored GetShardHome({shard}) from {from}, which has not registered"),
+                            format!("ignored GetShardHome({shard}) from {from}, which has not registered: asking it to register"),
                         );
+                        self.send(&from, ToRegion::RegisterAgain);
                     }
                 }
                 ToCoordinator::ShardStarted(shard) => {

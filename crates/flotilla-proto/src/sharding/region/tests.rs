@@ -327,3 +327,22 @@ fn with_remember_entities_a_shard_that_lost_its_lease_is_asked_for_at_once() {
         }
     }
 }
+
+#[test]
+fn a_coordinator_that_does_not_know_the_region_gets_its_registration_at_once() {
+    let (mut r, now) = region();
+    outs(&mut r);
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    from_c(&mut r, now, ToRegion::HostShard(shard(5)));
+    outs(&mut r);
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::RegisterAgain),
+        [to_c(ToCoordinator::Register([shard(5)].into()))]
+    );
+    // Not registered until acknowledged: questions wait, as after any registration.
+    assert!(deliver(&mut r, now, 1, "a", 10).is_empty());
+    assert_eq!(
+        from_c(&mut r, now, ToRegion::RegisterAck),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))]
+    );
+}

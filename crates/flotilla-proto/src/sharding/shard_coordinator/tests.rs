@@ -141,8 +141,11 @@ fn a_shard_is_allocated_once_every_member_has_registered_and_then_answered_from_
     t.from(1, ToCoordinator::ShardStarted(shard(7)));
     t.from(2, ToCoordinator::ShardStarted(shard(8)));
     assert!(t.advance(Duration::from_secs(1)).is_empty());
-    // An unregistered node gets nothing.
-    assert!(t.from(9, ToCoordinator::GetShardHome(shard(7))).is_empty());
+    // An unregistered node gets no answer, only a request to register.
+    assert_eq!(
+        t.from(9, ToCoordinator::GetShardHome(shard(7))),
+        [(9, ToRegion::RegisterAgain)]
+    );
 }
 
 /// Regions 1 and 2 registered, 1 hosting `ns`.
@@ -383,5 +386,22 @@ fn with_remember_entities_shards_are_kept_allocated_after_a_handoff_and_a_lost_r
             (3, ToRegion::HostShard(shard(5))),
             (3, ToRegion::HostShard(shard(6)))
         ]
+    );
+}
+
+#[test]
+fn a_question_from_a_region_it_does_not_know_asks_that_region_to_register() {
+    // A coordinator that has just started (moved with the oldest member) hears a region's
+    // question before its registration, which went to the old one: no answer, but no waiting
+    // for the region's retry either.
+    let mut t = T::new();
+    t.members(&[1, 2]);
+    assert_eq!(
+        t.from(2, ToCoordinator::GetShardHome(shard(7))),
+        [(2, ToRegion::RegisterAgain)]
+    );
+    assert_eq!(
+        t.from(2, ToCoordinator::Register(shards(&[]))),
+        [(2, ToRegion::RegisterAck)]
     );
 }
