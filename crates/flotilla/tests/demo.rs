@@ -129,7 +129,8 @@ fn assert_story(out: &str) {
         "lost",
         "unreachable",
         "downed",
-        "Gated → Quarantined",
+        // Gated, Idle or connecting when the removal quarantines it, depending on the gate.
+        "→ Quarantined (uid ",
         "unavailability — the longest a request waited",
         "✓ node-1 left no lease behind",
         "✓ no shard ran on two nodes at once",
