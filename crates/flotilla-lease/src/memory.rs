@@ -5,25 +5,19 @@
 //! for tests: latency, failures (`Unknown` without applying), "applied but answered `Unknown`"
 //! (a client-side timeout on a write that succeeded), hanging calls, and a takeover by another
 //! owner. Like some real backends, it accepts a late renewal of a lapsed hold that nobody else
-//! took: the holder must not rely on the backend to refuse it.
+//! took: the holder must not rely on the backend to refuse it. The table itself, and its rules,
+//! are [`LeaseTable`]'s, shared with the whole-cluster simulator.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use flotilla_proto::lease::{Hold, LeaseTable};
+
 use crate::backend::{
     BackendReply, BoxFuture, FencingToken, LeaseBackend, LeaseName, LeaseRecord, OwnerId,
 };
-
-#[derive(Debug, Clone)]
-struct Hold {
-    owner: String,
-    token: FencingToken,
-    expires: Instant,
-    acquired_at: SystemTime,
-}
 
 /// Faults to inject into the next calls.
 #[derive(Debug, Clone, Default)]
@@ -45,9 +39,8 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 struct Store {
-    holds: BTreeMap<LeaseName, Hold>,
-    /// The last token handed out per lease: tokens strictly increase per lease.
-    last_token: BTreeMap<LeaseName, u64>,
+    /// The leases, under the rules of [`LeaseTable`] (tokens strictly increase per lease).
+    table: LeaseTable,
     faults: Faults,
     calls: u64,
 }
@@ -90,18 +83,9 @@ impl MemoryBackend {
 
     /// Gives `lease` to `owner` on the backend side, as an operator or a split brain would.
     pub fn take_over(&self, lease: &LeaseName, owner: &str, ttl: Duration) -> FencingToken {
-        let mut store = self.lock();
-        let token = next_token(&mut store, lease);
-        store.holds.insert(
-            lease.clone(),
-            Hold {
-                owner: owner.to_owned(),
-                token,
-                expires: Instant::now() + ttl,
-                acquired_at: SystemTime::now(),
-            },
-        );
-        token
+        self.lock()
+            .table
+            .take_over(lease.as_str(), owner, ttl, now())
     }
 
     fn next_fault(&self) -> (Fault, Duration) {
@@ -128,7 +112,7 @@ impl MemoryBackend {
     /// Runs `apply` under the injected faults.
     async fn call(
         &self,
-        apply: impl FnOnce(&mut Store, Instant) -> BackendReply + Send + 'static,
+        apply: impl FnOnce(&mut Store, std::time::Instant) -> BackendReply + Send + 'static,
     ) -> BackendReply {
         let (fault, latency) = self.next_fault();
         if !latency.is_zero() {
@@ -143,38 +127,38 @@ impl MemoryBackend {
                 let this = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(by).await;
-                    let _ = apply(&mut this.lock(), Instant::now());
+                    let _ = apply(&mut this.lock(), now());
                 });
                 BackendReply::Unknown {
                     reason: "injected: no answer, the request is still on its way".into(),
                 }
             }
             Fault::AppliedButUnknown => {
-                let _ = apply(&mut self.lock(), Instant::now());
+                let _ = apply(&mut self.lock(), now());
                 BackendReply::Unknown {
                     reason: "injected: applied, answer lost".into(),
                 }
             }
-            Fault::None => apply(&mut self.lock(), Instant::now()),
+            Fault::None => apply(&mut self.lock(), now()),
         }
     }
 }
 
-/// The record of a live hold; `None` once it has expired.
-fn record(name: &LeaseName, h: &Hold, now: Instant) -> Option<LeaseRecord> {
-    (h.expires > now).then(|| LeaseRecord {
-        name: name.clone(),
-        owner: h.owner.clone(),
-        token: h.token,
-        acquired_at: Some(h.acquired_at),
-        expires_in: Some(h.expires - now),
-    })
+/// The current instant on tokio's clock (paused in tests), as the table's time.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
-fn next_token(store: &mut Store, lease: &LeaseName) -> FencingToken {
-    let last = store.last_token.entry(lease.clone()).or_insert(0);
-    *last += 1;
-    FencingToken(*last)
+/// The record of a live hold.
+fn record(name: &str, h: &Hold, now: std::time::Instant) -> Option<LeaseRecord> {
+    let granted_ago = now.saturating_duration_since(h.granted);
+    Some(LeaseRecord {
+        name: LeaseName::new(name).ok()?,
+        owner: h.owner.clone(),
+        token: h.token,
+        acquired_at: SystemTime::now().checked_sub(granted_ago),
+        expires_in: Some(h.expires.saturating_duration_since(now)),
+    })
 }
 
 impl LeaseBackend for MemoryBackend {
@@ -194,29 +178,9 @@ impl LeaseBackend for MemoryBackend {
     ) -> BoxFuture<'a, BackendReply> {
         let (lease, owner) = (lease.clone(), owner.clone());
         Box::pin(self.call(move |store, now| {
-            match store.holds.get_mut(&lease) {
-                Some(h) if h.expires > now && h.owner != owner.as_str() => {
-                    return BackendReply::Denied {
-                        holder: Some(h.owner.clone()),
-                    };
-                }
-                Some(h) if h.expires > now => {
-                    h.expires = now + ttl;
-                    return BackendReply::Granted { token: h.token };
-                }
-                _ => {}
-            }
-            let token = next_token(store, &lease);
-            store.holds.insert(
-                lease,
-                Hold {
-                    owner: owner.as_str().to_owned(),
-                    token,
-                    expires: now + ttl,
-                    acquired_at: SystemTime::now(),
-                },
-            );
-            BackendReply::Granted { token }
+            store
+                .table
+                .acquire(lease.as_str(), owner.as_str(), ttl, now)
         }))
     }
 
@@ -228,19 +192,11 @@ impl LeaseBackend for MemoryBackend {
         token: FencingToken,
     ) -> BoxFuture<'a, BackendReply> {
         let (lease, owner) = (lease.clone(), owner.clone());
-        Box::pin(
-            self.call(move |store, now| match store.holds.get_mut(&lease) {
-                // A late renewal of a lapsed hold nobody took is accepted, as some backends do.
-                Some(h) if h.owner == owner.as_str() && h.token == token => {
-                    h.expires = now + ttl;
-                    BackendReply::Renewed
-                }
-                Some(h) => BackendReply::Denied {
-                    holder: Some(h.owner.clone()),
-                },
-                None => BackendReply::Denied { holder: None },
-            }),
-        )
+        Box::pin(self.call(move |store, now| {
+            store
+                .table
+                .renew(lease.as_str(), owner.as_str(), ttl, token, now)
+        }))
     }
 
     fn release<'a>(
@@ -251,17 +207,9 @@ impl LeaseBackend for MemoryBackend {
     ) -> BoxFuture<'a, BackendReply> {
         let (lease, owner) = (lease.clone(), owner.clone());
         Box::pin(self.call(move |store, now| {
-            let ours = store
-                .holds
-                .get(&lease)
-                .is_some_and(|h| h.owner == owner.as_str() && token.is_none_or(|t| t == h.token));
-            let live = store.holds.get(&lease).is_some_and(|h| h.expires > now);
-            if ours {
-                store.holds.remove(&lease);
-            }
-            BackendReply::Released {
-                was_held: ours && live,
-            }
+            store
+                .table
+                .release(lease.as_str(), owner.as_str(), token, now)
         }))
     }
 
@@ -271,18 +219,21 @@ impl LeaseBackend for MemoryBackend {
     ) -> BoxFuture<'a, Result<Option<LeaseRecord>, String>> {
         Box::pin(async move {
             let store = self.lock();
-            let now = Instant::now();
-            Ok(store.holds.get(lease).and_then(|h| record(lease, h, now)))
+            let now = now();
+            Ok(store
+                .table
+                .holder(lease.as_str(), now)
+                .and_then(|h| record(lease.as_str(), h, now)))
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<LeaseRecord>, String>> {
         Box::pin(async move {
             let store = self.lock();
-            let now = Instant::now();
+            let now = now();
             Ok(store
-                .holds
-                .iter()
+                .table
+                .live(now)
                 .filter_map(|(name, h)| record(name, h, now))
                 .collect())
         })

@@ -21,6 +21,9 @@
 //! - [`system_messages`]: exactly-once, in-order delivery of system messages between two
 //!   incarnations, with resend and the give-up rules that lead to quarantine.
 //! - [`shutdown`]: coordinated shutdown — phases in a fixed order, each awaited up to its timeout.
+//! - [`sim`]: the whole cluster — remoting, membership, split-brain resolver, singleton,
+//!   sharding and leases — under one seeded simulator, with a fault-scenario generator and the
+//!   invariants every run is checked against.
 //! - [`sharding`]: entity → shard, the shard coordinator's state as a checked fold over events,
 //!   and the least-shard allocation and rebalance strategy.
 //!
@@ -36,6 +39,7 @@ pub mod lease;
 pub mod remoting;
 pub mod sharding;
 pub mod shutdown;
+pub mod sim;
 pub mod supervision;
 pub mod system_messages;
 

@@ -311,10 +311,16 @@ async fn the_dashboard_shows_a_crashed_member_go_unreachable_and_be_removed() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
     c.kill().unwrap();
+    // The unreachable window lasts about two seconds with these fast settings; a page
+    // refresh may fall either side of it, but the event log keeps it.
+    let unreachable_event = format!("{c_address} is unreachable");
     page.until("the killed member unreachable", |v| {
         members(v)
             .iter()
             .any(|(addr, _, reachable)| *addr == c_address && reachable == "no")
+            || v["events"]
+                .as_str()
+                .is_some_and(|e| e.contains(&unreachable_event))
     })
     .await;
     let after = page

@@ -544,41 +544,15 @@ impl ClusterSim {
     /// Checks the invariants that must hold at every moment: running members with the same
     /// gossip version list the same members with the same statuses and agree on the leader.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let running = self.running_members();
-        for (x, &a) in running.iter().enumerate() {
-            for &b in &running[x + 1..] {
-                let (Some(ma), Some(mb)) = (self.machine(a), self.machine(b)) else {
-                    continue;
-                };
-                if ma.gossip().version() != mb.gossip().version() {
-                    continue;
-                }
-                let list = |m: &Membership| -> Vec<(UniqueAddress, MemberStatus)> {
-                    m.gossip()
-                        .members()
-                        .map(|x| (x.node.clone(), x.status))
-                        .collect()
-                };
-                if list(ma) != list(mb) {
-                    return Err(format!(
-                        "at {:?}: nodes {a} and {b} have the same gossip version but different members: {:?} vs {:?}",
-                        self.elapsed(),
-                        list(ma),
-                        list(mb)
-                    ));
-                }
-                if ma.gossip().converged(ma.self_node())
-                    && mb.gossip().converged(mb.self_node())
-                    && ma.state().leader != mb.state().leader
-                {
-                    return Err(format!(
-                        "at {:?}: nodes {a} and {b} converged on one version with different leaders",
-                        self.elapsed()
-                    ));
-                }
-            }
+        let running: Vec<(usize, &Membership)> = self
+            .running_members()
+            .into_iter()
+            .filter_map(|i| self.machine(i).map(|m| (i, m)))
+            .collect();
+        match crate::sim::invariants::views::disagreements(&running).first() {
+            Some(what) => Err(format!("at {:?}: {what}", self.elapsed())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs for `d` checking [`ClusterSim::check_invariants`] every simulated second.

@@ -45,8 +45,11 @@ use std::time::{Duration, Instant};
 
 use flotilla_core::{LeaseSettings, StateMachine};
 
+pub mod table;
 #[cfg(test)]
 mod tests;
+
+pub use table::{Hold, LeaseTable};
 
 /// A fencing token: strictly increases every time the lease changes owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -266,16 +266,21 @@ impl<M> Region<M> {
     }
 
     fn hold(&mut self, now: Instant, shard: ShardId, entity: EntityId, msg: M) {
+        if self.hold_quietly(shard.clone(), entity, msg) {
+            self.ask(now, &shard);
+        }
+    }
+
+    /// Holds a message for `shard` without asking where it lives; false if the buffer is full
+    /// (the message is dropped).
+    fn hold_quietly(&mut self, shard: ShardId, entity: EntityId, msg: M) -> bool {
         if self.held_count >= self.settings.buffer_size {
             self.out.push_back(RegionOutput::Dropped { entity, msg });
-            return;
+            return false;
         }
         self.held_count += 1;
-        self.held
-            .entry(shard.clone())
-            .or_default()
-            .push_back((entity, msg));
-        self.ask(now, &shard);
+        self.held.entry(shard).or_default().push_back((entity, msg));
+        true
     }
 
     /// Asks where `shard` lives, unless that question is pending or a hand-off of it is.
@@ -418,7 +423,15 @@ impl<M> StateMachine for Region<M> {
             RegionInput::Deliver { shard, entity, msg } => self.deliver(now, shard, entity, msg),
             RegionInput::Bounced { shard, entity, msg } => {
                 self.homes.remove(&shard);
-                self.hold(now, shard, entity, msg);
+                if self.local.contains(&shard) {
+                    // The shard is stopping here: held until it has ended, then asked for. Asking
+                    // now would only hear "here" again from a coordinator that has not yet been
+                    // told, and the message would go round between the shard, this region and
+                    // the coordinator until the shard ends.
+                    self.hold_quietly(shard, entity, msg);
+                } else {
+                    self.hold(now, shard, entity, msg);
+                }
             }
             RegionInput::Coordinator(at) => {
                 if at != self.coordinator {

@@ -40,7 +40,8 @@ pub struct CoordinatorSettings {
     pub rebalance_interval: Duration,
     /// How long a hand-off may take before it is abandoned (default 60 s).
     pub handoff_timeout: Duration,
-    /// How often an unacknowledged HostShard is sent again (default 1 s).
+    /// How often an unacknowledged HostShard, BeginHandOff or HandOff is sent again (default
+    /// 1 s).
     pub host_retry: Duration,
     /// Remember entities: every shard ever allocated (and every one the store names) is kept
     /// allocated — started again at once wherever it goes after a hand-off or the loss of its
@@ -152,6 +153,10 @@ struct HandOff {
     /// HandOff was sent to `from`.
     stopping: bool,
     deadline: Instant,
+    /// When to send again what has not been answered: BeginHandOff to the regions that have
+    /// not acknowledged it, or HandOff to `from` (ordinary messages may be lost; both are
+    /// idempotent at the region).
+    resend_at: Instant,
 }
 
 /// The coordinator of one entity type. See the [module docs](self).
@@ -168,6 +173,9 @@ pub struct ShardCoordinator {
     /// HostShard sent and not acknowledged: the region and when to send it again.
     unacked_host: BTreeMap<ShardId, (UniqueAddress, Instant)>,
     shutting_down: BTreeSet<UniqueAddress>,
+    /// Regions and proxies reported terminated (their member was removed): an incarnation never
+    /// comes back, so a late registration from one is refused.
+    terminated: BTreeSet<UniqueAddress>,
     /// Remember entities: the shards kept allocated.
     remembered: BTreeSet<ShardId>,
     next_rebalance: Instant,
@@ -200,6 +208,7 @@ impl ShardCoordinator {
             waiting: BTreeMap::new(),
             unacked_host: BTreeMap::new(),
             shutting_down: BTreeSet::new(),
+            terminated: BTreeSet::new(),
             remembered: BTreeSet::new(),
             next_rebalance,
             out: VecDeque::new(),
@@ -279,6 +288,9 @@ impl ShardCoordinator {
     }
 
     fn on_register(&mut self, now: Instant, from: UniqueAddress, shards: BTreeSet<ShardId>) {
+        if self.refuse_terminated(&from) {
+            return;
+        }
         if self.state.proxies().contains(&from) {
             self.event(CoordinatorEvent::ProxyTerminated(from.clone()));
         }
@@ -425,6 +437,7 @@ impl ShardCoordinator {
                 unacked: everyone,
                 stopping: false,
                 deadline: now + self.settings.handoff_timeout,
+                resend_at: now + self.settings.host_retry,
             },
         );
     }
@@ -486,7 +499,23 @@ impl ShardCoordinator {
         }
     }
 
+    /// Whether `from` is a region (or proxy) of a removed member: its registration is refused.
+    /// A region whose member was removed may still run for a moment (it leaves, or has not yet
+    /// learned it was downed) and register again; taken in, it would be awaited by every later
+    /// hand-off until the hand-off timeout, and no Terminated would ever come for it again.
+    fn refuse_terminated(&mut self, from: &UniqueAddress) -> bool {
+        if !self.terminated.contains(from) {
+            return false;
+        }
+        self.log(
+            LogLevel::Info,
+            format!("ignored the registration of {from}: its member was removed from the cluster"),
+        );
+        true
+    }
+
     fn on_terminated(&mut self, now: Instant, who: &UniqueAddress) {
+        self.terminated.insert(who.clone());
         if self.state.proxies().contains(who) {
             self.event(CoordinatorEvent::ProxyTerminated(who.clone()));
         }
@@ -570,6 +599,9 @@ impl StateMachine for ShardCoordinator {
             CoordinatorInput::Received { from, msg } => match msg {
                 ToCoordinator::Register(shards) => self.on_register(now, from, shards),
                 ToCoordinator::RegisterProxy => {
+                    if self.refuse_terminated(&from) {
+                        return;
+                    }
                     if !self.state.proxies().contains(&from)
                         && !self.state.regions().contains_key(&from)
                     {
@@ -583,7 +615,7 @@ impl StateMachine for ShardCoordinator {
                         || self.state.proxies().contains(&from)
                     {
                         self.on_get_home(now, from, shard);
-                    } else {
+                    } else if !self.terminated.contains(&from) {
                         self.log(
                             LogLevel::Info,
                             format!("ignored GetShardHome({shard}) from {from}, which has not registered: asking it to register"),
@@ -634,10 +666,16 @@ impl StateMachine for ShardCoordinator {
             .collect();
         for shard in expired {
             if let Some(h) = self.handoffs.remove(&shard) {
+                let waiting_for = if h.stopping {
+                    format!("the shard to stop in {}", h.from)
+                } else {
+                    let regions: Vec<String> = h.unacked.iter().map(ToString::to_string).collect();
+                    format!("BeginHandOffAck from {}", regions.join(", "))
+                };
                 self.log(
                     LogLevel::Warn,
                     format!(
-                        "hand-off of shard {shard} from {} did not finish within {:?}: abandoned, the shard stays there",
+                        "hand-off of shard {shard} from {} did not finish within {:?} (still waiting for {waiting_for}): abandoned, the shard stays there",
                         h.from, self.settings.handoff_timeout
                     ),
                 );
@@ -652,6 +690,23 @@ impl StateMachine for ShardCoordinator {
                     );
                 }
             }
+        }
+        let mut resend = Vec::new();
+        for (shard, h) in &mut self.handoffs {
+            if h.resend_at > now {
+                continue;
+            }
+            h.resend_at = now + self.settings.host_retry;
+            if h.stopping {
+                resend.push((h.from.clone(), ToRegion::HandOff(shard.clone())));
+            } else {
+                for r in &h.unacked {
+                    resend.push((r.clone(), ToRegion::BeginHandOff(shard.clone())));
+                }
+            }
+        }
+        for (to, msg) in resend {
+            self.send(&to, msg);
         }
         let retries: Vec<(ShardId, UniqueAddress)> = self
             .unacked_host
@@ -673,7 +728,7 @@ impl StateMachine for ShardCoordinator {
     fn poll_timeout(&self) -> Option<Instant> {
         self.handoffs
             .values()
-            .map(|h| h.deadline)
+            .flat_map(|h| [h.deadline, h.resend_at])
             .chain(self.unacked_host.values().map(|(_, at)| *at))
             .chain(std::iter::once(self.next_rebalance))
             .min()

@@ -140,10 +140,16 @@ impl Membership {
                 if seeds.is_empty() {
                     self.join_contact(now, contact, seeds);
                 } else {
+                    // As at the start: the first seed forms a new cluster if no other seed
+                    // answers within seed-node-timeout. Without this, a first seed whose join
+                    // went to a seed that then went away (a whole-cluster restart, where the
+                    // old incarnations answer first and then shut down) would ask the other
+                    // seeds for ever, none of them a member, and no cluster would ever form.
+                    let first = seeds.first() == Some(&self.self_node.address);
                     self.join = JoinState::Seeking {
+                        form_at: first.then(|| now + self.settings.seed_node_timeout),
                         seeds,
                         next_try: now,
-                        form_at: None,
                     };
                     self.seek(now);
                 }

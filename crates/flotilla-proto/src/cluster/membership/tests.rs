@@ -696,3 +696,40 @@ fn a_view_that_never_settles_downs_everyone_when_down_all_when_unstable_is_on() 
         5,
     );
 }
+
+/// Found by the whole-cluster simulation: after a down-all, every node restarted; the first
+/// seed's join went to an old incarnation that acknowledged and then shut down. Retrying, the
+/// first seed only asked the other seeds (none a member) and never formed the cluster.
+#[test]
+fn a_first_seed_whose_join_went_nowhere_forms_the_cluster_when_no_seed_answers_again() {
+    let t0 = epoch();
+    let s = settings();
+    let mut m = Membership::new(unique(1, 1), s.clone(), 1, t0);
+    m.handle(
+        t0,
+        ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
+    );
+    let _ = flotilla_core::machine::drain(&mut m);
+    // Seed 2 (an old incarnation about to shut down) acknowledges; the join goes unanswered.
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::InitJoinAck { from: unique(2, 9) }),
+    );
+    assert_eq!(
+        sends(&flotilla_core::machine::drain(&mut m)),
+        [(address(2), "join")]
+    );
+    let mut now = t0;
+    let end = t0 + s.retry_unsuccessful_join_after + s.seed_node_timeout + Duration::from_secs(2);
+    while now < end && !m.is_member() {
+        now += Duration::from_millis(100);
+        m.handle_timeout(now);
+        let _ = flotilla_core::machine::drain(&mut m);
+    }
+    assert!(
+        m.is_member(),
+        "the first seed did not form the cluster {:?} after its join went unanswered",
+        now - t0
+    );
+    assert!(now - t0 >= s.retry_unsuccessful_join_after + s.seed_node_timeout);
+}

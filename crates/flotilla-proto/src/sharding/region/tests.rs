@@ -346,3 +346,88 @@ fn a_coordinator_that_does_not_know_the_region_gets_its_registration_at_once() {
         [to_c(ToCoordinator::GetShardHome(shard(1)))]
     );
 }
+
+/// Found by the whole-cluster simulation (a node thawed after a long pause: its shard's lease
+/// had expired, its coordinator still placed the shard here): a message the stopping shard
+/// handed back was asked for, answered "here", delivered to the stopping shard, handed back…
+/// without end. It now waits until the shard has ended, and is asked for once.
+#[test]
+fn a_message_handed_back_by_a_stopping_shard_waits_for_its_end_before_asking() {
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    from_c(&mut r, now, ToRegion::HostShard(shard(4)));
+    outs(&mut r);
+    // The shard lost its lease and is stopping: it hands a message back.
+    r.handle(
+        now,
+        RegionInput::Bounced {
+            shard: shard(4),
+            entity: "a".into(),
+            msg: 1,
+        },
+    );
+    assert_eq!(
+        outs(&mut r),
+        [],
+        "nothing asked while the shard is still stopping"
+    );
+    // A new message for it meanwhile is asked for; the coordinator still says "here".
+    assert_eq!(
+        deliver(&mut r, now, 4, "b", 2),
+        [to_c(ToCoordinator::GetShardHome(shard(4)))]
+    );
+    let got = from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(4),
+            region: node(1),
+        },
+    );
+    // Both go to the (still stopping) shard, which hands them back: held, not asked again.
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (entity, msg) in [("a", 1), ("b", 2)] {
+        r.handle(
+            now,
+            RegionInput::Bounced {
+                shard: shard(4),
+                entity: entity.into(),
+                msg,
+            },
+        );
+    }
+    assert_eq!(outs(&mut r), []);
+    // Once it has ended, one question; the answer starts it again and delivers both, in order.
+    r.handle(
+        now,
+        RegionInput::ShardEnded {
+            shard: shard(4),
+            why: Ended::LeaseLost,
+        },
+    );
+    assert_eq!(outs(&mut r), [to_c(ToCoordinator::GetShardHome(shard(4)))]);
+    let got = from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(4),
+            region: node(1),
+        },
+    );
+    assert_eq!(
+        got,
+        [
+            RegionOutput::StartShard(shard(4)),
+            RegionOutput::ToShard {
+                shard: shard(4),
+                entity: "a".into(),
+                msg: 1
+            },
+            RegionOutput::ToShard {
+                shard: shard(4),
+                entity: "b".into(),
+                msg: 2
+            },
+        ]
+    );
+}

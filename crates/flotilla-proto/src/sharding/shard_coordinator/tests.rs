@@ -203,12 +203,47 @@ fn a_rebalance_hands_off_through_begin_ack_handoff_stopped_and_questions_wait_fo
     // A late duplicate ShardStopped changes nothing.
     assert!(t.from(1, ToCoordinator::ShardStopped(s.clone())).is_empty());
     assert_eq!(t.c.state().home(&s), Some(&node(2)));
-    // No new round while two hand-offs are still in progress.
-    assert_eq!(t.c.handoffs().len(), 2);
+    // No new round while two hand-offs are still in progress (their unanswered BeginHandOff
+    // is sent again, nothing else is begun).
+    let in_progress = t.c.handoffs();
+    assert_eq!(in_progress.len(), 2);
     assert!(
         !t.advance(Duration::from_secs(10))
             .iter()
-            .any(|(_, m)| matches!(m, ToRegion::BeginHandOff(_)))
+            .any(|(_, m)| matches!(m, ToRegion::BeginHandOff(s) if !in_progress.contains(s)))
+    );
+}
+
+/// Found by the whole-cluster simulation: a BeginHandOff lost on the way (a lossy network
+/// during a rebalance) left the hand-off waiting for the whole hand-off timeout, and the
+/// shard unreachable meanwhile. What is unanswered is now sent again every host-retry.
+#[test]
+fn unanswered_handoff_messages_are_sent_again() {
+    let mut t = with_shards_on_1(&[1, 2]);
+    t.from(1, ToCoordinator::GracefulShutdownReq);
+    t.from(1, ToCoordinator::BeginHandOffAck(shard(1)));
+    // Region 2's ack of shard 1 was lost: BeginHandOff again, to region 2 only.
+    let sent = t.advance(Duration::from_secs(1));
+    let again: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| *m == ToRegion::BeginHandOff(shard(1)))
+        .collect();
+    assert_eq!(again, [&(2, ToRegion::BeginHandOff(shard(1)))], "{sent:?}");
+    assert_eq!(
+        t.from(2, ToCoordinator::BeginHandOffAck(shard(1))),
+        [(1, ToRegion::HandOff(shard(1)))]
+    );
+    // The HandOff (or the ShardStopped answering it) was lost: HandOff again.
+    let sent = t.advance(Duration::from_secs(1));
+    assert!(sent.contains(&(1, ToRegion::HandOff(shard(1)))), "{sent:?}");
+    t.from(1, ToCoordinator::ShardStopped(shard(1)));
+    assert_eq!(t.home(1), None);
+    let sent = t.advance(Duration::from_secs(1));
+    assert!(
+        !sent.iter().any(
+            |(_, m)| matches!(m, ToRegion::HandOff(s) | ToRegion::BeginHandOff(s) if *s == shard(1))
+        ),
+        "{sent:?}"
     );
 }
 
@@ -403,5 +438,29 @@ fn a_question_from_a_region_it_does_not_know_asks_that_region_to_register() {
     assert_eq!(
         t.from(2, ToCoordinator::Register(shards(&[]))),
         [(2, ToRegion::RegisterAck)]
+    );
+}
+
+/// Found by the whole-cluster simulation: a leaving node's region registered again after the
+/// coordinator had been told its member was removed (it still ran until it learned so itself).
+/// Taken back in, it was awaited by every later hand-off, each of which stalled for the whole
+/// hand-off timeout — and the shards it moved with them.
+#[test]
+fn a_region_of_a_removed_member_cannot_register_again_nor_stall_a_handoff() {
+    let mut t = with_shards_on_1(&[1, 2, 3, 4]);
+    t.members(&[1, 2, 3]);
+    t.from(3, ToCoordinator::Register(shards(&[])));
+    t.terminated(3);
+    // Late messages from the removed region: no RegisterAck, no RegisterAgain.
+    assert_eq!(t.from(3, ToCoordinator::Register(shards(&[]))), []);
+    assert_eq!(t.from(3, ToCoordinator::RegisterProxy), []);
+    assert_eq!(t.from(3, ToCoordinator::GetShardHome(shard(1))), []);
+    assert!(!t.c.state().regions().contains_key(&node(3)));
+    // A hand-off waits for regions 1 and 2 only.
+    t.from(1, ToCoordinator::GracefulShutdownReq);
+    t.from(1, ToCoordinator::BeginHandOffAck(shard(1)));
+    assert_eq!(
+        t.from(2, ToCoordinator::BeginHandOffAck(shard(1))),
+        [(1, ToRegion::HandOff(shard(1)))]
     );
 }
