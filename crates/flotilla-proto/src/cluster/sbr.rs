@@ -7,7 +7,7 @@
 //!
 //! | strategy | the side that survives |
 //! |---|---|
-//! | keep-majority | more members (of the role); on a tie, the side with the lowest address |
+//! | keep-majority | more members (of the role); on a tie, the side with the lowest address; nobody if this side would not win with its leaving members uncounted and the other side's joining ones counted (as Akka) |
 //! | static-quorum | at least `quorum-size` members; with more than 2 × quorum − 1 members, nobody |
 //! | keep-oldest | the side with the oldest member — unless it is alone there (`down-if-alone`) |
 //! | down-all | nobody |
@@ -214,6 +214,42 @@ fn majority(view: &View, role: &str, unreachable: &BTreeSet<UniqueAddress>) -> (
     )
 }
 
+/// keep-majority counted against this side: Leaving members here may already be Exiting on
+/// the other side (not counted there), Joining and WeaklyUp members there may already be Up.
+/// True when this side still wins.
+fn majority_at_worst(view: &View, role: &str, unreachable: &BTreeSet<UniqueAddress>) -> bool {
+    let with_role = |m: &&Member| role.is_empty() || m.has_role(role);
+    let ours: Vec<&Member> = view
+        .members
+        .iter()
+        .filter(with_role)
+        .filter(|m| !unreachable.contains(&m.node) && m.status == MemberStatus::Up)
+        .collect();
+    let theirs: Vec<&Member> = view
+        .members
+        .iter()
+        .filter(with_role)
+        .filter(|m| {
+            unreachable.contains(&m.node)
+                && matches!(
+                    m.status,
+                    MemberStatus::Up
+                        | MemberStatus::Leaving
+                        | MemberStatus::Joining
+                        | MemberStatus::WeaklyUp
+                )
+        })
+        .collect();
+    if ours.len() != theirs.len() {
+        return ours.len() > theirs.len();
+    }
+    ours.iter()
+        .chain(&theirs)
+        .map(|m| &m.node)
+        .min()
+        .is_some_and(|n| !unreachable.contains(n))
+}
+
 fn keep_side(survive: bool, reason: String) -> (DecisionKind, String) {
     if survive {
         (DecisionKind::DownUnreachable, reason)
@@ -233,7 +269,20 @@ fn strategy(
     Ok(match settings.active_strategy {
         Strategy::KeepMajority => {
             let (survive, why) = majority(view, role, unreachable);
-            keep_side(survive, format!("keep-majority: {why}"))
+            if survive && !majority_at_worst(view, role, unreachable) {
+                // As Akka does: a member leaving on this side may be Exiting (no longer
+                // counted) on the other, a joiner on the other side may be Up there. Counted
+                // that way this side would not win: the two sides may each think they won, so
+                // the safe decision is that neither stays.
+                (
+                    DecisionKind::DownAll,
+                    format!(
+                        "keep-majority: {why}, but not when this side's leaving members are not counted and the other side's joining ones are (membership changed during the partition)"
+                    ),
+                )
+            } else {
+                keep_side(survive, format!("keep-majority: {why}"))
+            }
         }
         Strategy::StaticQuorum => {
             let q = settings.static_quorum.quorum_size;
@@ -322,7 +371,17 @@ fn strategy(
 pub fn decide(settings: &SplitBrainResolverSettings, view: &View, lease: Option<bool>) -> Outcome {
     let indirect = view.indirectly_connected();
     let clean: BTreeSet<UniqueAddress> = view.unreachable.difference(&indirect).cloned().collect();
-    if !indirect.is_empty() && clean.is_empty() {
+    let cut_off: BTreeSet<&UniqueAddress> = view
+        .records
+        .iter()
+        .filter(|(o, _)| *o == view.self_node)
+        .map(|(_, s)| s)
+        .collect();
+    let (theirs, ours): (BTreeSet<UniqueAddress>, BTreeSet<UniqueAddress>) =
+        indirect.iter().cloned().partition(|n| cut_off.contains(n));
+    // Only indirectly connected members are unreachable, and this node reaches every one of
+    // them itself: they go, the rest stays.
+    if !indirect.is_empty() && clean.is_empty() && theirs.is_empty() {
         return Outcome::Decide(Decision {
             kind: DecisionKind::DownIndirectlyConnected,
             down: indirect.clone(),
@@ -332,14 +391,19 @@ pub fn decide(settings: &SplitBrainResolverSettings, view: &View, lease: Option<
             ),
         });
     }
+    // The strategy decides over the rest. Indirectly connected members are left out (they go
+    // down in any case) — except those this node itself finds unreachable: they stay on the
+    // other side. Leaving them out too would make this side look bigger than it is: a lone
+    // node cut off from four others, three of which had seen the fifth unreachable, would
+    // count one against one and win the tie by its address, while the four downed it.
     let rest = View {
         members: view
             .members
             .iter()
-            .filter(|m| !indirect.contains(&m.node))
+            .filter(|m| !ours.contains(&m.node))
             .cloned()
             .collect(),
-        unreachable: clean,
+        unreachable: clean.union(&theirs).cloned().collect(),
         ..view.clone()
     };
     let (kind, reason) = match strategy(settings, &rest, &rest.unreachable, lease) {
@@ -361,7 +425,13 @@ pub fn decide(settings: &SplitBrainResolverSettings, view: &View, lease: Option<
     };
     let mut reason = reason;
     if !indirect.is_empty() {
-        down.extend(indirect.iter().cloned());
+        // Those on this side go down with it, or for being indirectly connected; those on the
+        // other side are already in `down` when that side goes, and are not this side's to
+        // down when it stays.
+        down.extend(ours.iter().cloned());
+        if kind == DecisionKind::DownUnreachable {
+            down.extend(theirs.iter().cloned());
+        }
         reason.push_str(&format!(
             "; also downing {} indirectly connected member(s)",
             indirect.len()

@@ -96,6 +96,8 @@ pub struct WorldSettings {
     pub latency: (Duration, Duration),
     /// How long coordinated shutdown may take before the process exits anyway.
     pub shutdown_timeout: Duration,
+    /// How long a graceful leave may take before the node shuts down anyway.
+    pub leave_timeout: Duration,
 }
 
 impl Default for WorldSettings {
@@ -116,6 +118,7 @@ impl Default for WorldSettings {
             lease_request_timeout: Duration::from_secs(2),
             latency: (Duration::from_micros(200), Duration::from_millis(5)),
             shutdown_timeout: Duration::from_secs(10),
+            leave_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -241,6 +244,11 @@ enum Ev {
         uid: u64,
         until: Instant,
     },
+    /// A graceful leave's coordinated shutdown ran out of phase time.
+    LeaveTimeout {
+        node: usize,
+        uid: u64,
+    },
 }
 
 impl Ev {
@@ -255,7 +263,8 @@ impl Ev {
             | Self::LeaseAnswer { node, uid, .. }
             | Self::EntityStopped { node, uid, .. }
             | Self::Exit { node, uid }
-            | Self::Thaw { node, uid, .. } => (*node, *uid),
+            | Self::Thaw { node, uid, .. }
+            | Self::LeaveTimeout { node, uid } => (*node, *uid),
         }
     }
 }
@@ -715,7 +724,13 @@ impl World {
             return;
         }
         inc.leaving = true;
+        let uid = inc.me.uid;
         self.mix_text(&format!("node {i} leaves"));
+        // Coordinated shutdown bounds a leave by its phases' timeouts (region hand-off 10 s,
+        // cluster-leave 5 s, cluster-exiting 10 s): a node that never sees its removal (the
+        // last gossip was lost in a partition) still ends.
+        let at = self.now + self.settings.leave_timeout;
+        self.schedule(at, Ev::LeaveTimeout { node: i, uid });
         let address = self.nodes[i].address.clone();
         self.step(
             i,
@@ -1076,6 +1091,15 @@ impl World {
                 return;
             }
             Ev::Thaw { .. } => return,
+            Ev::LeaveTimeout { .. } => {
+                self.mix_text(&format!(
+                    "node {i}: the leave's shutdown phases ran out of time; it shuts down"
+                ));
+                let mut queue = VecDeque::new();
+                self.shut_down(i, &mut queue);
+                self.step(i, queue.into());
+                return;
+            }
         };
         self.step(i, vec![local]);
     }

@@ -243,6 +243,41 @@ fn decision_table() {
             lease: None,
             expect: D(DownUnreachable, &[3, 4, 5]),
         },
+        Case {
+            // Found by the whole-cluster simulation (seed 317): 1 is cut off from everyone,
+            // and 2, 3, 4 had seen 5 unreachable (a flapping link) before. 2, 3 and 4 are
+            // indirectly connected; counting them on neither side made it one against one,
+            // and 1 won the tie by its address while the other four downed it.
+            why: "a lone node cut off from the others does not win against them because                   some of them are indirectly connected",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[(2, 5), (3, 5), (4, 5), (1, 2), (1, 3), (1, 4), (1, 5)],
+            seen: &[1],
+            lease: None,
+            expect: D(DownReachable, &[1]),
+        },
+        Case {
+            // Seed 647: every other member is indirectly connected, and 1 itself is cut off
+            // from 3, 4 and 5: it does not down them all and stay, it is the minority.
+            why: "a node that every other member is indirectly connected to, but which is cut \
+                  off from most of them, goes down itself",
+            strategy: KeepMajority,
+            members: FIVE,
+            records: &[
+                (2, 3),
+                (2, 4),
+                (2, 5),
+                (3, 2),
+                (4, 2),
+                (5, 2),
+                (1, 3),
+                (1, 4),
+                (1, 5),
+            ],
+            seen: &[1],
+            lease: None,
+            expect: D(DownReachable, &[1, 2]),
+        },
     ];
     for case in &cases {
         let got = match decide(&settings(case.strategy), &view(case), case.lease) {
@@ -353,4 +388,56 @@ fn stability_waits_for_an_unchanged_view_and_gives_up_on_a_restless_one() {
     assert_eq!(st.down_all_at(&settings, 3), None);
     st.observe(s(41), &BTreeSet::new());
     assert_eq!(st.stable_at(stable_after), None);
+}
+
+/// Found by the whole-cluster simulation (seed 98): 5 was leaving when 1, 2 | 3, 4, 5 split.
+/// The side of 1 and 2 had already seen 5 Exiting (not counted): two against two, and the
+/// lowest address (1) won. The side of 3, 4, 5 still saw 5 Leaving: three against two, it won
+/// too — both stayed. As in Akka, a win that depends on a leaving member of this side (which
+/// may be Exiting over there) is no win: that side downs everyone.
+#[test]
+fn a_win_that_counts_a_leaving_member_of_this_side_is_no_win() {
+    let member = |n: u16, status| Member {
+        status,
+        up_number: u64::from(n),
+        ..Member::joining(node(n), BTreeSet::new(), "1")
+    };
+    let view = |self_n: u16, five: MemberStatus, unreachable: &[u16]| {
+        let members = vec![
+            member(1, Up),
+            member(2, Up),
+            member(3, Up),
+            member(4, Up),
+            member(5, five),
+        ];
+        let me = node(self_n);
+        let records: Vec<_> = unreachable.iter().map(|&u| (me.clone(), node(u))).collect();
+        View {
+            self_node: me.clone(),
+            members,
+            unreachable: unreachable.iter().map(|&u| node(u)).collect(),
+            records,
+            seen: [me].into(),
+        }
+    };
+    let decide_kind = |v: &View| match decide(&settings(Strategy::KeepMajority), v, None) {
+        Outcome::Decide(d) => d.kind,
+        Outcome::AcquireLease { .. } => panic!("no lease here"),
+    };
+    // The side of 3, 4, 5, where 5 is still Leaving: three against two, but two against two at
+    // worst and the lowest address is over there: down all.
+    assert_eq!(
+        decide_kind(&view(3, Leaving, &[1, 2])),
+        DecisionKind::DownAll
+    );
+    // The side of 1 and 2, where 5 is Exiting: it keeps its tie-break win.
+    assert_eq!(
+        decide_kind(&view(1, Exiting, &[3, 4, 5])),
+        DecisionKind::DownUnreachable
+    );
+    // Without a membership change the majority simply wins.
+    assert_eq!(
+        decide_kind(&view(3, Up, &[1, 2])),
+        DecisionKind::DownUnreachable
+    );
 }
