@@ -19,6 +19,7 @@ use super::events::ClusterEvent;
 use super::member::MemberStatus;
 use super::membership::Membership;
 use super::protocol::{ClusterInput, ClusterMsg, ClusterOutput, LogLevel};
+use crate::sim::seeded::{SeededRng, TraceHash};
 
 /// What happens to a node at a point in simulated time.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ pub struct NetStats {
 pub struct ClusterSim {
     /// The seed of this run.
     pub seed: u64,
-    rng: u64,
+    rng: SeededRng,
     start: Instant,
     now: Instant,
     settings: ClusterSettings,
@@ -113,7 +114,7 @@ pub struct ClusterSim {
     /// Network counters.
     pub net: NetStats,
     meter: Option<fn(&ClusterMsg) -> usize>,
-    hash: u64,
+    hash: TraceHash,
 }
 
 /// Node `i`'s address in a simulated cluster.
@@ -128,7 +129,7 @@ impl ClusterSim {
     pub fn new(seed: u64, n: usize, settings: ClusterSettings, start: Instant) -> Self {
         let mut sim = Self {
             seed,
-            rng: seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
+            rng: SeededRng::new(seed),
             start,
             now: start,
             settings,
@@ -143,7 +144,7 @@ impl ClusterSim {
             seeds: Vec::new(),
             net: NetStats::default(),
             meter: None,
-            hash: 0xcbf2_9ce4_8422_2325,
+            hash: TraceHash::default(),
         };
         for i in 0..n {
             sim.nodes.push(SimNode {
@@ -162,23 +163,16 @@ impl ClusterSim {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     fn mix(&mut self, text: &str) {
-        for b in text.bytes() {
-            self.hash ^= u64::from(b);
-            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.hash.add(text.as_bytes());
     }
 
     /// A digest of everything that happened: equal for two runs of the same seed.
     pub fn trace_hash(&self) -> u64 {
-        self.hash
+        self.hash.value()
     }
 
     /// Simulated time since the start.

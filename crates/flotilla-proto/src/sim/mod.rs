@@ -28,6 +28,7 @@
 
 pub mod invariants;
 pub mod scenario;
+pub mod seeded;
 pub mod sweep;
 mod world;
 

@@ -24,6 +24,7 @@ use crate::sharding::{
     Region, RegionInput, RegionOutput, RegionSettings, Shard, ShardCoordinator, ShardId,
     ShardInput, ShardOutput, ShardSettings, ToCoordinator, ToRegion, shard_of,
 };
+use crate::sim::seeded::{SeededRng, TraceHash};
 
 /// An entity's message in the workload: a number unique in the run.
 pub type Payload = u64;
@@ -396,7 +397,7 @@ pub struct Counters {
 pub struct World {
     /// The seed of the run.
     pub seed: u64,
-    rng: u64,
+    rng: SeededRng,
     start: Instant,
     now: Instant,
     /// Its settings.
@@ -419,7 +420,7 @@ pub struct World {
     pub violations: Vec<Violation>,
     /// Counters.
     pub counters: Counters,
-    hash: u64,
+    hash: TraceHash,
     next_payload: Payload,
     /// Workload messages sent, by payload: (entity, when).
     pub sent: BTreeMap<Payload, (EntityId, Duration)>,
@@ -461,7 +462,7 @@ impl World {
             .collect();
         Self {
             seed,
-            rng: seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
+            rng: SeededRng::new(seed),
             start,
             now: start,
             settings,
@@ -476,7 +477,7 @@ impl World {
             records: Vec::new(),
             violations: Vec::new(),
             counters: Counters::default(),
-            hash: 0xcbf2_9ce4_8422_2325,
+            hash: TraceHash::default(),
             next_payload: 0,
             sent: BTreeMap::new(),
             trace: None,
@@ -486,10 +487,7 @@ impl World {
 
     /// A pseudo-random number (xorshift64*), from the seed only.
     pub fn random(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     /// A random number below `n`.
@@ -503,18 +501,12 @@ impl World {
 
     fn mix(&mut self, values: &[u64]) {
         for v in values {
-            for b in v.to_le_bytes() {
-                self.hash ^= u64::from(b);
-                self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            self.hash.add(&v.to_le_bytes());
         }
     }
 
     fn mix_text(&mut self, text: &str) {
-        for b in text.bytes() {
-            self.hash ^= u64::from(b);
-            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.hash.add(text.as_bytes());
         if let Some(trace) = &mut self.trace {
             trace.push(format!("[{:>10.3?}] {text}", self.now - self.start));
         }
@@ -533,7 +525,7 @@ impl World {
 
     /// A digest of everything that happened: equal for two runs of the same seed.
     pub fn trace_hash(&self) -> u64 {
-        self.hash
+        self.hash.value()
     }
 
     /// The true time since the start.
