@@ -2,7 +2,8 @@
 //! resolver, singleton, sharding, in-memory leases) under a generated fault scenario per seed,
 //! every invariant of `flotilla_proto::sim::invariants` checked.
 //!
-//! - CI runs seeds `1..=`[`DEFAULT_SEEDS`]; `FLOTILLA_SIM_SEEDS=<n>` runs `1..=n`;
+//! - CI runs seeds `1..=`[`DEFAULT_SEEDS`] and the seeds that once found a bug ([`FOUND_BUGS`]);
+//!   `FLOTILLA_SIM_SEEDS=<n>` runs `1..=n` (and those);
 //!   `FLOTILLA_SIM_SEED=<s>` runs one seed (add `FLOTILLA_SIM_TRACE=1` to print its trace).
 //! - A failure prints the seed, its scenario, what broke, and the one-line replay command.
 //! - The determinism self-check runs a seed twice and compares the trace hashes.
@@ -16,6 +17,10 @@ use flotilla_proto::sim::sweep::{self, Outcome, SweepSettings};
 /// Seeds CI sweeps.
 const DEFAULT_SEEDS: u64 = 64;
 
+/// Seeds beyond the default range that once broke a promise (docs/reliability.md, "Found and
+/// fixed"): CI runs them too, so the scenarios that found a bug keep being played.
+const FOUND_BUGS: [u64; 8] = [98, 198, 295, 313, 317, 405, 647, 659];
+
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -24,7 +29,13 @@ fn seeds() -> Vec<u64> {
     if let Some(one) = env("FLOTILLA_SIM_SEED") {
         return vec![one];
     }
-    (1..=env("FLOTILLA_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
+    let mut seeds: Vec<u64> = (1..=env("FLOTILLA_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect();
+    for s in FOUND_BUGS {
+        if !seeds.contains(&s) {
+            seeds.push(s);
+        }
+    }
+    seeds
 }
 
 #[allow(clippy::disallowed_methods)] // reason: only an origin; the simulation looks at differences
@@ -76,7 +87,7 @@ fn every_seed_keeps_every_promise() {
         worst_settle = worst_settle.max(o.settled_after.unwrap_or_default());
         worst_serve = worst_serve.max(o.served_after.unwrap_or_default());
         eprintln!(
-            "seed {seed}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated), {} crash(es), {}",
+            "seed {seed}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated), {} crash(es){}, {}",
             o.scenario.faults.len(),
             o.settled_after,
             o.served_after,
@@ -86,6 +97,10 @@ fn every_seed_keeps_every_promise() {
             o.counters.frames_lost,
             o.counters.frames_duplicated,
             o.counters.crashes,
+            o.scenario
+                .lost
+                .map(|(_, n)| format!(", node {n} lost for good"))
+                .unwrap_or_default(),
             if o.ok() { "ok" } else { "FAILED" }
         );
         if !o.ok() {

@@ -8,7 +8,8 @@
 //!  Deliver(shard, entity, msg) ─▶ home here: ToShard   home elsewhere: Forward to that region
 //!                                 home unknown / moving: hold (bounded, all shards together),
 //!                                 GetShardHome (again every retry-interval while unanswered)
-//!  ShardHome(s, r) ─▶ remember, release what is held for s
+//!  ShardHome(s, r) ─▶ remember, release what is held for s (r removed from the cluster: keep
+//!                     holding, ask again at the retry — the coordinator lags)
 //!  HostShard(s) ─▶ StartShard(s), ShardStarted
 //!  BeginHandOff(s) ─▶ forget s's home (hold from now), BeginHandOffAck
 //!  HandOff(s) ─▶ the local shard hands off; its end ─▶ ShardStopped (at once when not here)
@@ -172,6 +173,9 @@ pub struct Region<M> {
     held_count: usize,
     /// GetShardHome sent and unanswered (shard → when to ask again).
     asked: BTreeMap<ShardId, Instant>,
+    /// Nodes removed from the cluster (an incarnation never comes back): a home there is
+    /// never taken, whoever names it.
+    gone: BTreeSet<UniqueAddress>,
     leaving: bool,
     done: bool,
     next_retry: Option<Instant>,
@@ -192,6 +196,7 @@ impl<M> Region<M> {
             held: BTreeMap::new(),
             held_count: 0,
             asked: BTreeMap::new(),
+            gone: BTreeSet::new(),
             leaving: false,
             done: false,
             next_retry: None,
@@ -323,6 +328,19 @@ impl<M> Region<M> {
                     }
                 }
             }
+            ToRegion::ShardHome { shard, region } if self.gone.contains(&region) => {
+                // The coordinator has not yet learned that the member was removed (it hears of
+                // it on its own, and maybe on another node). Taken, the home would send the
+                // shard's messages to a dead node from now on, and nothing would ever ask
+                // again: the question stays open and is asked again at the retry.
+                self.log(
+                    LogLevel::Info,
+                    format!("the coordinator named {region} as the home of shard {shard}, but that member was removed: asking again in {:?}", self.settings.retry_interval),
+                );
+                self.homes.remove(&shard);
+                self.asked.insert(shard, now + self.settings.retry_interval);
+                self.arm(now);
+            }
             ToRegion::ShardHome { shard, region } => {
                 self.asked.remove(&shard);
                 if region == self.me && !self.local.contains(&shard) {
@@ -453,6 +471,7 @@ impl<M> StateMachine for Region<M> {
             RegionInput::ShardEnded { shard, why } => self.on_shard_ended(now, shard, why),
             RegionInput::Gone(node) => {
                 self.homes.retain(|_, home| *home != node);
+                self.gone.insert(node);
             }
             RegionInput::Leave => {
                 if !self.leaving {

@@ -6,7 +6,7 @@
 //! symmetric partitions (a random split), asymmetric ones (one direction of one link),
 //! flapping partitions (cut and healed every few seconds), lossy, duplicating and reordering
 //! networks, clock jumps, crashes with a restart as a new incarnation (or none until the phase
-//! ends), long pauses (`SIGSTOP`), graceful leaves followed by a restart, a slow lease backend
+//! ends), a machine lost for good (in a quarter of the scenarios, on top of the others), long pauses (`SIGSTOP`), graceful leaves followed by a restart, a slow lease backend
 //! (slower than the client's request timeout, so requests are applied after their callers gave
 //! up), a lease backend outage, and one node cut off from the backend.
 
@@ -129,6 +129,10 @@ pub struct Scenario {
     pub faults: Vec<Scheduled>,
     /// How long the fault phase lasts.
     pub phase: Duration,
+    /// A node whose machine dies for good at this point of the phase (a quarter of the
+    /// scenarios): the others must remove it and take over its shards for good, with nobody
+    /// answering at its address again.
+    pub lost: Option<(Duration, usize)>,
 }
 
 /// A small deterministic generator (the world's own stays untouched by generation).
@@ -215,9 +219,22 @@ impl Scenario {
             faults.push(Scheduled { at, lasts, fault });
         }
         faults.sort_by_key(|f| f.at);
+        // Drawn apart, so that the faults above are the same whether or not a node is lost.
+        let mut l = Draw(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
+        for _ in 0..4 {
+            l.next();
+        }
+        // Not the first seed node: with a static seed list it alone may form a new cluster, so
+        // once it is gone for good a cluster that downed itself whole cannot form again — as
+        // with Akka, that is the operator's to fix (or discovery's, which has no first seed).
+        let lost = (nodes > 1 && l.below(4) == 0).then(|| {
+            let at = l.millis(Duration::ZERO, settings.phase * 3 / 4);
+            (at, 1 + l.below(nodes as u64 - 1) as usize)
+        });
         Self {
             faults,
             phase: settings.phase,
+            lost,
         }
     }
 }
@@ -230,6 +247,9 @@ impl fmt::Display for Scenario {
                 "  at {:>7.3?} for {:>7.3?}: {:?}",
                 s.at, s.lasts, s.fault
             )?;
+        }
+        if let Some((at, node)) = self.lost {
+            writeln!(f, "  at {at:>7.3?}: node {node} is lost for good")?;
         }
         Ok(())
     }
@@ -252,6 +272,7 @@ enum Change {
     Unblock(Vec<(usize, usize)>),
     Fault(Fault),
     End(Fault),
+    Lose(usize),
 }
 
 /// Plays `scenario` on `world` from now on, over its fault phase; then every fault is over
@@ -283,6 +304,9 @@ pub fn play(world: &mut World, scenario: &Scenario, mut each_tick: impl FnMut(&m
                 push(&mut changes, stop, Change::End(fault.clone()));
             }
         }
+    }
+    if let Some((at, node)) = scenario.lost {
+        push(&mut changes, at, Change::Lose(node));
     }
     changes.sort_by_key(|(at, order, _)| (*at, *order));
     let mut in_force = InForce::default();
@@ -336,6 +360,7 @@ fn pairs(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
 
 fn apply(world: &mut World, f: &mut InForce, change: Change) {
     match change {
+        Change::Lose(node) => world.lose(node),
         Change::Block(links) => {
             for l in links {
                 *f.blocked.entry(l).or_insert(0) += 1;

@@ -250,6 +250,15 @@ enum Ev {
         node: usize,
         uid: u64,
     },
+    /// A member's removal reaches the coordinator or the region of node `node`. In the real
+    /// drivers each follows the membership on its own, so either may hear of it first: the
+    /// simulator delivers each one after its own random delay.
+    Removed {
+        node: usize,
+        uid: u64,
+        gone: UniqueAddress,
+        to_region: bool,
+    },
 }
 
 impl Ev {
@@ -265,10 +274,15 @@ impl Ev {
             | Self::EntityStopped { node, uid, .. }
             | Self::Exit { node, uid }
             | Self::Thaw { node, uid, .. }
+            | Self::Removed { node, uid, .. }
             | Self::LeaveTimeout { node, uid } => (*node, *uid),
         }
     }
 }
+
+/// The coordinator and the region of a node hear of a member's removal each within this long
+/// (µs) of the node's membership, in either order.
+const REMOVAL_SPREAD_MICROS: u64 = 500_000;
 
 /// An input for one of a node's machines, queued while the node works through a step.
 enum Local {
@@ -354,6 +368,8 @@ pub struct Node {
     pub clock_offset: Duration,
     /// What arrived while it was frozen, in order: delivered when it thaws.
     parked: Vec<Ev>,
+    /// Its machine is gone for good ([`World::lose`]): it never starts again.
+    pub lost: bool,
 }
 
 impl Node {
@@ -458,6 +474,7 @@ impl World {
                 frozen_until: None,
                 clock_offset: Duration::ZERO,
                 parked: Vec::new(),
+                lost: false,
             })
             .collect();
         Self {
@@ -583,8 +600,9 @@ impl World {
     // Process control.
 
     /// Starts node `i` as a new incarnation (a fresh UID) that joins through the seed nodes.
+    /// A node that is [lost](Self::lose) does not start.
     pub fn start(&mut self, i: usize) {
-        if self.alive(i) {
+        if self.alive(i) || self.nodes[i].lost {
             return;
         }
         let uid = self.random() | 1;
@@ -635,6 +653,15 @@ impl World {
         self.counters.crashes += 1;
         self.mix_text(&format!("node {i} crashes"));
         self.end_process(i);
+    }
+
+    /// Node `i`'s machine dies for good: it crashes and never starts again (no supervisor
+    /// brings it back). Nothing answers at its address from now on, so whatever still routes
+    /// there loses its messages.
+    pub fn lose(&mut self, i: usize) {
+        self.mix_text(&format!("node {i} is lost for good"));
+        self.crash(i);
+        self.nodes[i].lost = true;
     }
 
     fn end_process(&mut self, i: usize) {
@@ -1083,6 +1110,15 @@ impl World {
                 return;
             }
             Ev::Thaw { .. } => return,
+            Ev::Removed {
+                gone, to_region, ..
+            } => {
+                if to_region {
+                    Local::Region(RegionInput::Gone(gone))
+                } else {
+                    Local::Coordinator(CoordinatorInput::Terminated(gone))
+                }
+            }
             Ev::LeaveTimeout { .. } => {
                 self.mix_text(&format!(
                     "node {i}: the leave's shutdown phases ran out of time; it shuts down"
@@ -1555,14 +1591,25 @@ impl World {
         let present: BTreeSet<UniqueAddress> = members.iter().map(|m| m.node.clone()).collect();
         let gone: Vec<UniqueAddress> = inc.present.difference(&present).cloned().collect();
         inc.present = present;
-        for gone in gone {
-            queue.push_back(Local::Region(RegionInput::Gone(gone.clone())));
-            queue.push_back(Local::Coordinator(CoordinatorInput::Terminated(gone)));
-        }
         let oldest = oldest(&members, "").map(|m| m.node.clone());
         if inc.told_coordinator.as_ref() != Some(&oldest) {
             inc.told_coordinator = Some(oldest.clone());
             queue.push_back(Local::Region(RegionInput::Coordinator(oldest)));
+        }
+        let uid = me.uid;
+        for gone in gone {
+            for to_region in [true, false] {
+                let at = self.now + Duration::from_micros(self.below(REMOVAL_SPREAD_MICROS));
+                self.schedule(
+                    at,
+                    Ev::Removed {
+                        node: i,
+                        uid,
+                        gone: gone.clone(),
+                        to_region,
+                    },
+                );
+            }
         }
     }
 

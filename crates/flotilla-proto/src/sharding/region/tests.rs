@@ -268,6 +268,52 @@ fn homes_on_a_node_that_is_gone_are_forgotten() {
 }
 
 #[test]
+fn a_home_on_a_removed_node_named_by_a_lagging_coordinator_is_not_taken() {
+    // The region hears that node 3 was removed before the coordinator does: the coordinator
+    // still names node 3 as the home. Taking it would send the shard's messages to a dead node
+    // for good; the region keeps holding them and asks again at the retry.
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    let home = |region| ToRegion::ShardHome {
+        shard: shard(1),
+        region,
+    };
+    from_c(&mut r, now, home(node(3)));
+    r.handle(now, RegionInput::Gone(node(3)));
+    assert_eq!(
+        deliver(&mut r, now, 1, "a", 1),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))]
+    );
+    assert_eq!(from_c(&mut r, now, home(node(3))), [], "still held");
+    assert_eq!(r.held(), 1);
+    assert_eq!(
+        deliver(&mut r, now, 1, "a", 2),
+        [],
+        "held, the question is open"
+    );
+    let retry = now + RegionSettings::default().retry_interval;
+    assert_eq!(r.poll_timeout(), Some(retry));
+    r.handle_timeout(retry);
+    assert_eq!(
+        outs(&mut r),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))],
+        "asked again"
+    );
+    // The coordinator has caught up: the shard lives here now.
+    let out = from_c(&mut r, retry, home(node(1)));
+    assert_eq!(out[0], RegionOutput::StartShard(shard(1)));
+    let delivered: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            RegionOutput::ToShard { msg, .. } => Some(*msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [1, 2], "every held message, in order");
+    assert_eq!(r.held(), 0);
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(

@@ -1,8 +1,8 @@
 //! After the faults stop, the cluster converges and every shard serves within a bounded time.
 //!
 //! [`await_settled`] runs the fault-free world (restarting what exits) until [`views::settled`](super::views::settled)
-//! holds; [`await_every_shard`] then sends one probe message per shard (to an entity of that
-//! shard, from a live node, again every second until it arrives) and waits until each has been
+//! holds; [`await_every_shard`] then sends one probe message per shard from every live node (to
+//! an entity of that shard, again every second until it arrives) and waits until each has been
 //! delivered. Both report how long they took in virtual time, or fail at their bound.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,39 +51,47 @@ pub fn probe_entities(shards: u32) -> BTreeMap<ShardId, String> {
     by_shard
 }
 
-/// Probes every shard until each has delivered a probe, at most `limit`; how long it took.
+/// Probes every shard from every live node until each has delivered a probe from each, at most
+/// `limit`; how long it took. From every node, because each region routes on its own: one whose
+/// route to a shard is stale must not hide behind another that routes right.
 pub fn await_every_shard(world: &mut World, limit: Duration) -> Result<Duration, String> {
     let start = world.now();
     let entities = probe_entities(world.settings.shards);
-    let mut waiting: BTreeSet<ShardId> = entities.keys().cloned().collect();
-    let mut probes: BTreeMap<Payload, ShardId> = BTreeMap::new();
+    let alive: Vec<usize> = (0..world.nodes.len()).filter(|i| world.alive(*i)).collect();
+    if alive.is_empty() {
+        return Err("no node runs".into());
+    }
+    let mut waiting: BTreeSet<(ShardId, usize)> = entities
+        .keys()
+        .flat_map(|s| alive.iter().map(move |i| (s.clone(), *i)))
+        .collect();
+    let mut probes: BTreeMap<Payload, (ShardId, usize)> = BTreeMap::new();
     let mut seen = world.records.len();
-    let mut round = 0usize;
     while !waiting.is_empty() {
         if world.now() - start >= limit {
             return Err(format!(
-                "{} shard(s) did not serve within {limit:?} of the cluster settling: {:?}",
-                waiting.len(),
+                "{} shard(s) did not serve within {limit:?} of the cluster settling (shard, from node): {:?}",
+                waiting
+                    .iter()
+                    .map(|(s, _)| s)
+                    .collect::<BTreeSet<_>>()
+                    .len(),
                 waiting
             ));
         }
-        let alive: Vec<usize> = (0..world.nodes.len()).filter(|i| world.alive(*i)).collect();
-        if alive.is_empty() {
-            return Err("no node runs".into());
-        }
-        for shard in waiting.clone() {
-            let from = alive[round % alive.len()];
-            round += 1;
+        // A node that stopped meanwhile has nothing more to prove.
+        waiting.retain(|(_, i)| world.alive(*i));
+        for (shard, from) in waiting.clone() {
             if let Some(msg) = world.send(from, &entities[&shard]) {
-                probes.insert(msg, shard);
+                probes.insert(msg, (shard, from));
             }
         }
         world.run_for(Duration::from_secs(1));
         for (_, r) in &world.records[seen..] {
             if let Record::Delivered { msg, .. } = r
-                && let Some(shard) = probes.get(msg)
+                && let Some(probe) = probes.get(msg)
             {
-                waiting.remove(shard);
+                waiting.remove(probe);
             }
         }
         seen = world.records.len();
