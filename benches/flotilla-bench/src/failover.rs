@@ -100,6 +100,8 @@ fn main() -> anyhow::Result<()> {
         let runtime = tokio::runtime::Runtime::new()?;
         return runtime.block_on(flotilla::node::run(flotilla::node::NodeOptions {
             management_port: Some(0),
+            ledger: None,
+            chaos_control: false,
             system: "failover".into(),
             host: "127.0.0.1".into(),
             port: 0,
@@ -183,6 +185,8 @@ fn main() -> anyhow::Result<()> {
         config: None,
         fast: cli.fast,
         counters: None,
+        ledger: None,
+        chaos_control: false,
     })?;
     let fd = &config.cluster.failure_detector;
     let stable = config
@@ -275,6 +279,8 @@ fn sharding(cli: &Cli) -> anyhow::Result<()> {
         config: None,
         fast: cli.fast,
         counters: None,
+        ledger: None,
+        chaos_control: false,
     })?;
     let lease = &config.lease;
     let stable = config

@@ -222,17 +222,31 @@ impl<'de, R: Serialize + Send + 'static> Deserialize<'de> for ReplyTo<R> {
     }
 }
 
+/// Where an incarnation's ask ids start. Answers are addressed to the asker's address, and a
+/// late one may reach the next incarnation there: ids counted from one in every incarnation
+/// would hand it to whichever ask of the new one has the same id (the wrong answer, seen by the
+/// chaos harness after a restart). Started at a point drawn from the incarnation's random UID,
+/// two incarnations' ids never meet in practice, and a late answer finds no ask.
+fn first_ask_id(uid: u64) -> u64 {
+    // splitmix64's finaliser: UIDs that differ a little start far apart.
+    let mut z = uid.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl RemoteSupport {
     pub(crate) fn start(
         system: &Arc<SystemInner>,
         node: RemoteNode,
         inbound: flotilla_remote::InboundReceiver,
     ) -> Arc<Self> {
+        let first_ask = first_ask_id(node.local().uid);
         let support = Arc::new(Self {
             node,
             exposed: RwLock::default(),
             asks: Mutex::default(),
-            next_ask: AtomicU64::new(1),
+            next_ask: AtomicU64::new(first_ask),
             remotes: Mutex::default(),
             proxies: Mutex::default(),
             system: Arc::downgrade(system),

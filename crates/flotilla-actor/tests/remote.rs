@@ -22,6 +22,10 @@ enum CounterMsg {
     Get(ReplyTo<u64>),
     /// Never answered: the asker times out.
     Ignore(ReplyTo<u64>),
+    /// Kept until [`CounterMsg::Answer`].
+    Hold(ReplyTo<u64>),
+    /// Answers the oldest held ask with the value.
+    Answer(u64),
     Stop,
 }
 
@@ -41,6 +45,7 @@ impl RemoteMessage for Stranger {
 struct Counter {
     total: u64,
     seen: Vec<u64>,
+    held: std::collections::VecDeque<ReplyTo<u64>>,
 }
 
 impl Actor for Counter {
@@ -61,6 +66,12 @@ impl Actor for Counter {
                 reply.send(if in_order { self.total } else { u64::MAX });
             }
             CounterMsg::Ignore(_) => {}
+            CounterMsg::Hold(reply) => self.held.push_back(reply),
+            CounterMsg::Answer(n) => {
+                if let Some(reply) = self.held.pop_front() {
+                    reply.send(n);
+                }
+            }
             CounterMsg::Stop => ctx.stop(),
         }
         Ok(())
@@ -355,4 +366,52 @@ async fn a_node_that_shuts_down_tells_remote_watchers_before_it_goes() {
         started.elapsed()
     );
     a.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_to_a_previous_incarnation_never_answers_the_next_ones_ask() {
+    let (a, b, remote) = pair().await;
+    let port = a.address().port().unwrap();
+    // a asks, gives up, and goes away; b still holds the question.
+    let first = remote
+        .ask(CounterMsg::Hold, Duration::from_millis(300))
+        .await;
+    assert!(first.is_err(), "not answered yet");
+    a.terminate().await;
+    drop(a);
+    // A new incarnation at the same address asks the same way.
+    let mut again = None;
+    for _ in 0..50 {
+        match ActorSystem::builder("app")
+            .config(config())
+            .remote("127.0.0.1", port)
+            .build()
+        {
+            Ok(s) => {
+                again = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let a2 = again.expect("the port is free again");
+    let remote2 = a2
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", b.address()))
+        .unwrap();
+    let asking = tokio::spawn({
+        let remote2 = remote2.clone();
+        async move { remote2.ask(CounterMsg::Hold, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // both questions are held
+    // The old question's answer goes to the address, where the new incarnation runs now.
+    remote2.tell(CounterMsg::Answer(7));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    remote2.tell(CounterMsg::Answer(9));
+    assert_eq!(
+        asking.await.unwrap().unwrap(),
+        9,
+        "the new incarnation got its own answer, not the one meant for the previous"
+    );
+    a2.terminate().await;
+    b.terminate().await;
 }

@@ -17,6 +17,8 @@
 //! - [`leases`]: listing leases, behind `flotilla leases`.
 //! - [`cluster`]: cluster membership on a running node; [`remote`]: remoting.
 //! - [`node`]: one cluster node as a process, behind `flotilla node`.
+//! - [`ledger`]: a durable sharded entity (records in etcd, written under the shard's fencing
+//!   token); [`chaos`]: the real-process chaos harness behind `flotilla chaos`.
 
 pub use flotilla_actor::*;
 pub use flotilla_cluster as cluster;
@@ -31,8 +33,10 @@ pub use flotilla_proto as proto;
 pub use flotilla_remote as remote;
 pub use flotilla_sharding as sharding;
 
+pub mod chaos;
 pub mod demo;
 pub mod leases;
+pub mod ledger;
 pub mod node;
 pub mod ops;
 pub mod pipeline;

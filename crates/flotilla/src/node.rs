@@ -46,6 +46,24 @@ pub struct NodeOptions {
     pub counters: Option<ShardedCounters>,
     /// The management endpoint's port, instead of `management.port` (0 picks a free one).
     pub management_port: Option<u16>,
+    /// Run the durable `ledger` entity type and its workload too (see [`crate::ledger`]).
+    pub ledger: Option<LedgerOptions>,
+    /// Take fault-injection commands on stdin (see [`crate::chaos::control`]): for the chaos
+    /// harness only.
+    pub chaos_control: bool,
+}
+
+/// The durable ledger entities on a node, with their leases and records in etcd.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// How many entities the workload reaches.
+    pub entities: u32,
+    /// How many shards.
+    pub shards: u32,
+    /// Additions this node asks for per second.
+    pub rate: u32,
+    /// The etcd that holds the shards' leases and the records.
+    pub etcd: flotilla_lease_etcd::EtcdSettings,
 }
 
 /// A sharded demo entity type, `counter`, on the node: entities `c0` … `c<n-1>` get a message
@@ -103,7 +121,7 @@ pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
     Ok(config)
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (the reader went away) must not stop the node.
     let _ = writeln!(out, "{line}");
@@ -114,11 +132,16 @@ fn say(line: &str) {
 /// or removing it). Must be called inside a tokio runtime.
 pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     let config = config(&options)?;
-    let system = ActorSystem::builder(&options.system)
+    let mut builder = ActorSystem::builder(&options.system)
         .config(config)
-        .remote(&options.host, options.port)
-        .build()
-        .context("cannot start the actor system")?;
+        .remote(&options.host, options.port);
+    let faults = options
+        .chaos_control
+        .then(flotilla_remote::FaultInjector::new);
+    if let Some(f) = &faults {
+        builder = builder.fault_injector(f.clone());
+    }
+    let system = builder.build().context("cannot start the actor system")?;
     system.coordinated_shutdown().install_signal_handlers();
     let cluster = Cluster::start(&system).context("cannot start the cluster")?;
     say(&format!("listening {}", cluster.self_node()));
@@ -135,8 +158,15 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
             cluster.join(cluster.self_address().clone());
         }
     }
+    if let Some(f) = faults {
+        crate::chaos::control::listen(f);
+    }
     let counters = match &options.counters {
         Some(c) => Some(start_counters(&system, &cluster, c).await?),
+        None => None,
+    };
+    let ledger = match &options.ledger {
+        Some(l) => Some(start_ledger(&system, &cluster, l).await?),
         None => None,
     };
     let management = if system.config().management.enabled {
@@ -164,6 +194,7 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
         None
     };
     let traffic = counters.map(|c| c.traffic);
+    let ledger_traffic = ledger.map(|(_, t)| t);
     let watcher = {
         let system = system.clone();
         tokio::spawn(async move {
@@ -182,7 +213,7 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     };
     let outcome = system.coordinated_shutdown().completed().await;
     watcher.abort();
-    if let Some(t) = traffic {
+    for t in traffic.into_iter().chain(ledger_traffic) {
         t.abort();
     }
     if let Some(m) = management {
@@ -210,7 +241,7 @@ struct Counter {
     total: u64,
 }
 
-fn nanos() -> u128 {
+pub(crate) fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
@@ -260,6 +291,51 @@ struct Counters {
     traffic: tokio::task::JoinHandle<()>,
 }
 
+/// A lease client for the node's shards, on `backend`.
+fn lease_client(
+    system: &ActorSystem,
+    cluster: &Cluster,
+    backend: Arc<dyn flotilla_lease::LeaseBackend>,
+) -> anyhow::Result<flotilla_lease::LeaseClient> {
+    let owner = flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
+        .context("no lease owner id")?;
+    flotilla_lease::LeaseClient::start(system, backend, system.config().lease.clone(), owner)
+        .context("cannot start the lease client")
+}
+
+/// Starts the ledger entities (leases and records in etcd) and their workload.
+async fn start_ledger(
+    system: &ActorSystem,
+    cluster: &Cluster,
+    l: &LedgerOptions,
+) -> anyhow::Result<(
+    flotilla_sharding::ShardRegion<crate::ledger::LedgerMsg>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let backend = crate::leases::connect(crate::leases::BackendChoice::Etcd(l.etcd.clone()))
+        .await
+        .context("cannot use the ledger's lease backend")?;
+    let client = flotilla_lease_etcd::connect_client(&l.etcd)
+        .await
+        .context("cannot reach etcd for the ledger's records")?;
+    let mut settings = system.config().sharding.clone();
+    settings.number_of_shards = l.shards;
+    settings.use_lease = true;
+    let entity = crate::ledger::entity(client)
+        .lease_client(lease_client(system, cluster, backend)?)
+        .settings(settings);
+    let region = flotilla_sharding::ClusterSharding::start(system, cluster, entity)
+        .context("cannot start the ledger's sharding")?;
+    let (c, r, l) = (cluster.clone(), region.clone(), l.clone());
+    let seed = cluster.self_node().uid;
+    let traffic = tokio::spawn(async move {
+        if c.when_up().await {
+            crate::ledger::workload(r, l.entities, l.rate, seed).await;
+        }
+    });
+    Ok((region, traffic))
+}
+
 /// Starts the counters and their traffic.
 async fn start_counters(
     system: &ActorSystem,
@@ -286,18 +362,8 @@ async fn start_counters(
             .await
             .context("cannot use the shards' lease backend")?;
         lease_backend = Some(Arc::clone(&backend));
-        let owner =
-            flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
-                .context("no lease owner id")?;
-        let client = flotilla_lease::LeaseClient::start(
-            system,
-            backend,
-            system.config().lease.clone(),
-            owner,
-        )
-        .context("cannot start the lease client")?;
         settings.use_lease = true;
-        entity = entity.lease_client(client);
+        entity = entity.lease_client(lease_client(system, cluster, backend)?);
     }
     let region =
         flotilla_sharding::ClusterSharding::start(system, cluster, entity.settings(settings))
@@ -355,6 +421,7 @@ pub(crate) fn subject(e: &ClusterEvent) -> String {
 #[derive(Debug)]
 pub struct NodeProcess {
     child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
     seen: Vec<(std::time::Instant, String)>,
     unique: String,
@@ -363,17 +430,25 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `cmd` (a `node` command; its stdout is piped, stderr discarded) and waits, at
     /// most `limit`, for its `listening` line.
-    pub fn spawn(
+    pub fn spawn(cmd: std::process::Command, limit: std::time::Duration) -> anyhow::Result<Self> {
+        Self::spawn_with_stderr(cmd, limit, std::process::Stdio::null())
+    }
+
+    /// As [`NodeProcess::spawn`], with the node's stderr (its log) going to `stderr`.
+    pub fn spawn_with_stderr(
         mut cmd: std::process::Command,
         limit: std::time::Duration,
+        stderr: std::process::Stdio,
     ) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let mut child = cmd
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("cannot start a node process")?;
         let stdout = child.stdout.take().context("the node has no stdout")?;
+        let stdin = child.stdin.take();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
@@ -385,6 +460,7 @@ impl NodeProcess {
         });
         let mut node = Self {
             child,
+            stdin,
             lines,
             seen: Vec::new(),
             unique: String::new(),
@@ -460,6 +536,36 @@ impl NodeProcess {
         &self.seen
     }
 
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id, while the process has not been reaped.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one line to the node's stdin (`--chaos-control` commands).
+    pub fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().context("the node's stdin is closed")?;
+        writeln!(stdin, "{line}").context("cannot write to the node's stdin")?;
+        stdin.flush().context("cannot write to the node's stdin")?;
+        Ok(())
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the process, unless it has exited and been reaped.
+    pub fn signal(&mut self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let pid = i32::try_from(self.child.id()).context("a pid out of range")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .with_context(|| format!("cannot send {signal} to {pid}"))?;
+        Ok(())
+    }
+
     /// Sends SIGTERM: the node leaves the cluster gracefully and exits. Does nothing to a
     /// process that has already exited and been reaped: its PID may belong to another by now.
     pub fn terminate(&mut self) -> anyhow::Result<()> {
@@ -477,6 +583,9 @@ impl NodeProcess {
 
     /// Sends SIGKILL and reaps the process: a crash, no goodbye.
     pub fn kill(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
         self.child.kill().context("kill -9")?;
         let _ = self.child.wait();
         Ok(())
@@ -505,6 +614,8 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
+            // A stopped process dies of SIGKILL too; SIGCONT first does no harm.
+            let _ = self.signal(nix::sys::signal::Signal::SIGCONT);
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
