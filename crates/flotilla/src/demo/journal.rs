@@ -164,6 +164,8 @@ pub struct Recorded {
     node: NodeIx,
     journal: Journal,
     crashed: AtomicBool,
+    /// Set once the crashed node's threads have stopped: calls from then on are counted.
+    dead: AtomicBool,
     after_crash: AtomicU64,
 }
 
@@ -175,6 +177,7 @@ impl Recorded {
             node,
             journal,
             crashed: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             after_crash: AtomicU64::new(0),
         }
     }
@@ -184,14 +187,21 @@ impl Recorded {
         self.crashed.store(true, Ordering::SeqCst);
     }
 
-    /// Calls attempted after the crash (a crashed node should make none).
+    /// The crashed node's threads have stopped: a call from now on is activity after the crash.
+    pub fn confirm_dead(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+    }
+
+    /// Calls attempted once the crashed node was dead (it should make none).
     pub fn calls_after_crash(&self) -> u64 {
         self.after_crash.load(Ordering::SeqCst)
     }
 
     fn refused(&self) -> Option<BackendReply> {
         if self.crashed.load(Ordering::SeqCst) {
-            self.after_crash.fetch_add(1, Ordering::SeqCst);
+            if self.dead.load(Ordering::SeqCst) {
+                self.after_crash.fetch_add(1, Ordering::SeqCst);
+            }
             Some(BackendReply::Unknown {
                 reason: "the node has crashed".into(),
             })
@@ -332,6 +342,13 @@ mod tests {
             BackendReply::Denied { .. }
         ));
         a.crash();
+        // Its last steps while it dies are refused, not counted.
+        assert!(matches!(
+            a.release(&lease, &owner("a"), None).await,
+            BackendReply::Unknown { .. }
+        ));
+        assert_eq!(a.calls_after_crash(), 0);
+        a.confirm_dead();
         assert!(matches!(
             a.release(&lease, &owner("a"), None).await,
             BackendReply::Unknown { .. }

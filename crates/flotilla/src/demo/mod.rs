@@ -665,15 +665,25 @@ impl Demo<'_> {
     }
 
     /// Crashes node `ix`: its lease calls stop, its sockets close, its threads stop.
-    fn crash(&mut self, ix: NodeIx) {
+    /// Crashes node `ix`: from now on nothing it does reaches the lease backend, its sockets
+    /// close and its threads stop. Its "after the crash" starts once its threads have stopped:
+    /// a task in the middle of a step when the crash comes may still finish that step (as a
+    /// process's last instructions before `kill -9` do), and that is not activity after it.
+    async fn crash(&mut self, ix: NodeIx) {
         let node = &mut self.nodes[ix];
         node.lease.crash();
         if let Some(remote) = node.system.remote_node() {
             remote.shutdown();
         }
         if let Some(rt) = node.runtime.take() {
-            rt.shutdown_background();
+            let stopped = tokio::task::spawn_blocking(move || {
+                rt.shutdown_timeout(Duration::from_secs(5));
+            });
+            if stopped.await.is_err() {
+                tracing::warn!("the crashed node's runtime did not stop cleanly");
+            }
         }
+        node.lease.confirm_dead();
         self.crashed.insert(ix, self.journal.now());
     }
 }
@@ -944,7 +954,7 @@ pub async fn run(options: DemoOptions, say: &(dyn Fn(&str) + Sync)) -> anyhow::R
         Some(victim),
         format!("crashes, holding {victim_held} shard leases"),
     );
-    demo.crash(victim);
+    demo.crash(victim).await;
     demo.wait_until(
         &format!("{v} removed and every shard answering again"),
         Duration::from_secs(if options.fast { 60 } else { 120 }),
