@@ -7,6 +7,7 @@
 #   erlang       (Debian erlang-base: the remoting benchmark compares with Erlang distribution)
 #   promtool     (Debian prometheus: the tests check the /metrics exposition with it)
 #   chromium     (Debian chromium: the dashboard is tested end to end in headless Chromium)
+#   ip, tc       (Debian iproute2: the chaos harness's partitions in network namespaces)
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ command -v erl >/dev/null 2>&1 || apt_packages+=(erlang-base)
 [ -x /usr/sbin/dnsmasq ] || apt_packages+=(dnsmasq-base)
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+{ [ -x /usr/sbin/ip ] && [ -x /usr/sbin/tc ]; } || apt_packages+=(iproute2)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]}"
   as_root apt-get update -q
@@ -48,4 +50,5 @@ echo "dnsmasq: $(/usr/sbin/dnsmasq --version | head -n1)"
 echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"
 echo "promtool: $(promtool --version 2>&1 | head -n1)"
 echo "chromium: $(chromium --version 2>/dev/null | head -n1)"
+echo "iproute2: $(/usr/sbin/ip -V)"
 echo "erlang/otp: $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().')"

@@ -121,6 +121,7 @@ pub(crate) trait Adapter<M>: Send + Sync + 'static {
     fn tell(&self, msg: M);
     fn send(&self, msg: M) -> BoxFuture<'_, bool>;
     fn stop(&self);
+    fn stop_now(&self);
     fn stopped(&self) -> BoxFuture<'_, ()>;
     fn is_stopped(&self) -> bool;
     fn path(&self) -> &ActorPath;
@@ -145,6 +146,10 @@ impl<M: Send + 'static, N: Send + 'static> Adapter<M> for Mapped<M, N> {
 
     fn stop(&self) {
         self.inner.stop();
+    }
+
+    fn stop_now(&self) {
+        self.inner.stop_now();
     }
 
     fn stopped(&self) -> BoxFuture<'_, ()> {
@@ -314,6 +319,25 @@ impl<M: Send + 'static> ActorRef<M> {
                 r.path
             ),
             Target::Adapted(a) => a.stop(),
+        }
+    }
+
+    /// Stops the actor at once: as [`ActorRef::stop`], except that a message it is handling
+    /// is abandoned at its next `.await` (the handler's future is dropped) and no queued
+    /// message is handled any more. For work that must not be finished once the actor has
+    /// lost the right to do it — a sharded entity whose shard lost its lease. `post_stop` still
+    /// runs, possibly on state the abandoned handler had half changed.
+    ///
+    /// A remote actor is stopped by its own node: ignored, as [`ActorRef::stop`].
+    pub fn stop_now(&self) {
+        match &self.target {
+            Target::Local(cell) => cell.stop_now(),
+            Target::Remote(r) => tracing::warn!(
+                actor = %r.path,
+                "stop_now() on remote actor {} ignored: an actor is stopped by its own node",
+                r.path
+            ),
+            Target::Adapted(a) => a.stop_now(),
         }
     }
 

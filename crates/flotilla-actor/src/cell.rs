@@ -54,6 +54,60 @@ pub(crate) trait Erased: Send + Sync + 'static {
     fn children(&self) -> MutexGuard<'_, Children>;
 }
 
+/// The flag behind [`crate::ActorRef::stop_now`]: set once, never cleared; the runner
+/// abandons the handler in progress when it is set.
+#[derive(Debug, Default)]
+pub(crate) struct Abort {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Abort {
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    fn raise(&self) {
+        self.set.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Runs `fut` to its end, or until the flag is raised (`None`). The fast path — a handler
+    /// that completes at its first poll — costs one atomic load and no registration.
+    pub(crate) async fn guard<F: Future>(&self, fut: F) -> Option<F::Output> {
+        if self.is_set() {
+            return None;
+        }
+        let mut fut = std::pin::pin!(fut);
+        let mut notified = std::pin::pin!(None::<tokio::sync::futures::Notified<'_>>);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(out));
+            }
+            loop {
+                if self.is_set() {
+                    return std::task::Poll::Ready(None);
+                }
+                let Some(n) = notified.as_mut().as_pin_mut() else {
+                    // Registered before the flag is looked at again, so a raise in between
+                    // is not missed.
+                    notified.set(Some(self.notify.notified()));
+                    if let Some(n) = notified.as_mut().as_pin_mut() {
+                        n.enable();
+                    }
+                    continue;
+                };
+                match n.poll(cx) {
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
+                    // Only a raise wakes it; look at the flag (and register anew) above.
+                    std::task::Poll::Ready(()) => notified.set(None),
+                }
+            }
+        })
+        .await
+    }
+}
+
 pub(crate) struct Cell<M> {
     pub(crate) id: ActorId,
     pub(crate) path: ActorPath,
@@ -65,6 +119,7 @@ pub(crate) struct Cell<M> {
     closing: AtomicBool,
     dead: AtomicBool,
     stopped: Notify,
+    pub(crate) abort: Arc<Abort>,
 }
 
 impl<M: Send + 'static> Cell<M> {
@@ -85,6 +140,7 @@ impl<M: Send + 'static> Cell<M> {
             closing: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             stopped: Notify::new(),
+            abort: Arc::default(),
         }
     }
 
@@ -97,6 +153,12 @@ impl<M: Send + 'static> Cell<M> {
             std::any::type_name::<M>(),
             reason,
         );
+    }
+
+    /// Raises the abort flag and asks the actor to stop (an idle actor sees the signal).
+    pub(crate) fn stop_now(&self) {
+        self.abort.raise();
+        self.signal(Signal::Stop);
     }
 
     pub(crate) fn mark_closing(&self) {

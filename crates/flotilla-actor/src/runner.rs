@@ -122,6 +122,8 @@ pub(crate) struct Runner<A: Actor> {
     pub(crate) stash: VecDeque<Signal>,
     /// Set when this actor stops because it escalated a failure to its parent.
     pub(crate) escalated: Option<Failure>,
+    /// Raised by [`crate::ActorRef::stop_now`]: the handler in progress is abandoned.
+    pub(crate) abort: Arc<crate::cell::Abort>,
 }
 
 impl<A: Actor> Runner<A> {
@@ -165,8 +167,14 @@ impl<A: Actor> Runner<A> {
                 Next::Sys(Some(m)) => self.on_sys(m).await,
                 // Inline rather than through `on_message`: one async layer less per message.
                 Next::User(Some(msg)) => {
-                    let r = guarded(self.actor.handle(msg, &mut self.ctx)).await;
-                    Step::after(outcome(r), self.ctx.stop_requested)
+                    let handled = self
+                        .abort
+                        .guard(guarded(self.actor.handle(msg, &mut self.ctx)))
+                        .await;
+                    match handled {
+                        Some(r) => Step::after(outcome(r), self.ctx.stop_requested),
+                        None => self.abandoned(),
+                    }
                 }
             };
             match step {
@@ -181,8 +189,23 @@ impl<A: Actor> Runner<A> {
     }
 
     async fn on_message(&mut self, msg: A::Msg) -> Step {
-        let r = outcome(guarded(self.actor.handle(msg, &mut self.ctx)).await);
-        Step::after(r, self.ctx.stop_requested)
+        let handled = self
+            .abort
+            .guard(guarded(self.actor.handle(msg, &mut self.ctx)))
+            .await;
+        match handled {
+            Some(r) => Step::after(outcome(r), self.ctx.stop_requested),
+            None => self.abandoned(),
+        }
+    }
+
+    /// The actor was stopped at once ([`crate::ActorRef::stop_now`]) with a message in hand.
+    #[cold]
+    fn abandoned(&self) -> Step {
+        let path = self.ctx.path();
+        tracing::debug!(%path, "actor {path} stopped at once: the message in hand was abandoned");
+        metrics::counter!("flotilla_actor_abandoned_messages_total").increment(1);
+        Step::Stop
     }
 
     async fn on_sys(&mut self, m: SysMsg<A::Msg>) -> Step {

@@ -549,6 +549,7 @@ pub(crate) fn prepare<A: Actor>(
         sys_tx.clone(),
         Arc::clone(&system.inner),
     ));
+    let abort = Arc::clone(&cell.abort);
     let actor_ref = ActorRef::local(cell);
     system.inner.live.fetch_add(1, Ordering::AcqRel);
     let ctx = Context {
@@ -570,6 +571,7 @@ pub(crate) fn prepare<A: Actor>(
         watchers: BTreeMap::new(),
         stash: VecDeque::new(),
         escalated: None,
+        abort,
     };
     (actor_ref, runner)
 }

@@ -268,3 +268,67 @@ async fn terminate_stops_every_actor_user_actors_before_system_actors() {
         Err(SpawnError::ParentStopping { .. })
     ));
 }
+
+/// Awaits for a minute in each message, saying when it starts and ends one.
+struct Slow {
+    probe: Probe,
+}
+
+impl Actor for Slow {
+    type Msg = u32;
+
+    async fn handle(&mut self, n: u32, _ctx: &mut Context<u32>) -> Result<(), ActorError> {
+        self.probe.say(format!("begin {n}"));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        self.probe.say(format!("end {n}"));
+        Ok(())
+    }
+
+    async fn post_stop(&mut self, _ctx: &mut Context<u32>) {
+        self.probe.say("stopped");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_now_abandons_the_message_in_hand_where_stop_lets_it_finish() {
+    let system = ActorSystem::new("lifecycle").unwrap();
+    let (p, mut rx) = probe();
+    let slow = {
+        let p = p.clone();
+        system
+            .spawn("slow", Props::new(move || Slow { probe: p.clone() }))
+            .unwrap()
+    };
+    slow.tell(1);
+    slow.tell(2);
+    assert_eq!(rx.next().await, "begin 1");
+    slow.stop_now();
+    tokio::time::timeout(ms(10), slow.stopped())
+        .await
+        .expect("stopped at once, not after the handler's minute");
+    assert_eq!(rx.drain(), ["stopped"], "1 abandoned, 2 never handled");
+
+    // stop() is a request between messages: the message in hand finishes first.
+    let patient = system
+        .spawn("patient", Props::new(move || Slow { probe: p.clone() }))
+        .unwrap();
+    patient.tell(1);
+    assert_eq!(rx.next().await, "begin 1");
+    patient.stop();
+    patient.stopped().await;
+    assert_eq!(rx.drain(), ["end 1", "stopped"]);
+
+    // An idle actor stops at once too, and stop_now on a stopped actor is harmless.
+    let (quiet, _rx) = probe();
+    let idle = system
+        .spawn(
+            "idle",
+            Props::new(move || Slow {
+                probe: quiet.clone(),
+            }),
+        )
+        .unwrap();
+    idle.stop_now();
+    tokio::time::timeout(ms(10), idle.stopped()).await.unwrap();
+    idle.stop_now();
+}

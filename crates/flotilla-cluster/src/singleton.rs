@@ -440,6 +440,11 @@ where
                         i.stop();
                     }
                 }
+                SingletonOutput::StopNow => {
+                    if let Some(i) = &self.instance {
+                        i.stop_now();
+                    }
+                }
                 SingletonOutput::Send { to, msg } => self.send(ctx.system(), &to, msg),
                 SingletonOutput::AcquireLease => self.acquire_lease(ctx),
                 SingletonOutput::ReleaseLease => self.release_lease(ctx),

@@ -19,6 +19,8 @@ pub struct EtcdServer {
     data: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Hosts it also listens on for clients, beside 127.0.0.1.
+    also_on: Vec<std::net::IpAddr>,
 }
 
 /// Why the server could not be started.
@@ -40,6 +42,12 @@ fn free_port() -> std::io::Result<u16> {
 impl EtcdServer {
     /// Starts a server and waits until it answers. Needs `etcd` on the PATH (or in `$ETCD_BIN`).
     pub async fn start() -> Result<Self, ServerError> {
+        Self::start_also_on(Vec::new()).await
+    }
+
+    /// As [`EtcdServer::start`], also listening for clients on `hosts` (addresses of this
+    /// machine, such as the host end of a network namespace's link), on the same port.
+    pub async fn start_also_on(hosts: Vec<std::net::IpAddr>) -> Result<Self, ServerError> {
         let mut server = Self {
             child: None,
             data: tempfile::Builder::new()
@@ -47,6 +55,7 @@ impl EtcdServer {
                 .tempdir()?,
             client_port: free_port()?,
             peer_port: free_port()?,
+            also_on: hosts,
         };
         server.spawn().await?;
         Ok(server)
@@ -55,6 +64,12 @@ impl EtcdServer {
     /// The client URL, `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL at `host` (127.0.0.1 or one of the hosts given to
+    /// [`EtcdServer::start_also_on`]).
+    pub fn endpoint_at(&self, host: std::net::IpAddr) -> String {
+        format!("http://{host}:{}", self.client_port)
     }
 
     /// The server's process id, while it runs.
@@ -69,11 +84,15 @@ impl EtcdServer {
     async fn spawn(&mut self) -> Result<(), ServerError> {
         let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let clients: Vec<String> = std::iter::once(self.endpoint())
+            .chain(self.also_on.iter().map(|h| self.endpoint_at(*h)))
+            .collect();
+        let clients = clients.join(",");
         let child = Command::new(&bin)
             .arg("--name=flotilla-test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
-            .arg(format!("--listen-client-urls={}", self.endpoint()))
-            .arg(format!("--advertise-client-urls={}", self.endpoint()))
+            .arg(format!("--listen-client-urls={clients}"))
+            .arg(format!("--advertise-client-urls={clients}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=flotilla-test={peer}"))

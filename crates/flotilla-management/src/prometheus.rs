@@ -21,6 +21,11 @@ const SECONDS: &[f64] = &[
 pub(crate) const METRICS: &[(Kind, &str, &str)] = &[
     (
         Kind::Counter,
+        "flotilla_actor_abandoned_messages_total",
+        "Messages abandoned mid-handler by an actor stopped at once (a sharded entity or singleton whose lease was lost).",
+    ),
+    (
+        Kind::Counter,
         "flotilla_actor_failures_total",
         "Actor failures handled by supervisors.",
     ),

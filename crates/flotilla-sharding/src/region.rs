@@ -512,6 +512,11 @@ where
                         e.stop();
                     }
                 }
+                ShardOutput::AbortEntity(entity) => {
+                    if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
+                        e.stop_now();
+                    }
+                }
                 ShardOutput::Bounce { entity, msg } => {
                     self.machine.handle(
                         now(),

@@ -122,6 +122,9 @@ pub enum SingletonOutput {
     Start,
     /// Stop the local singleton instance (answer with [`SingletonInput::SingletonStopped`]).
     Stop,
+    /// The lease was lost: stop the instance at once, abandoning the message in hand (answer
+    /// with [`SingletonInput::SingletonStopped`]).
+    StopNow,
     /// Send to another node's manager.
     Send {
         /// The incarnation.
@@ -490,7 +493,7 @@ impl StateMachine for SingletonManager {
                         LogLevel::Warn,
                         "the singleton's lease was lost: stopping the singleton at once; it starts again when the lease is re-acquired".into(),
                     );
-                    self.out.push_back(SingletonOutput::Stop);
+                    self.out.push_back(SingletonOutput::StopNow);
                     self.state = State::Restarting;
                 }
             }

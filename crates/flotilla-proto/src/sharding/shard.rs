@@ -170,6 +170,10 @@ pub enum ShardOutput<M> {
     /// (it finishes the message in hand). The hand-off still waits for
     /// [`ShardInput::EntityStopped`], so no entity ever runs in two places.
     ForceStop(EntityId),
+    /// The lease was lost: stop the entity at once, without its stop message, abandoning the
+    /// message in hand at its next await (it must not finish work it can no longer do under
+    /// the lease). Answer [`ShardInput::EntityStopped`] once it has stopped.
+    AbortEntity(EntityId),
     /// A message this shard will not deliver: it is stopping, so the region holds it for the
     /// shard's next home.
     Bounce {
@@ -593,6 +597,15 @@ impl<M> Shard<M> {
 
     /// Stops every entity at once (the stop message to each running one).
     fn stop_all(&mut self, now: Instant, why: Ended) {
+        let lost = why == Ended::LeaseLost;
+        // Without the lease, entities already stopping (a hand-off, a passivation) must not
+        // finish what they are doing either.
+        let stopping: Vec<EntityId> = self
+            .entities
+            .iter()
+            .filter(|(_, e)| lost && matches!(e, Entity::Stopping { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
         let running: Vec<EntityId> = self.running().cloned().collect();
         for id in &running {
             self.entities.insert(
@@ -602,7 +615,15 @@ impl<M> Shard<M> {
                     forget: false,
                 },
             );
-            self.out.push_back(ShardOutput::StopEntity(id.clone()));
+        }
+        let mut ids: Vec<EntityId> = running.into_iter().chain(stopping).collect();
+        ids.sort();
+        for id in ids {
+            self.out.push_back(if lost {
+                ShardOutput::AbortEntity(id)
+            } else {
+                ShardOutput::StopEntity(id)
+            });
         }
         // Entities not running are dropped and their messages go back to the region: one
         // waiting for its restart stays remembered; one waiting for its id to be written never

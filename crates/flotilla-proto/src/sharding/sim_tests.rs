@@ -249,7 +249,9 @@ impl Sim {
                     let before = self.delivered.insert(msg, i);
                     assert_eq!(before, None, "message {msg} delivered twice");
                 }
-                ShardOutput::StopEntity(e) | ShardOutput::ForceStop(e) => {
+                ShardOutput::StopEntity(e)
+                | ShardOutput::ForceStop(e)
+                | ShardOutput::AbortEntity(e) => {
                     self.wire.push_back(Wire::EntityStopped(i, s.clone(), e));
                 }
                 ShardOutput::Bounce { entity, msg } => {

@@ -1637,7 +1637,7 @@ impl World {
                         .collect();
                     queue.push_back(Local::Coordinator(CoordinatorInput::Members(up)));
                 }
-                SingletonOutput::Stop => {
+                SingletonOutput::Stop | SingletonOutput::StopNow => {
                     self.mix_text(&format!("node {i}: the coordinator stops"));
                     if let Some(inc) = self.nodes[i].live.as_mut() {
                         inc.coordinator = None;
@@ -1786,7 +1786,9 @@ impl World {
                     lease_valid,
                 });
             }
-            ShardOutput::StopEntity(entity) | ShardOutput::ForceStop(entity) => {
+            ShardOutput::StopEntity(entity)
+            | ShardOutput::ForceStop(entity)
+            | ShardOutput::AbortEntity(entity) => {
                 if let Some(uid) = self.nodes[i].uid() {
                     let at = self.now + Duration::from_millis(1);
                     self.schedule(

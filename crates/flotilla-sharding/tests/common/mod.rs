@@ -25,6 +25,8 @@ pub(crate) enum CounterMsg {
     Passivate,
     /// Stops itself, without passivation.
     Stop,
+    /// Waits this many seconds in its handler (I/O that takes long), then adds one.
+    Stall(u64),
 }
 
 impl RemoteMessage for CounterMsg {
@@ -63,6 +65,10 @@ impl Actor for Counter {
             }
             CounterMsg::Passivate => self.passivator.passivate(),
             CounterMsg::Stop => ctx.stop(),
+            CounterMsg::Stall(secs) => {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                self.total += 1;
+            }
         }
         Ok(())
     }

@@ -202,6 +202,19 @@ struct ChaosArgs {
     /// A directory for each node process's log (node-<n>-<process>.log).
     #[arg(long, value_name = "DIR")]
     logs: Option<std::path::PathBuf>,
+    /// How partitions are made: `netns` puts every node in a network namespace of its own and
+    /// drops packets in the kernel (needs root or CAP_NET_ADMIN, and iproute2), `injector`
+    /// drops frames in each node's fault-injection layer, `auto` uses namespaces where they
+    /// can be made.
+    #[arg(long, value_enum, default_value = "auto")]
+    partitions: PartitionsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PartitionsArg {
+    Auto,
+    Netns,
+    Injector,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -459,6 +472,11 @@ fn main() -> anyhow::Result<()> {
                 fast: args.fast,
                 settle_limit: Duration::from_secs(args.settle_secs),
                 logs: args.logs,
+                partitions: match args.partitions {
+                    PartitionsArg::Auto => flotilla::chaos::Partitions::Auto,
+                    PartitionsArg::Netns => flotilla::chaos::Partitions::Namespaces,
+                    PartitionsArg::Injector => flotilla::chaos::Partitions::Injector,
+                },
             };
             let say = |line: &str| {
                 use std::io::Write as _;

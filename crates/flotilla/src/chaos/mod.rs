@@ -2,8 +2,9 @@
 //! with their shard leases and durable [`ledger`](crate::ledger) records in a real etcd, a
 //! workload on every node that records each acknowledged addition with its fencing token, and a
 //! seeded fault schedule ([`schedule`]): `kill -9` and restart, `SIGSTOP`/`SIGCONT`, graceful
-//! restarts, etcd paused, partitions (through each node's fault-injection layer,
-//! [`control`]). Then the faults stop, every shard must serve again, every node leaves, and the
+//! restarts, etcd paused, partitions — in the kernel, with each node in a network namespace of
+//! its own ([`netns`]) where the machine allows it, otherwise through each node's
+//! fault-injection layer ([`control`]). Then the faults stop, every shard must serve again, every node leaves, and the
 //! [`check`]er decides from the records.
 //!
 //! ```text
@@ -18,6 +19,7 @@
 
 pub mod check;
 pub mod control;
+pub mod netns;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +60,23 @@ pub struct ChaosOptions {
     pub settle_limit: Duration,
     /// A directory for each node process's log (`node-<n>-<process>.log`, at `info`).
     pub logs: Option<PathBuf>,
+    /// How partitions are made.
+    pub partitions: Partitions,
+}
+
+/// How a chaos run cuts the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Partitions {
+    /// Network namespaces if they can be made here (root, or `CAP_NET_ADMIN`, and iproute2),
+    /// otherwise the fault-injection layer.
+    #[default]
+    Auto,
+    /// Every node in a network namespace of its own; a partition drops the packets in the
+    /// kernel ([`netns`]). The run fails if the namespaces cannot be made.
+    Namespaces,
+    /// Every node on 127.0.0.1; a partition drops the frames in each node's fault-injection
+    /// layer ([`control`]).
+    Injector,
 }
 
 impl Default for ChaosOptions {
@@ -73,6 +92,7 @@ impl Default for ChaosOptions {
             fast: false,
             settle_limit: Duration::from_secs(120),
             logs: None,
+            partitions: Partitions::Auto,
         }
     }
 }
@@ -106,6 +126,9 @@ pub struct ChaosReport {
     pub stale_after_pause: Option<Duration>,
     /// How many such stale spells there were.
     pub stale_spells: usize,
+    /// How partitions were made: in network namespaces (`true`) or by the fault-injection
+    /// layer.
+    pub namespaces: bool,
 }
 
 impl ChaosReport {
@@ -150,6 +173,9 @@ struct Harness<'a> {
     findings: Vec<Finding>,
     /// Processes the schedule killed or told to leave.
     stops: Vec<Stop>,
+    /// The nodes' network namespaces, if partitions are made in the kernel (last: deleted
+    /// after every process has been ended).
+    net: Option<netns::Namespaces>,
 }
 
 /// A process the schedule stopped: killed (`crash`) or told to leave, at `at`.
@@ -167,13 +193,16 @@ impl Harness<'_> {
 
     fn start_node(&mut self, node: usize) -> anyhow::Result<()> {
         let o = self.options;
-        let port = self.addresses[node]
-            .rsplit(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let mut cmd = std::process::Command::new(&o.binary);
-        cmd.args(["node", "--system", "chaos", "--host", "127.0.0.1"]);
+        let (host, port) = self.addresses[node]
+            .trim_start_matches("flotilla://chaos@")
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.to_owned()))
+            .unwrap_or_default();
+        let mut cmd = match &self.net {
+            Some(net) => net.command(node, &o.binary),
+            None => std::process::Command::new(&o.binary),
+        };
+        cmd.args(["node", "--system", "chaos", "--host", &host]);
         cmd.args(["--port", &port, "--management-port", "0", "--chaos-control"]);
         cmd.args(["--ledger-entities", &o.entities.to_string()]);
         cmd.args(["--ledger-rate", &o.rate.to_string()]);
@@ -282,6 +311,20 @@ impl Harness<'_> {
     }
 
     fn partition(&mut self, a: &[usize], b: &[usize], cut: bool) -> anyhow::Result<()> {
+        if let Some(net) = &mut self.net {
+            for &x in a {
+                for &y in b {
+                    for (from, to) in [(x, y), (y, x)] {
+                        if cut {
+                            net.cut(from, to)?;
+                        } else {
+                            net.heal(from, to)?;
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
         let verb = if cut { "blackhole" } else { "heal" };
         for &x in a {
             for &y in b {
@@ -413,23 +456,51 @@ pub fn run(options: &ChaosOptions, say: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         .enable_all()
         .build()
         .context("cannot start a runtime")?;
+    let net = match options.partitions {
+        Partitions::Injector => None,
+        Partitions::Namespaces => Some(netns::Namespaces::create(options.nodes)?),
+        Partitions::Auto => match netns::Namespaces::create(options.nodes) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                say(&format!(
+                    "Network namespaces cannot be made here ({e:#}); partitions go through each node's fault-injection layer instead."
+                ));
+                None
+            }
+        },
+    };
     let etcd = runtime
-        .block_on(EtcdServer::start())
+        .block_on(EtcdServer::start_also_on(
+            net.iter().map(netns::Namespaces::host_ip).collect(),
+        ))
         .context("cannot start etcd (Debian's etcd-server, or $ETCD_BIN)")?;
-    let endpoint = etcd.endpoint();
-    let settings = EtcdSettings::new([endpoint.clone()]);
+    // The harness reads etcd on 127.0.0.1; nodes in namespaces reach it on the bridge.
+    let settings = EtcdSettings::new([etcd.endpoint()]);
+    let endpoint = net
+        .as_ref()
+        .map_or_else(|| etcd.endpoint(), |n| etcd.endpoint_at(n.host_ip()));
     let addresses = (0..options.nodes)
-        .map(|_| Ok(format!("flotilla://chaos@127.0.0.1:{}", free_port()?)))
+        .map(|n| {
+            Ok(match &net {
+                Some(net) => format!("flotilla://chaos@{}:2552", net.node_ip(n)),
+                None => format!("flotilla://chaos@127.0.0.1:{}", free_port()?),
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let faults = schedule::generate(options.seed, options.nodes, options.phase, 3, 20);
     say(&format!(
-        "Chaos seed {}: {} nodes, {} ledger entities in {} shards, {} additions/s per node, leases and records in etcd at {endpoint}, {} settings; {} faults over {:?}:",
+        "Chaos seed {}: {} nodes, {} ledger entities in {} shards, {} additions/s per node, leases and records in etcd at {endpoint}, {} settings, partitions {}; {} faults over {:?}:",
         options.seed,
         options.nodes,
         options.entities,
         options.shards,
         options.rate,
         if options.fast { "fast" } else { "default" },
+        if net.is_some() {
+            "in the kernel (a network namespace per node)"
+        } else {
+            "by each node's fault-injection layer"
+        },
         faults.len(),
         options.phase
     ));
@@ -452,6 +523,7 @@ pub fn run(options: &ChaosOptions, say: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         started: Instant::now(),
         findings: Vec::new(),
         stops: Vec::new(),
+        net,
     };
     let shards = shard_map(options.entities, options.shards);
     let all_shards: BTreeSet<String> = shards.values().cloned().collect();
@@ -608,6 +680,7 @@ pub fn run(options: &ChaosOptions, say: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         leave_gaps,
         stale_after_pause,
         stale_spells: overlaps.stale.len(),
+        namespaces: h.net.is_some(),
     };
     if let Some(d) = report.stale_after_pause {
         say(&format!(

@@ -142,9 +142,15 @@ impl World {
                     self.nodes[i].running = true;
                     self.nodes[i].history.push("start");
                 }
-                SingletonOutput::Stop => {
+                SingletonOutput::Stop | SingletonOutput::StopNow => {
                     self.nodes[i].running = false;
-                    self.nodes[i].history.push("stop");
+                    self.nodes[i]
+                        .history
+                        .push(if matches!(out, SingletonOutput::StopNow) {
+                            "stop-now"
+                        } else {
+                            "stop"
+                        });
                     self.queue.push_back((i, SingletonInput::SingletonStopped));
                 }
                 SingletonOutput::Send { to, msg } => {
@@ -298,7 +304,11 @@ fn without_the_lease_it_does_not_start_and_it_stops_at_once_when_the_lease_is_lo
     w.lease_available = true;
     w.advance(Duration::from_secs(5));
     assert_eq!(w.running(), [0], "re-acquired and started again");
-    assert_eq!(w.nodes[0].history, ["start", "stop", "start"]);
+    assert_eq!(
+        w.nodes[0].history,
+        ["start", "stop-now", "start"],
+        "a lost lease abandons what the instance was doing"
+    );
 }
 
 #[test]

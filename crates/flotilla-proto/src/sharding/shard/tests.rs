@@ -278,8 +278,8 @@ fn a_lost_lease_stops_every_entity_at_once_and_nothing_more_is_delivered() {
     assert_eq!(
         outs,
         [
-            ShardOutput::StopEntity(e("a")),
-            ShardOutput::StopEntity(e("b"))
+            ShardOutput::AbortEntity(e("a")),
+            ShardOutput::AbortEntity(e("b"))
         ]
     );
     // Messages now go back to the region.
@@ -704,7 +704,13 @@ mod random {
                     Op::StopOne(k) => {
                         let id = format!("e{k}");
                         let stopping = w.log.iter().rev().find_map(|o| match o {
-                            ShardOutput::StopEntity(x) | ShardOutput::ForceStop(x) if *x == id => Some(true),
+                            ShardOutput::StopEntity(x)
+                            | ShardOutput::ForceStop(x)
+                            | ShardOutput::AbortEntity(x)
+                                if *x == id =>
+                            {
+                                Some(true)
+                            }
                             ShardOutput::StartEntity(x) if *x == id => Some(false),
                             _ => None,
                         }) == Some(true);
