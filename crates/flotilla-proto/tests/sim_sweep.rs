@@ -19,7 +19,7 @@ const DEFAULT_SEEDS: u64 = 64;
 
 /// Seeds beyond the default range that once broke a promise (docs/reliability.md, "Found and
 /// fixed"): CI runs them too, so the scenarios that found a bug keep being played.
-const FOUND_BUGS: [u64; 8] = [98, 198, 295, 313, 317, 405, 647, 659];
+const FOUND_BUGS: [u64; 10] = [98, 198, 295, 313, 317, 405, 509, 598, 647, 659];
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

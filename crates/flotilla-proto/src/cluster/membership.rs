@@ -56,6 +56,9 @@ enum JoinState {
         next_try: Instant,
         /// Set on the first seed: form a cluster alone when nobody answered by then.
         form_at: Option<Instant>,
+        /// Seeds that answered they are in no cluster: not asked again once the first seed
+        /// has formed its cluster.
+        nacked: BTreeSet<Address>,
     },
     /// Join sent to `contact`; waiting for its Welcome.
     Joining {
@@ -112,6 +115,12 @@ pub struct Membership {
     quarantine_at: BTreeMap<UniqueAddress, (Instant, String)>,
     down_reason: Option<String>,
     self_downed: bool,
+    /// On a first seed that formed its cluster because some seeds stayed silent: those seeds,
+    /// asked again every seed-node-timeout until each is found in this cluster or says it is
+    /// in none, with when each first answered that it is a member (of a cluster this one
+    /// does not know: then this one gives way).
+    silent_seeds: BTreeMap<Address, Option<Instant>>,
+    next_probe: Option<Instant>,
     stats: MembershipStats,
     out: VecDeque<ClusterOutput>,
 }
@@ -146,6 +155,8 @@ impl Membership {
             quarantine_at: BTreeMap::new(),
             down_reason: None,
             self_downed: false,
+            silent_seeds: BTreeMap::new(),
+            next_probe: None,
             stats: MembershipStats::default(),
             out: VecDeque::new(),
         }
@@ -211,7 +222,7 @@ impl Membership {
         });
     }
 
-    fn send_gossip(&mut self, to: &UniqueAddress) {
+    pub(super) fn send_gossip(&mut self, to: &UniqueAddress) {
         let msg = ClusterMsg::Gossip {
             from: self.self_node.clone(),
             to: to.clone(),
@@ -477,7 +488,7 @@ impl Membership {
         match msg {
             ClusterMsg::InitJoin { from } => self.on_init_join(from),
             ClusterMsg::InitJoinAck { from } => self.on_init_join_ack(now, from),
-            ClusterMsg::InitJoinNack { .. } => {}
+            ClusterMsg::InitJoinNack { from } => self.on_init_join_nack(from),
             ClusterMsg::Join { member } => self.on_join(now, member),
             ClusterMsg::Welcome { from, to, gossip } => self.on_welcome(now, from, to, *gossip),
             ClusterMsg::Gossip { from, to, gossip } => self.on_gossip(now, from, to, *gossip),
@@ -610,6 +621,9 @@ impl StateMachine for Membership {
             self.leader_actions(now);
             self.resolver(now);
         }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.probe_silent_seeds(now);
+        }
         self.lease_step(now);
     }
 
@@ -619,7 +633,8 @@ impl StateMachine for Membership {
                 next_try, form_at, ..
             } => Some(form_at.map_or(*next_try, |f| f.min(*next_try))),
             JoinState::Joining { retry_at, .. } => Some(*retry_at),
-            JoinState::Idle | JoinState::Member | JoinState::Removed => None,
+            JoinState::Member => self.next_probe,
+            JoinState::Idle | JoinState::Removed => None,
         };
         let lease = match self.lease {
             LeaseStep::Waiting(t) | LeaseStep::Held(t) => Some(t),

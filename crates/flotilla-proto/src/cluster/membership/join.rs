@@ -1,6 +1,7 @@
 //! Joining: seeking a contact among the seeds, the join request, the welcome, and taking in
 //! joiners (including a new incarnation that replaces an old one).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use flotilla_core::{Address, UniqueAddress};
@@ -50,6 +51,7 @@ impl Membership {
             form_at: first.then(|| now + self.settings.seed_node_timeout),
             seeds,
             next_try: now,
+            nacked: BTreeSet::new(),
         };
         self.seek(now);
     }
@@ -119,9 +121,31 @@ impl Membership {
     pub(super) fn join_timeouts(&mut self, now: Instant) {
         match &self.join {
             JoinState::Seeking {
-                form_at: Some(at), ..
+                form_at: Some(at),
+                seeds,
+                nacked,
+                ..
             } if *at <= now => {
+                // Silence is not proof that no cluster runs: a seed cut off by a partition is
+                // silent too. Those seeds are asked again while this cluster runs.
+                let silent: BTreeMap<Address, Option<Instant>> = seeds
+                    .iter()
+                    .filter(|s| **s != self.self_node.address && !nacked.contains(*s))
+                    .map(|s| (s.clone(), None))
+                    .collect();
                 self.form_cluster(now, "no other seed node answered within seed-node-timeout");
+                if !silent.is_empty() {
+                    self.log(
+                        LogLevel::Info,
+                        format!(
+                            "seed nodes [{}] did not answer; this node keeps asking them every {:?} and, should one be a member of another cluster, this cluster gives way to it",
+                            silent.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                            self.settings.seed_node_timeout
+                        ),
+                    );
+                    self.silent_seeds = silent;
+                    self.next_probe = Some(now + self.settings.seed_node_timeout);
+                }
             }
             JoinState::Seeking { .. } => self.seek(now),
             JoinState::Joining {
@@ -150,6 +174,7 @@ impl Membership {
                         form_at: first.then(|| now + self.settings.seed_node_timeout),
                         seeds,
                         next_try: now,
+                        nacked: BTreeSet::new(),
                     };
                     self.seek(now);
                 }
@@ -176,6 +201,101 @@ impl Membership {
         if let JoinState::Seeking { seeds, .. } = &self.join {
             let seeds = seeds.clone();
             self.join_contact(now, from.address, seeds);
+            return;
+        }
+        if self.join != JoinState::Member {
+            return;
+        }
+        let Some(first_ack) = self.silent_seeds.get(&from.address).copied() else {
+            return;
+        };
+        if self.gossip.member_at(&from.address).is_some() {
+            self.silent_seeds.remove(&from.address);
+            return;
+        }
+        // A member of a cluster this one does not know. Once more, a seed-node-timeout
+        // later, so that a seed that joined this cluster through another member (and is not
+        // in this node's gossip yet) is not mistaken for one.
+        match first_ack {
+            None => {
+                self.silent_seeds.insert(from.address.clone(), Some(now));
+            }
+            Some(at) if now.saturating_duration_since(at) >= self.settings.seed_node_timeout => {
+                self.give_way(now, &from);
+            }
+            Some(_) => {}
+        }
+    }
+
+    pub(super) fn on_init_join_nack(&mut self, from: UniqueAddress) {
+        if let JoinState::Seeking {
+            seeds,
+            nacked,
+            form_at: Some(_),
+            ..
+        } = &mut self.join
+        {
+            if seeds.contains(&from.address) {
+                nacked.insert(from.address);
+            }
+            return;
+        }
+        // A silent seed that is in no cluster joins this one through the seeds.
+        self.silent_seeds.remove(&from.address);
+    }
+
+    /// Asks the seeds that stayed silent at this cluster's forming whether they are in a
+    /// cluster; forgets those that are members here.
+    pub(super) fn probe_silent_seeds(&mut self, now: Instant) {
+        let gossip = &self.gossip;
+        self.silent_seeds
+            .retain(|seed, _| gossip.member_at(seed).is_none());
+        if self.silent_seeds.is_empty() {
+            self.next_probe = None;
+            self.log(
+                LogLevel::Info,
+                "every seed node that was silent when this cluster formed is accounted for".into(),
+            );
+            return;
+        }
+        self.next_probe = Some(now + self.settings.seed_node_timeout);
+        let targets: Vec<Address> = self.silent_seeds.keys().cloned().collect();
+        for seed in targets {
+            let msg = ClusterMsg::InitJoin {
+                from: self.self_node.clone(),
+            };
+            self.send(&seed, msg);
+        }
+    }
+
+    /// This cluster, formed by this first seed alone while `other`'s cluster ran, gives way:
+    /// every member is downed (this node too); started again, they join through the seeds.
+    fn give_way(&mut self, now: Instant, other: &UniqueAddress) {
+        let members: Vec<UniqueAddress> = self
+            .gossip
+            .members()
+            .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
+            .map(|m| m.node.clone())
+            .collect();
+        self.log(
+            LogLevel::Warn,
+            format!(
+                "seed node {other} is a member of another cluster, which ran while this node, the first seed, formed this one alone: this cluster gives way — its {} member(s) are downed and join the other cluster when they start again",
+                members.len()
+            ),
+        );
+        self.silent_seeds.clear();
+        self.next_probe = None;
+        let why = format!("this cluster gives way to the one seed node {other} is in");
+        let me = self.self_node.clone();
+        for node in members.iter().filter(|n| **n != me) {
+            self.mark_down(now, node, &why);
+        }
+        self.mark_down(now, &me, &why);
+        // Told to every member directly: this node shuts down next, and a member that missed
+        // the news would stay behind as a cluster of its own.
+        for node in members.iter().filter(|n| **n != me) {
+            self.send_gossip(node);
         }
     }
 

@@ -733,3 +733,127 @@ fn a_first_seed_whose_join_went_nowhere_forms_the_cluster_when_no_seed_answers_a
     );
     assert!(now - t0 >= s.retry_unsuccessful_join_after + s.seed_node_timeout);
 }
+
+/// Steps `m` by 100 ms until `end`, answering nothing.
+fn idle_until(m: &mut Membership, now: &mut Instant, end: Instant) -> Vec<ClusterOutput> {
+    let mut outs = Vec::new();
+    while *now < end {
+        *now += Duration::from_millis(100);
+        m.handle_timeout(*now);
+        outs.extend(flotilla_core::machine::drain(m));
+    }
+    outs
+}
+
+#[test]
+fn a_first_seed_whose_seeds_all_answered_asks_nobody_again_once_it_has_formed() {
+    let t0 = epoch();
+    let st = settings();
+    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
+    m.handle(
+        t0,
+        ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
+    );
+    let _ = flotilla_core::machine::drain(&mut m);
+    let nack = |i| ClusterInput::Received(ClusterMsg::InitJoinNack { from: unique(i, 7) });
+    m.handle(t0, nack(2));
+    m.handle(t0, nack(3));
+    let mut now = t0;
+    let _ = idle_until(&mut m, &mut now, t0 + st.seed_node_timeout);
+    assert!(m.is_member(), "formed at seed-node-timeout");
+    // Nobody stayed silent: nothing to ask later.
+    let outs = idle_until(&mut m, &mut now, t0 + s(60));
+    assert!(!sends(&outs).iter().any(|(_, k)| *k == "init-join"));
+}
+
+/// Seeds 509 and 598 of the whole-cluster simulation: the first seed restarted while cut off
+/// from every running member, heard nothing within seed-node-timeout and formed a second
+/// cluster, which others then joined. It now keeps asking the silent seeds, and gives way on
+/// finding one in another cluster.
+#[test]
+fn a_first_seed_that_formed_alone_gives_way_to_the_cluster_a_silent_seed_is_in() {
+    let t0 = epoch();
+    let st = settings();
+    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
+    m.handle(
+        t0,
+        ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
+    );
+    let _ = flotilla_core::machine::drain(&mut m);
+    // Seed 3 is in no cluster; seed 2 is cut off.
+    m.handle(
+        t0,
+        ClusterInput::Received(ClusterMsg::InitJoinNack { from: unique(3, 7) }),
+    );
+    let mut now = t0;
+    let _ = idle_until(&mut m, &mut now, t0 + st.seed_node_timeout);
+    assert!(m.is_member(), "formed alone after seed-node-timeout");
+    // It asks seed 2 again, every seed-node-timeout; not seed 3.
+    let outs = idle_until(&mut m, &mut now, t0 + st.seed_node_timeout * 2);
+    assert_eq!(
+        sends(&outs)
+            .into_iter()
+            .filter(|(_, k)| *k == "init-join")
+            .collect::<Vec<_>>(),
+        [(address(2), "init-join")]
+    );
+    // The partition heals: seed 2 says it is a member. One answer is not enough (it may have
+    // joined this cluster through another member); the same a seed-node-timeout later is.
+    let ack = ClusterInput::Received(ClusterMsg::InitJoinAck { from: unique(2, 9) });
+    m.handle(now, ack.clone());
+    let _ = flotilla_core::machine::drain(&mut m);
+    assert!(m.is_member());
+    let mut logs = Vec::new();
+    assert_ne!(
+        m.gossip().member(&unique(1, 1)).map(|x| x.status),
+        Some(MemberStatus::Down)
+    );
+    let until = now + st.seed_node_timeout;
+    let _ = idle_until(&mut m, &mut now, until);
+    m.handle(now, ack);
+    for o in flotilla_core::machine::drain(&mut m) {
+        if let ClusterOutput::Log { text, .. } = o {
+            logs.push(text);
+        }
+    }
+    assert_eq!(
+        m.gossip().member(&unique(1, 1)).map(|x| x.status),
+        Some(MemberStatus::Down),
+        "this cluster gave way: its members are downed"
+    );
+    assert!(logs.iter().any(|l| l.contains("gives way")), "{logs:?}");
+}
+
+#[test]
+fn a_silent_seed_found_among_this_clusters_members_is_no_reason_to_give_way() {
+    let t0 = epoch();
+    let st = settings();
+    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
+    m.handle(t0, ClusterInput::JoinSeeds(vec![address(1), address(2)]));
+    let mut now = t0;
+    let _ = idle_until(&mut m, &mut now, t0 + st.seed_node_timeout);
+    assert!(m.is_member());
+    // Seed 2 starts and joins this cluster.
+    let joiner = Member {
+        node: unique(2, 9),
+        status: MemberStatus::Joining,
+        roles: BTreeSet::new(),
+        app_version: String::new(),
+        up_number: u64::MAX,
+    };
+    m.handle(
+        now,
+        ClusterInput::Received(ClusterMsg::Join { member: joiner }),
+    );
+    let _ = flotilla_core::machine::drain(&mut m);
+    let ack = ClusterInput::Received(ClusterMsg::InitJoinAck { from: unique(2, 9) });
+    m.handle(now, ack.clone());
+    let until = now + st.seed_node_timeout * 3;
+    let _ = idle_until(&mut m, &mut now, until);
+    m.handle(now, ack);
+    let outs = flotilla_core::machine::drain(&mut m);
+    assert!(
+        m.gossip().members().all(|x| x.status != MemberStatus::Down),
+        "{outs:?}"
+    );
+}
