@@ -697,19 +697,25 @@ fn a_view_that_never_settles_downs_everyone_when_down_all_when_unstable_is_on() 
     );
 }
 
-/// Found by the whole-cluster simulation: after a down-all, every node restarted; the first
-/// seed's join went to an old incarnation that acknowledged and then shut down. Retrying, the
-/// first seed only asked the other seeds (none a member) and never formed the cluster.
-#[test]
-fn a_first_seed_whose_join_went_nowhere_forms_the_cluster_when_no_seed_answers_again() {
+/// The first of seeds 1, 2 and 3, just told to join them (its first messages drained).
+fn first_seed_of_three() -> (Membership, Instant, ClusterSettings) {
     let t0 = epoch();
-    let s = settings();
-    let mut m = Membership::new(unique(1, 1), s.clone(), 1, t0);
+    let st = settings();
+    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
     m.handle(
         t0,
         ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
     );
     let _ = flotilla_core::machine::drain(&mut m);
+    (m, t0, st)
+}
+
+/// Found by the whole-cluster simulation: after a down-all, every node restarted; the first
+/// seed's join went to an old incarnation that acknowledged and then shut down. Retrying, the
+/// first seed only asked the other seeds (none a member) and never formed the cluster.
+#[test]
+fn a_first_seed_whose_join_went_nowhere_forms_the_cluster_when_no_seed_answers_again() {
+    let (mut m, t0, s) = first_seed_of_three();
     // Seed 2 (an old incarnation about to shut down) acknowledges; the join goes unanswered.
     m.handle(
         t0,
@@ -747,14 +753,7 @@ fn idle_until(m: &mut Membership, now: &mut Instant, end: Instant) -> Vec<Cluste
 
 #[test]
 fn a_first_seed_whose_seeds_all_answered_asks_nobody_again_once_it_has_formed() {
-    let t0 = epoch();
-    let st = settings();
-    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
-    m.handle(
-        t0,
-        ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
-    );
-    let _ = flotilla_core::machine::drain(&mut m);
+    let (mut m, t0, st) = first_seed_of_three();
     let nack = |i| ClusterInput::Received(ClusterMsg::InitJoinNack { from: unique(i, 7) });
     m.handle(t0, nack(2));
     m.handle(t0, nack(3));
@@ -772,14 +771,7 @@ fn a_first_seed_whose_seeds_all_answered_asks_nobody_again_once_it_has_formed() 
 /// finding one in another cluster.
 #[test]
 fn a_first_seed_that_formed_alone_gives_way_to_the_cluster_a_silent_seed_is_in() {
-    let t0 = epoch();
-    let st = settings();
-    let mut m = Membership::new(unique(1, 1), st.clone(), 1, t0);
-    m.handle(
-        t0,
-        ClusterInput::JoinSeeds(vec![address(1), address(2), address(3)]),
-    );
-    let _ = flotilla_core::machine::drain(&mut m);
+    let (mut m, t0, st) = first_seed_of_three();
     // Seed 3 is in no cluster; seed 2 is cut off.
     m.handle(
         t0,
