@@ -122,6 +122,14 @@ pub enum AzureError {
     },
 }
 
+impl AzureError {
+    /// Whether the service could not be reached (or answered with a server-side failure):
+    /// worth trying again later, unlike unusable settings or refused credentials.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     owner: String,

@@ -92,6 +92,10 @@ async fn bad_settings_and_wrong_credentials_are_refused_at_connect() {
         "{err}"
     );
     assert!(err.to_string().contains("check the account"), "{err}");
+    assert!(
+        !err.is_unreachable(),
+        "refused credentials need an operator"
+    );
 
     for (cs, expect) in [
         ("AccountName=x;AccountKey=%%%", "not valid base64"),
@@ -112,6 +116,7 @@ async fn bad_settings_and_wrong_credentials_are_refused_at_connect() {
     })
     .await;
     assert!(matches!(bad_container, Err(AzureError::Config(_))));
+    assert!(bad_container.is_err_and(|e| !e.is_unreachable()));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -131,6 +136,7 @@ async fn bad_settings_and_wrong_credentials_are_refused_at_connect() {
         matches!(unreachable, Err(AzureError::Unreachable { .. })),
         "{unreachable:?}"
     );
+    assert!(unreachable.is_err_and(|e| e.is_unreachable()));
 }
 
 /// The record is never deleted, so tokens keep increasing across release and re-acquire by

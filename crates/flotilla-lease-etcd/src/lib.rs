@@ -97,6 +97,32 @@ pub enum EtcdError {
     },
 }
 
+impl EtcdError {
+    /// Whether etcd could not be reached (or did not answer in time): worth trying again
+    /// later, unlike unusable settings or refused credentials, which need an operator.
+    pub fn is_unreachable(&self) -> bool {
+        // gRPC status codes (they are fixed by the gRPC specification).
+        const INVALID_ARGUMENT: i32 = 3;
+        const PERMISSION_DENIED: i32 = 7;
+        const UNAUTHENTICATED: i32 = 16;
+        match self {
+            Self::Config(_) => false,
+            Self::Connect {
+                source: EtcdClientError::GRpcStatus(status),
+                ..
+            } => !matches!(
+                i32::from(status.code()),
+                INVALID_ARGUMENT | PERMISSION_DENIED | UNAUTHENTICATED
+            ),
+            Self::Connect {
+                source: EtcdClientError::InvalidArgs(_) | EtcdClientError::InvalidUri(_),
+                ..
+            } => false,
+            Self::Connect { .. } => true,
+        }
+    }
+}
+
 /// What the key's value holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Value {

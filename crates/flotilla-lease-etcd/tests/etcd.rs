@@ -129,6 +129,7 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
     );
     let empty = EtcdBackend::connect(EtcdSettings::new(Vec::<String>::new())).await;
     assert!(matches!(empty, Err(EtcdError::Config(_))), "{empty:?}");
+    assert!(empty.is_err_and(|e| !e.is_unreachable()));
     let malformed = EtcdBackend::connect(EtcdSettings::new(["http://[::1"])).await;
     assert!(malformed.is_err(), "{malformed:?}");
 
@@ -146,6 +147,7 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
     .await;
     let err = unreachable.unwrap_err();
     assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
+    assert!(err.is_unreachable(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A server with authentication on: a wrong password is refused at connect, the right one works.
@@ -164,6 +166,10 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
     let err = EtcdBackend::connect(with_user("wrong")).await.unwrap_err();
     assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        !err.is_unreachable(),
+        "refused credentials need an operator: {err:?}"
+    );
     let backend = EtcdBackend::connect(with_user("s3cret")).await.unwrap();
     let reply = backend
         .acquire(&name("secured"), &owner("node-a"), TTL)

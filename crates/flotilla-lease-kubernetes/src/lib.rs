@@ -72,6 +72,14 @@ impl Default for KubernetesSettings {
     }
 }
 
+impl KubernetesSettings {
+    /// The timeout the lease driver puts on one backend call: a call may read and write (and
+    /// once more after a conflict), so twice `request-timeout`.
+    pub fn call_timeout(&self) -> Duration {
+        self.request_timeout * 2
+    }
+}
+
 /// Why the Kubernetes backend could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,6 +98,15 @@ pub enum KubernetesError {
         /// What failed.
         reason: String,
     },
+}
+
+impl KubernetesError {
+    /// Whether the API server could not be used for now (unreachable, or refusing the first
+    /// read — permissions can be granted while the node runs): worth trying again later,
+    /// unlike unusable settings or a missing client configuration.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unusable { .. })
+    }
 }
 
 /// The Kubernetes lease backend. Cheap to clone.
@@ -398,8 +415,7 @@ impl LeaseBackend for KubernetesBackend {
     }
 
     fn request_timeout(&self) -> Duration {
-        // A call may read and write (and once more after a conflict).
-        self.settings.request_timeout * 2
+        self.settings.call_timeout()
     }
 
     fn acquire<'a>(

@@ -107,6 +107,7 @@ async fn bad_settings_are_refused_at_connect() {
         matches!(malformed, Err(KubernetesError::Config(_))),
         "{malformed:?}"
     );
+    assert!(malformed.is_err_and(|e| !e.is_unreachable()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -122,6 +123,7 @@ async fn bad_settings_are_refused_at_connect() {
         matches!(unreachable, Err(KubernetesError::Unusable { .. })),
         "{unreachable:?}"
     );
+    assert!(unreachable.is_err_and(|e| e.is_unreachable()));
 }
 
 /// Runs the whole suite against the cluster `KUBECONFIG` points at (namespace

@@ -10,6 +10,10 @@
 //! | `renew` | `Renewed` (also when a retried write turns out to have been applied) | `Denied { holder }` | `Unknown { reason }` |
 //! | `release` | `Released { was_held }` (`false` when not this owner's) | — | `Unknown { reason }` |
 //!
+//! A backend that could not send a request at all (no connection yet, as with a
+//! [`DeferredBackend`](crate::DeferredBackend)) answers `NotSent { reason }` to any call: nothing
+//! changed at the backend.
+//!
 //! Timeouts are the caller's: the driver bounds every call by the backend's request timeout and
 //! turns an overrun into `Unknown`. A backend must never panic on what a server sends.
 

@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`backend`]: the [`LeaseBackend`] trait every backend implements, names and owners.
 //! - [`memory`]: the in-memory backend (embedded default; fault injection for tests).
+//! - [`deferred`]: a stand-in for a backend not reachable yet, connecting in the background.
 //! - [`LeaseClient`]: one backend and owner identity, many leases; lives in the actor system's
 //!   runtime layer and releases everything, concurrently and awaited, when it stops.
 //! - `testing` (feature `testing`): the conformance suite every backend must pass.
@@ -20,6 +21,7 @@
 
 pub mod backend;
 mod client;
+pub mod deferred;
 mod events;
 mod lease;
 pub mod memory;
@@ -30,5 +32,6 @@ pub use backend::{
     BoxFuture, FencingToken, LeaseBackend, LeaseName, LeaseRecord, NameError, OwnerId, zombies,
 };
 pub use client::{LeaseClient, LeaseError};
+pub use deferred::DeferredBackend;
 pub use lease::{AcquireOutcome, Lease, LeaseEvent, LostCause, ReleaseOutcome};
 pub use memory::MemoryBackend;

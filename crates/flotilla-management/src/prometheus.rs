@@ -106,6 +106,11 @@ pub(crate) const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "flotilla_lease_backend_connect_failed_total",
+        "Failed attempts to connect to a lease backend not reachable when the node started.",
+    ),
+    (
+        Kind::Counter,
         "flotilla_lease_lost_total",
         "Leases lost (expired or taken over), by cause.",
     ),

@@ -65,11 +65,50 @@ fn decode(value: &[u8]) -> Option<(u64, u64)> {
     Some((token.parse().ok()?, total.parse().ok()?))
 }
 
+/// The etcd client the entities write their records with: connected at start, or at first use
+/// when etcd did not answer at start (a node then starts anyway, as with its leases).
+#[derive(Clone)]
+pub struct Records {
+    settings: flotilla_lease_etcd::EtcdSettings,
+    client: std::sync::Arc<tokio::sync::OnceCell<Client>>,
+}
+
+impl Records {
+    /// Connects to etcd. Unusable settings or refused credentials fail here; an etcd that
+    /// cannot be reached yet is connected to at the first write after it answers.
+    pub async fn connect(settings: &flotilla_lease_etcd::EtcdSettings) -> anyhow::Result<Self> {
+        let cell = tokio::sync::OnceCell::new();
+        match flotilla_lease_etcd::connect_client(settings).await {
+            Ok(client) => {
+                let _ = cell.set(client);
+            }
+            Err(e) if e.is_unreachable() => tracing::warn!(
+                "the ledger's records cannot be reached ({e}); starting without them: each \
+                 write tries to connect until etcd answers"
+            ),
+            Err(e) => return Err(e).context("cannot use etcd for the ledger's records"),
+        }
+        Ok(Self {
+            settings: settings.clone(),
+            client: std::sync::Arc::new(cell),
+        })
+    }
+
+    /// The client, connecting first if need be.
+    async fn client(&self) -> Result<Client, String> {
+        self.client
+            .get_or_try_init(|| flotilla_lease_etcd::connect_client(&self.settings))
+            .await
+            .cloned()
+            .map_err(|e| format!("etcd not reached yet: {e}"))
+    }
+}
+
 /// One ledger entity (see the [module docs](self)).
 pub struct Ledger {
     entity: String,
     token: Option<u64>,
-    client: Client,
+    records: Records,
     key: String,
     /// After a claim: the total and the record's revision as this incarnation wrote it last.
     state: Option<(u64, i64)>,
@@ -77,10 +116,10 @@ pub struct Ledger {
 
 impl Ledger {
     /// Claims the record for this incarnation's token (see the module docs).
-    async fn claim(&mut self, token: u64) -> Result<(u64, i64), String> {
+    async fn claim(&self, token: u64) -> Result<(u64, i64), String> {
+        let mut client = self.records.client().await?;
         for _ in 0..3 {
-            let got = self
-                .client
+            let got = client
                 .get(self.key.as_str(), None)
                 .await
                 .map_err(|e| format!("etcd read failed: {e}"))?;
@@ -114,8 +153,7 @@ impl Ledger {
                 encode(token, total),
                 None,
             )]);
-            let done = self
-                .client
+            let done = client
                 .txn(txn)
                 .await
                 .map_err(|e| format!("etcd claim failed: {e}"))?;
@@ -147,7 +185,9 @@ impl Ledger {
         // On an error the write may or may not have landed: the next addition claims again and
         // reads what is there.
         let done = self
-            .client
+            .records
+            .client()
+            .await?
             .txn(txn)
             .await
             .map_err(|e| format!("etcd write failed: {e}"))?;
@@ -204,18 +244,18 @@ impl Actor for Ledger {
     }
 }
 
-/// The ledger entity type's definition: records under [`PREFIX`] in the etcd that `client`
+/// The ledger entity type's definition: records under [`PREFIX`] in the etcd that `records`
 /// reaches.
-pub fn entity(client: Client) -> flotilla_sharding::Entity<Ledger> {
+pub fn entity(records: Records) -> flotilla_sharding::Entity<Ledger> {
     flotilla_sharding::Entity::new(TYPE_NAME, move |ctx| {
         let entity = ctx.entity_id().to_owned();
         let key = format!("{PREFIX}{}/{entity}", ctx.shard_id());
         let token = ctx.fencing_token().map(|t| t.0);
-        let client = client.clone();
+        let records = records.clone();
         Props::new(move || Ledger {
             entity: entity.clone(),
             token,
-            client: client.clone(),
+            records: records.clone(),
             key: key.clone(),
             state: None,
         })
@@ -274,11 +314,11 @@ pub async fn workload(
 mod tests {
     use super::*;
 
-    fn ledger(client: &Client, token: u64) -> Ledger {
+    fn ledger(records: &Records, token: u64) -> Ledger {
         Ledger {
             entity: "l1".into(),
             token: Some(token),
-            client: client.clone(),
+            records: records.clone(),
             key: format!("{PREFIX}3/l1"),
             state: None,
         }
@@ -290,14 +330,14 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let settings = flotilla_lease_etcd::EtcdSettings::new([etcd.endpoint()]);
-        let client = flotilla_lease_etcd::connect_client(&settings)
+        let records = Records::connect(&settings)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut old = ledger(&client, 5);
+        let mut old = ledger(&records, 5);
         assert_eq!(old.add().await, Ok(LedgerAck { total: 1, token: 5 }));
         assert_eq!(old.add().await, Ok(LedgerAck { total: 2, token: 5 }));
         // The shard moved (a paused process, its lease expired): the next incarnation claims.
-        let mut new = ledger(&client, 9);
+        let mut new = ledger(&records, 9);
         assert_eq!(new.add().await, Ok(LedgerAck { total: 3, token: 9 }));
         // The old one wakes up: its write does not land, and it cannot claim back.
         let e = old.add().await.expect_err("fenced");
@@ -305,11 +345,11 @@ mod tests {
         let e = old.add().await.expect_err("fenced");
         assert!(e.contains("token 9 wrote the record"), "{e}");
         assert_eq!(new.add().await, Ok(LedgerAck { total: 4, token: 9 }));
-        let mut c = client.clone();
+        let mut c = records.client().await.unwrap_or_else(|e| panic!("{e}"));
         let totals = totals(&mut c).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(totals.get("l1"), Some(&(9, 4)));
         // Without a lease nothing is written.
-        let mut none = ledger(&client, 0);
+        let mut none = ledger(&records, 0);
         none.token = None;
         assert!(none.add().await.is_err());
     }

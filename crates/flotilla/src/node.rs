@@ -312,16 +312,15 @@ async fn start_ledger(
     flotilla_sharding::ShardRegion<crate::ledger::LedgerMsg>,
     tokio::task::JoinHandle<()>,
 )> {
-    let backend = crate::leases::connect(crate::leases::BackendChoice::Etcd(l.etcd.clone()))
-        .await
-        .context("cannot use the ledger's lease backend")?;
-    let client = flotilla_lease_etcd::connect_client(&l.etcd)
-        .await
-        .context("cannot reach etcd for the ledger's records")?;
+    let backend =
+        crate::leases::connect_for_node(crate::leases::BackendChoice::Etcd(l.etcd.clone()))
+            .await
+            .context("cannot use the ledger's lease backend")?;
+    let records = crate::ledger::Records::connect(&l.etcd).await?;
     let mut settings = system.config().sharding.clone();
     settings.number_of_shards = l.shards;
     settings.use_lease = true;
-    let entity = crate::ledger::entity(client)
+    let entity = crate::ledger::entity(records)
         .lease_client(lease_client(system, cluster, backend)?)
         .settings(settings);
     let region = flotilla_sharding::ClusterSharding::start(system, cluster, entity)
@@ -358,7 +357,7 @@ async fn start_counters(
     });
     let mut lease_backend = None;
     if let Some(choice) = &c.lease {
-        let backend = crate::leases::connect(choice.clone())
+        let backend = crate::leases::connect_for_node(choice.clone())
             .await
             .context("cannot use the shards' lease backend")?;
         lease_backend = Some(Arc::clone(&backend));

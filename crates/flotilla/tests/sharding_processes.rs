@@ -7,6 +7,8 @@
 //!   could have expired; in a fresh cluster, every node is restarted in turn at its own address
 //!   (a rolling restart), each leaving no lease behind and getting shards back.
 //! - With Azurite (Azure Blob Storage): the same graceful shutdown.
+//! - With etcd down when a node starts: the node starts and joins all the same, runs nothing
+//!   that needs a lease while etcd is down, and runs every entity once etcd answers.
 //!
 //! Throughout, an external checker reads every entity start and stop the processes print: no
 //! entity ever ran on two nodes (two processes) at once, and each shard's fencing tokens never
@@ -89,6 +91,16 @@ impl Leases {
 }
 
 fn start(seed: Option<&str>, port: u16, leases: &Leases, config: &std::path::Path) -> NodeProcess {
+    start_with(seed, port, &leases.arg, config)
+}
+
+/// A node whose shards' leases are in the backend `lease_arg` names (see [`Leases::arg`]).
+fn start_with(
+    seed: Option<&str>,
+    port: u16,
+    lease_arg: &[String],
+    config: &std::path::Path,
+) -> NodeProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     cmd.args([
         "node",
@@ -106,7 +118,7 @@ fn start(seed: Option<&str>, port: u16, leases: &Leases, config: &std::path::Pat
         "--shards",
         "100",
     ]);
-    cmd.args(&leases.arg);
+    cmd.args(lease_arg);
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
     }
@@ -463,4 +475,54 @@ fn with_etcd_a_rolling_restart_of_every_node_runs_every_entity_never_twice() {
     assert_eq!(live, [3, 4, 5]);
     end(&mut nodes[3..]);
     check(&stays(&mut nodes));
+}
+
+/// etcd is down when the node starts: the node starts all the same (it does not exit), is Up,
+/// and starts no entity — none holds a lease; once etcd answers, the shards take their leases
+/// and every entity runs.
+#[test]
+fn with_etcd_down_at_start_a_node_starts_and_runs_every_entity_once_etcd_answers() {
+    let _one = one_at_a_time();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut etcd = runtime
+        .block_on(EtcdServer::start())
+        .unwrap_or_else(|e| panic!("{e}"));
+    etcd.kill();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "").unwrap_or_else(|e| panic!("{e}"));
+    let arg = ["--lease-etcd".to_owned(), etcd.endpoint()];
+    let mut nodes = vec![start_with(None, 0, &arg, &config)];
+    let unique = nodes[0].unique().to_owned();
+    nodes[0]
+        .wait_for(LIMIT, |l| l == format!("event MemberUp {unique}"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // Traffic runs from Up on; a few retry intervals without etcd.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!nodes[0].has_exited(), "the node exited without etcd");
+    assert!(stays(&mut nodes).is_empty(), "entities ran without a lease");
+
+    let down = Instant::now();
+    runtime
+        .block_on(etcd.restart())
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("every entity runs once etcd answers", &mut nodes, |all| {
+        all.len() == ENTITIES as usize
+    });
+    eprintln!(
+        "etcd back: every entity of the node that started without it runs after {:?}",
+        down.elapsed()
+    );
+    let backend = runtime
+        .block_on(EtcdBackend::connect(EtcdSettings::new([etcd.endpoint()])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let records = runtime
+        .block_on(backend.list())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(records.len(), 100, "every shard holds its lease");
+    end(&mut nodes);
+    let records = runtime
+        .block_on(backend.list())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(records.is_empty(), "left behind: {records:?}");
 }

@@ -33,7 +33,9 @@
 //!   until a sweep removes a hold, or until one TTL has passed since the uncertain attempt was
 //!   sent (a hold created from it expires by then unless renewed, and nobody renews it). A sweep
 //!   runs only while the lease is released here; a new acquisition ends it (a late grant then
-//!   simply is this owner's hold), after the sweep in flight, if any, has answered.
+//!   simply is this owner's hold), after the sweep in flight, if any, has answered. A
+//!   `NotSent` answer (the request never left this process) is certain: not acquired, nothing
+//!   to clean up.
 //! - **Release is awaited and bounded.** It is retried with backoff until
 //!   `lease-operation-timeout`; releasing a lease not held answers `NotHeld`. A release asked for
 //!   while an acquisition is in flight waits for its answer first, so the release cannot overtake
@@ -106,6 +108,12 @@ pub enum BackendReply {
     /// No certain answer: an error, a timeout, an unreachable backend.
     Unknown {
         /// What happened, in words.
+        reason: String,
+    },
+    /// The request never left this process — there is no connection to the backend yet —
+    /// so nothing changed at the backend: certainly not granted, renewed or released.
+    NotSent {
+        /// Why, in words.
         reason: String,
     },
 }
@@ -589,6 +597,16 @@ impl LeaseHolder {
                 self.start_releasing(now, None, then_release);
                 self.start_sweep(sent, now + self.settings.heartbeat_interval);
             }
+            BackendReply::NotSent { reason } => {
+                // Nothing reached the backend: no hold can have come of it, nothing to clean up.
+                self.state = State::Released;
+                self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
+                    reason,
+                }));
+                if then_release {
+                    self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld));
+                }
+            }
             other @ (BackendReply::Renewed | BackendReply::Released { .. }) => {
                 self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
                     reason: format!("the backend answered an acquire with {other:?}"),
@@ -633,7 +651,9 @@ impl LeaseHolder {
                     cause: LostCause::TakenOver { holder },
                 });
             }
-            BackendReply::Unknown { reason } => self.renewal_failed(now, reason),
+            BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => {
+                self.renewal_failed(now, reason);
+            }
             other @ BackendReply::Released { .. } => {
                 self.renewal_failed(
                     now,
@@ -697,7 +717,7 @@ impl LeaseHolder {
             }
             other => {
                 let reason = match other {
-                    BackendReply::Unknown { reason } => reason,
+                    BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => reason,
                     other => format!("the backend answered a release with {other:?}"),
                 };
                 let retry = now + Self::release_backoff(attempt);

@@ -327,6 +327,39 @@ fn an_unknown_acquire_is_not_acquired_and_is_released_in_case_it_was() {
 }
 
 #[test]
+fn an_acquire_never_sent_is_not_acquired_and_leaves_nothing_to_clean_up() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    let (op, _) = the_op(&input(&mut h, t0, HolderInput::Acquire));
+    let not_sent = BackendReply::NotSent {
+        reason: "no connection yet".into(),
+    };
+    let out = reply(&mut h, t0 + ms(1), op, not_sent.clone());
+    assert_eq!(
+        out,
+        vec![HolderOutput::AcquireDone(AcquireOutcome::Unknown {
+            reason: "no connection yet".into()
+        })],
+        "no clean-up release"
+    );
+    assert!(!h.check_lease(t0 + ms(1)));
+    assert_eq!(h.poll_timeout(), None, "no sweep");
+    // The next acquisition goes out at once; a release asked for meanwhile answers not held.
+    let (op, next) = the_op(&input(&mut h, t0 + s(1), HolderInput::Acquire));
+    assert_eq!(next, LeaseOp::Acquire);
+    assert_eq!(input(&mut h, t0 + s(1), HolderInput::Release), vec![]);
+    assert_eq!(
+        reply(&mut h, t0 + s(1), op, not_sent),
+        vec![
+            HolderOutput::AcquireDone(AcquireOutcome::Unknown {
+                reason: "no connection yet".into()
+            }),
+            HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld),
+        ]
+    );
+}
+
+#[test]
 fn a_grant_that_arrives_after_the_acquire_was_given_up_is_released() {
     let t0 = crate::testing::epoch();
     let mut h = holder();

@@ -246,7 +246,9 @@ impl LeaseBackend for Recorded {
             let what = match &reply {
                 BackendReply::Granted { token } => LeaseFact::Acquired(token.0),
                 BackendReply::Denied { holder } => LeaseFact::Denied(holder.clone()),
-                BackendReply::Unknown { reason } => LeaseFact::Failed("acquire", reason.clone()),
+                BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => {
+                    LeaseFact::Failed("acquire", reason.clone())
+                }
                 other => LeaseFact::Failed("acquire", format!("unexpected answer {other:?}")),
             };
             self.log(lease, what);
@@ -269,7 +271,7 @@ impl LeaseBackend for Recorded {
             // Renewals that work are the steady state: only their failures are facts.
             match &reply {
                 BackendReply::Denied { .. } => self.log(lease, LeaseFact::RenewDenied),
-                BackendReply::Unknown { reason } => {
+                BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => {
                     self.log(lease, LeaseFact::Failed("renew", reason.clone()));
                 }
                 _ => {}
@@ -291,7 +293,9 @@ impl LeaseBackend for Recorded {
             let reply = self.inner.release(lease, owner, token).await;
             let what = match &reply {
                 BackendReply::Released { was_held } => LeaseFact::Released(*was_held),
-                BackendReply::Unknown { reason } => LeaseFact::Failed("release", reason.clone()),
+                BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => {
+                    LeaseFact::Failed("release", reason.clone())
+                }
                 other => LeaseFact::Failed("release", format!("unexpected answer {other:?}")),
             };
             self.log(lease, what);
