@@ -192,6 +192,9 @@ fn header_time(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Syste
 const CAS_ATTEMPTS: usize = 5;
 
 impl AzureBackend {
+    /// The backend's kind, as [`LeaseBackend::kind`] names it in logs and metrics.
+    pub const KIND: &'static str = "azure";
+
     /// Connects: parses the connection string, creates the container if missing. A malformed
     /// connection string, an unreachable endpoint or refused credentials are reported here.
     pub async fn connect(settings: AzureSettings) -> Result<Self, AzureError> {
@@ -599,7 +602,7 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
 
 impl LeaseBackend for AzureBackend {
     fn kind(&self) -> &'static str {
-        "azure"
+        Self::KIND
     }
 
     fn request_timeout(&self) -> Duration {

@@ -246,6 +246,9 @@ pub async fn connect_client(settings: &EtcdSettings) -> Result<Client, EtcdError
 }
 
 impl EtcdBackend {
+    /// The backend's kind, as [`LeaseBackend::kind`] names it in logs and metrics.
+    pub const KIND: &'static str = "etcd";
+
     /// Connects to etcd. A malformed endpoint, an unreachable cluster or wrong credentials are
     /// reported here, not at the first acquire.
     pub async fn connect(settings: EtcdSettings) -> Result<Self, EtcdError> {
@@ -428,7 +431,7 @@ impl EtcdBackend {
 
 impl LeaseBackend for EtcdBackend {
     fn kind(&self) -> &'static str {
-        "etcd"
+        Self::KIND
     }
 
     fn request_timeout(&self) -> Duration {

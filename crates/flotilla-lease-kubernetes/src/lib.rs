@@ -194,6 +194,9 @@ fn duration_secs(ttl: Duration) -> i32 {
 }
 
 impl KubernetesBackend {
+    /// The backend's kind, as [`LeaseBackend::kind`] names it in logs and metrics.
+    pub const KIND: &'static str = "kubernetes";
+
     /// Builds the client and checks that Lease objects can be read in the namespace. Missing
     /// configuration, a malformed `api-server` URL, an unreachable server or refused credentials
     /// are reported here.
@@ -411,7 +414,7 @@ impl KubernetesBackend {
 
 impl LeaseBackend for KubernetesBackend {
     fn kind(&self) -> &'static str {
-        "kubernetes"
+        Self::KIND
     }
 
     fn request_timeout(&self) -> Duration {

@@ -29,18 +29,19 @@ use crate::backend::{
 pub type Connect =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn LeaseBackend>, String>> + Send + Sync>;
 
-/// What the stand-in knows about the real backend it does not have yet.
+/// What the stand-in knows about its attempts to reach the real backend.
 #[derive(Debug)]
-enum Attempts {
-    /// The last attempt failed; the next may start at `next`.
-    Waiting {
-        next: Instant,
-        interval: Duration,
-        last_error: String,
-        failures: u64,
-    },
-    /// An attempt is running.
-    Connecting { interval: Duration, failures: u64 },
+struct Attempts {
+    /// Whether an attempt is running.
+    connecting: bool,
+    /// When the next attempt may start (after the last one failed).
+    next: Instant,
+    /// The wait after the last failure.
+    interval: Duration,
+    /// Why the last attempt failed.
+    last_error: String,
+    /// Failed attempts so far.
+    failures: u64,
 }
 
 struct Shared {
@@ -99,7 +100,8 @@ impl DeferredBackend {
                 kind,
                 connect,
                 backend: OnceLock::new(),
-                attempts: Mutex::new(Attempts::Waiting {
+                attempts: Mutex::new(Attempts {
+                    connecting: false,
                     next: Instant::now() + Self::FIRST_RETRY,
                     interval: Self::FIRST_RETRY,
                     last_error: first_error,
@@ -133,22 +135,12 @@ impl DeferredBackend {
             if let Some(b) = self.shared.backend.get() {
                 return Ok(Arc::clone(b));
             }
-            match &*attempts {
-                Attempts::Waiting {
-                    next, last_error, ..
-                } if Instant::now() < *next => {
-                    return Err(self.not_reachable(last_error));
+            if !attempts.connecting {
+                if Instant::now() < attempts.next {
+                    return Err(self.not_reachable(&attempts.last_error));
                 }
-                Attempts::Waiting {
-                    interval, failures, ..
-                } => {
-                    *attempts = Attempts::Connecting {
-                        interval: *interval,
-                        failures: *failures,
-                    };
-                    tokio::spawn(attempt(Arc::clone(&self.shared)));
-                }
-                Attempts::Connecting { .. } => {}
+                attempts.connecting = true;
+                tokio::spawn(attempt(Arc::clone(&self.shared)));
             }
         }
         // The attempt ends by itself (the real backend's connect is bounded); the driver's
@@ -162,9 +154,10 @@ impl DeferredBackend {
             .attempts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Err(match &*attempts {
-            Attempts::Waiting { last_error, .. } => self.not_reachable(last_error),
-            Attempts::Connecting { .. } => self.not_reachable("still connecting"),
+        Err(if attempts.connecting {
+            self.not_reachable("still connecting")
+        } else {
+            self.not_reachable(&attempts.last_error)
         })
     }
 
@@ -184,19 +177,15 @@ async fn attempt(shared: Arc<Shared>) {
             .attempts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (interval, failures) = match &*attempts {
-            Attempts::Connecting { interval, failures }
-            | Attempts::Waiting {
-                interval, failures, ..
-            } => (*interval, *failures),
-        };
+        attempts.connecting = false;
         match outcome {
             Ok(backend) => {
                 tracing::info!(
                     backend = shared.kind,
-                    "the {} lease backend answers now (after {failures} failed connection \
-                     attempts); leases can be taken",
-                    shared.kind
+                    "the {} lease backend answers now (after {} failed connection attempts); \
+                     leases can be taken",
+                    shared.kind,
+                    attempts.failures
                 );
                 let _ = shared.backend.set(backend);
             }
@@ -208,13 +197,10 @@ async fn attempt(shared: Arc<Shared>) {
                 );
                 metrics::counter!("flotilla_lease_backend_connect_failed_total", "backend" => shared.kind)
                     .increment(1);
-                let interval = (interval * 2).min(DeferredBackend::MAX_RETRY);
-                *attempts = Attempts::Waiting {
-                    next: Instant::now() + interval,
-                    interval,
-                    last_error: e,
-                    failures: failures + 1,
-                };
+                attempts.interval = (attempts.interval * 2).min(DeferredBackend::MAX_RETRY);
+                attempts.next = Instant::now() + attempts.interval;
+                attempts.last_error = e;
+                attempts.failures += 1;
             }
         }
     }

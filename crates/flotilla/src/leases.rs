@@ -83,17 +83,17 @@ pub async fn connect_for_node(choice: BackendChoice) -> anyhow::Result<Arc<dyn L
     };
     let (kind, request_timeout, operation_timeout) = match &choice {
         BackendChoice::Etcd(s) => (
-            "etcd",
+            EtcdBackend::KIND,
             s.request_timeout,
             flotilla_core::LeaseSettings::DEFAULT_OPERATION_TIMEOUT,
         ),
         BackendChoice::Azure(s) => (
-            "azure",
+            AzureBackend::KIND,
             s.request_timeout,
             flotilla_lease_azure::DEFAULT_OPERATION_TIMEOUT,
         ),
         BackendChoice::Kubernetes(s) => (
-            "kubernetes",
+            KubernetesBackend::KIND,
             s.call_timeout(),
             flotilla_core::LeaseSettings::DEFAULT_OPERATION_TIMEOUT,
         ),
