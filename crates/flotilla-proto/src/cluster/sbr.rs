@@ -2,23 +2,34 @@
 //!
 //! When members become unreachable nobody can tell a crash from a partition. Each side's leader
 //! waits until the set of unreachable members has not changed for `stable-after`, then decides
-//! with the same rules on its own view, so that both sides reach complementary decisions and at
-//! most one side keeps running:
+//! on its own view. The rules are Akka's (`akka.cluster.sbr`), and the scenarios of Akka's
+//! `SplitBrainResolverSpec` check them (`testdata/sbr_*.txt`). A decision depends only on the
+//! gossip a side holds, never on which of its members decides, and the two sides of a clean
+//! split count the same members, so they reach complementary decisions and at most one side
+//! keeps running:
 //!
 //! | strategy | the side that survives |
 //! |---|---|
-//! | keep-majority | more members (of the role); on a tie, the side with the lowest address; nobody if this side would not win with its leaving members uncounted and the other side's joining ones counted (as Akka) |
-//! | static-quorum | at least `quorum-size` members; with more than 2 × quorum − 1 members, nobody |
-//! | keep-oldest | the side with the oldest member — unless it is alone there (`down-if-alone`) |
+//! | keep-majority | more members (of the role); on a tie, the side with the lowest address. Nobody if this side would lose with its Leaving members uncounted and the other side's Joining and WeaklyUp members counted (membership changed during the partition), or if no member has the role |
+//! | static-quorum | at least `quorum-size` members (of the role); with more than 2 × quorum − 1 of them, nobody |
+//! | keep-oldest | the side with the oldest member (of the role); with `down-if-alone`, the other side when the oldest is alone and the other side has two or more. Nobody if that win does not hold with Leaving members uncounted (and, with `down-if-alone`, Joining and WeaklyUp members counted), or if no member has the role |
 //! | down-all | nobody |
-//! | lease-majority | the side that acquires the lease; the minority tries only after a delay |
+//! | lease-majority | the side that acquires the lease; the minority (counted as keep-majority counts) asks only after a delay |
 //!
-//! Members count when they are Up or Leaving (WeaklyUp and Joining members do not vote but go
-//! down with their side; Down members are gone already). A member is *indirectly connected* when
-//! it is both an observer and a subject of unreachability, or when a member that observers find
-//! unreachable has seen the current gossip (so it does talk to someone): such members are downed
-//! in any case, and the strategy decides over the rest as if they were not members (so a crash
-//! elsewhere is still judged on the clean split).
+//! Members count when they are Up or Leaving. Joining and WeaklyUp members do not vote but go
+//! down with their side; Exiting members neither count nor are downed (they are on their way
+//! out); Down members are gone already.
+//!
+//! A member is *indirectly connected* when it is both an observer and a subject of
+//! unreachability, or when it observes a member that has seen the current gossip (and so talks
+//! to someone), that member included. Neither happens in a clean split or a crash. When
+//! there are any, keep-majority, keep-oldest and static-quorum (and lease-majority once it holds
+//! the lease) down them, then decide a second time without the observations between them: the
+//! members unreachable for another reason (a crash, a clean split in the same window) go down
+//! if that second decision says so, and the indirectly connected members still count there, on
+//! whichever side the remaining observations put them. If members are still indirectly connected
+//! on the second look, every member is downed. lease-majority without the lease downs its own
+//! side and the indirectly connected members; down-all downs every member in any case.
 //!
 //! [`decide`] is the decision; [`Stability`] tracks when a view has been stable long enough.
 
@@ -26,11 +37,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use flotilla_core::{SplitBrainResolverSettings, Strategy, UniqueAddress};
+use flotilla_core::{SplitBrainResolverSettings, UniqueAddress};
 
 use super::gossip::Gossip;
 use super::member::{Member, MemberStatus};
 use super::reachability::ReachabilityStatus;
+use strategy::{Scene, Verdict};
 
 /// What the resolver decides over: one member's view of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +51,11 @@ pub struct View {
     pub self_node: UniqueAddress,
     /// Every member that is not Down or Removed.
     pub members: Vec<Member>,
-    /// The members that some observer finds unreachable.
+    /// The members other than `self_node` that some observer finds unreachable: what the
+    /// stable-after clock watches. (The decision itself also counts `self_node` as unreachable
+    /// when others observe it so, so that it does not depend on who decides.)
     pub unreachable: BTreeSet<UniqueAddress>,
-    /// (observer, subject) pairs of unreachability.
+    /// (observer, subject) pairs of unreachability between members, Down ones included.
     pub records: Vec<(UniqueAddress, UniqueAddress)>,
     /// Who has seen the current gossip.
     pub seen: BTreeSet<UniqueAddress>,
@@ -63,12 +77,14 @@ impl View {
             })
             .map(|m| m.node.clone())
             .collect();
-        let live: BTreeSet<&UniqueAddress> = members.iter().map(|m| &m.node).collect();
+        // Observations of and by Down members stay, as in Akka: a member that observes a Down
+        // member which has seen the gossip is indirectly connected all the same.
+        let known: BTreeSet<&UniqueAddress> = gossip.members().map(|m| &m.node).collect();
         let records = gossip
             .reachability()
             .unreachable_records()
             .into_iter()
-            .filter(|(o, s)| live.contains(o) && live.contains(s))
+            .filter(|(o, s)| known.contains(o) && known.contains(s))
             .collect();
         Self {
             self_node: self_node.clone(),
@@ -81,19 +97,7 @@ impl View {
 
     /// The members that are indirectly connected (see the [module docs](self)).
     pub fn indirectly_connected(&self) -> BTreeSet<UniqueAddress> {
-        let observers: BTreeSet<&UniqueAddress> = self.records.iter().map(|(o, _)| o).collect();
-        let subjects: BTreeSet<&UniqueAddress> = self.records.iter().map(|(_, s)| s).collect();
-        let mut out: BTreeSet<UniqueAddress> = observers
-            .intersection(&subjects)
-            .map(|n| (*n).clone())
-            .collect();
-        for (o, s) in &self.records {
-            if self.seen.contains(s) {
-                out.insert(o.clone());
-                out.insert(s.clone());
-            }
-        }
-        out
+        Scene::of(self).indirectly_connected()
     }
 }
 
@@ -138,8 +142,12 @@ pub enum DecisionKind {
     DownReachable,
     /// Everyone.
     DownAll,
-    /// Only the indirectly connected members.
+    /// The indirectly connected members, and whoever a second look without the observations
+    /// between them downs (see the [module docs](self)).
     DownIndirectlyConnected,
+    /// This side and the indirectly connected members: lease-majority without the lease when
+    /// some members are indirectly connected (Akka's `ReverseDownIndirectlyConnected`).
+    DownReachableAndIndirectlyConnected,
 }
 
 /// A decision, with the members it downs and why.
@@ -151,6 +159,23 @@ pub struct Decision {
     pub down: BTreeSet<UniqueAddress>,
     /// Why, in words.
     pub reason: String,
+}
+
+impl Decision {
+    /// Down every member of `view` that can be downed (all but Exiting ones), for `reason`:
+    /// what `down-all-when-unstable` does.
+    pub fn down_all(view: &View, reason: String) -> Self {
+        Self {
+            kind: DecisionKind::DownAll,
+            down: view
+                .members
+                .iter()
+                .filter(|m| !matches!(m.status, MemberStatus::Exiting | MemberStatus::Down))
+                .map(|m| m.node.clone())
+                .collect(),
+            reason,
+        }
+    }
 }
 
 /// What [`decide`] answers.
@@ -165,279 +190,47 @@ pub enum Outcome {
     },
 }
 
-fn voters<'a>(
-    view: &'a View,
-    role: &'a str,
-    unreachable: &'a BTreeSet<UniqueAddress>,
-    on_reachable_side: bool,
-) -> impl Iterator<Item = &'a Member> + 'a {
-    view.members.iter().filter(move |m| {
-        matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)
-            && (role.is_empty() || m.has_role(role))
-            && unreachable.contains(&m.node) != on_reachable_side
-    })
-}
-
-/// keep-majority over `unreachable`: true when the reachable side survives, and why.
-fn majority(view: &View, role: &str, unreachable: &BTreeSet<UniqueAddress>) -> (bool, String) {
-    let r: Vec<&Member> = voters(view, role, unreachable, true).collect();
-    let u: Vec<&Member> = voters(view, role, unreachable, false).collect();
-    let what = if role.is_empty() {
-        "members".to_owned()
-    } else {
-        format!("members with role {role}")
-    };
-    if r.len() != u.len() {
-        return (
-            r.len() > u.len(),
-            format!(
-                "{} of {} {what} are on this side",
-                r.len(),
-                r.len() + u.len()
-            ),
-        );
-    }
-    let lowest = r
-        .iter()
-        .chain(&u)
-        .map(|m| &m.node)
-        .min()
-        .or_else(|| view.members.iter().map(|m| &m.node).min());
-    let ours = lowest.is_some_and(|n| !unreachable.contains(n));
-    (
-        ours,
-        format!(
-            "the sides are equal ({} {what} each); the side with the lowest address ({}) survives",
-            r.len(),
-            lowest.map_or_else(|| "none".to_owned(), ToString::to_string)
-        ),
-    )
-}
-
-/// keep-majority counted against this side: Leaving members here may already be Exiting on
-/// the other side (not counted there), Joining and WeaklyUp members there may already be Up.
-/// True when this side still wins.
-fn majority_at_worst(view: &View, role: &str, unreachable: &BTreeSet<UniqueAddress>) -> bool {
-    let with_role = |m: &&Member| role.is_empty() || m.has_role(role);
-    let ours: Vec<&Member> = view
-        .members
-        .iter()
-        .filter(with_role)
-        .filter(|m| !unreachable.contains(&m.node) && m.status == MemberStatus::Up)
-        .collect();
-    let theirs: Vec<&Member> = view
-        .members
-        .iter()
-        .filter(with_role)
-        .filter(|m| {
-            unreachable.contains(&m.node)
-                && matches!(
-                    m.status,
-                    MemberStatus::Up
-                        | MemberStatus::Leaving
-                        | MemberStatus::Joining
-                        | MemberStatus::WeaklyUp
-                )
-        })
-        .collect();
-    if ours.len() != theirs.len() {
-        return ours.len() > theirs.len();
-    }
-    ours.iter()
-        .chain(&theirs)
-        .map(|m| &m.node)
-        .min()
-        .is_some_and(|n| !unreachable.contains(n))
-}
-
-fn keep_side(survive: bool, reason: String) -> (DecisionKind, String) {
-    if survive {
-        (DecisionKind::DownUnreachable, reason)
-    } else {
-        (DecisionKind::DownReachable, reason)
-    }
-}
-
-/// The strategy's decision over `unreachable`, or the need for the lease.
-fn strategy(
-    settings: &SplitBrainResolverSettings,
-    view: &View,
-    unreachable: &BTreeSet<UniqueAddress>,
-    lease: Option<bool>,
-) -> Result<(DecisionKind, String), Duration> {
-    let role = settings.role();
-    Ok(match settings.active_strategy {
-        Strategy::KeepMajority => {
-            let (survive, why) = majority(view, role, unreachable);
-            if survive && !majority_at_worst(view, role, unreachable) {
-                // As Akka does: a member leaving on this side may be Exiting (no longer
-                // counted) on the other, a joiner on the other side may be Up there. Counted
-                // that way this side would not win: the two sides may each think they won, so
-                // the safe decision is that neither stays.
-                (
-                    DecisionKind::DownAll,
-                    format!(
-                        "keep-majority: {why}, but not when this side's leaving members are not counted and the other side's joining ones are (membership changed during the partition)"
-                    ),
-                )
-            } else {
-                keep_side(survive, format!("keep-majority: {why}"))
-            }
-        }
-        Strategy::StaticQuorum => {
-            let q = settings.static_quorum.quorum_size;
-            let r = voters(view, role, unreachable, true).count();
-            let total = r + voters(view, role, unreachable, false).count();
-            if total > q * 2 - 1 {
-                (
-                    DecisionKind::DownAll,
-                    format!(
-                        "static-quorum: {total} members is more than 2 × quorum-size {q} − 1, so both sides could have a quorum"
-                    ),
-                )
-            } else {
-                keep_side(
-                    r >= q,
-                    format!("static-quorum: {r} members on this side, quorum-size {q}"),
-                )
-            }
-        }
-        Strategy::KeepOldest => {
-            let all: Vec<&Member> = voters(view, role, unreachable, true)
-                .chain(voters(view, role, unreachable, false))
-                .collect();
-            let Some(oldest) = all
-                .iter()
-                .copied()
-                .min_by(|a, b| (a.up_number, &a.node).cmp(&(b.up_number, &b.node)))
-            else {
-                return Ok((
-                    DecisionKind::DownAll,
-                    "keep-oldest: no member is Up".to_owned(),
-                ));
-            };
-            let oldest_reachable = !unreachable.contains(&oldest.node);
-            let side = voters(view, "", unreachable, oldest_reachable).count();
-            let others = voters(view, "", unreachable, !oldest_reachable).count();
-            let alone = settings.keep_oldest.down_if_alone && side == 1 && others > 0;
-            let why = format!(
-                "keep-oldest: the oldest member {} is {}{}",
-                oldest.node,
-                if oldest_reachable {
-                    "on this side"
-                } else {
-                    "on the other side"
-                },
-                if alone {
-                    " but alone there (down-if-alone)"
-                } else {
-                    ""
-                }
-            );
-            keep_side(oldest_reachable != alone, why)
-        }
-        Strategy::DownAll => (
-            DecisionKind::DownAll,
-            "down-all: every member is downed".to_owned(),
-        ),
-        Strategy::LeaseMajority => {
-            let (majority_side, why) = majority(view, role, unreachable);
-            match lease {
-                None => {
-                    return Err(if majority_side {
-                        Duration::ZERO
-                    } else {
-                        settings.lease_majority.acquire_lease_delay_for_minority
-                    });
-                }
-                Some(acquired) => keep_side(
-                    acquired,
-                    format!(
-                        "lease-majority: this side {} the lease ({why})",
-                        if acquired {
-                            "acquired"
-                        } else {
-                            "did not acquire"
-                        }
-                    ),
-                ),
-            }
-        }
-    })
-}
-
 /// The resolver's decision over `view`; `lease` is the result of acquiring the lease, once
-/// lease-majority has asked for it.
+/// lease-majority has asked for it (other strategies ignore it).
+///
+/// The decision does not depend on `view.self_node`: every member that may lead a side decides
+/// the same from the same gossip.
 pub fn decide(settings: &SplitBrainResolverSettings, view: &View, lease: Option<bool>) -> Outcome {
-    let indirect = view.indirectly_connected();
-    let clean: BTreeSet<UniqueAddress> = view.unreachable.difference(&indirect).cloned().collect();
-    let cut_off: BTreeSet<&UniqueAddress> = view
-        .records
-        .iter()
-        .filter(|(o, _)| *o == view.self_node)
-        .map(|(_, s)| s)
-        .collect();
-    let (theirs, ours): (BTreeSet<UniqueAddress>, BTreeSet<UniqueAddress>) =
-        indirect.iter().cloned().partition(|n| cut_off.contains(n));
-    // Only indirectly connected members are unreachable, and this node reaches every one of
-    // them itself: they go, the rest stays.
-    if !indirect.is_empty() && clean.is_empty() && theirs.is_empty() {
-        return Outcome::Decide(Decision {
-            kind: DecisionKind::DownIndirectlyConnected,
-            down: indirect.clone(),
-            reason: format!(
-                "{} member(s) are indirectly connected (they see some members but are unreachable from others): downing them",
-                indirect.len()
-            ),
-        });
-    }
-    // The strategy decides over the rest. Indirectly connected members are left out (they go
-    // down in any case) — except those this node itself finds unreachable: they stay on the
-    // other side. Leaving them out too would make this side look bigger than it is: a lone
-    // node cut off from four others, three of which had seen the fifth unreachable, would
-    // count one against one and win the tie by its address, while the four downed it.
-    let rest = View {
-        members: view
-            .members
-            .iter()
-            .filter(|m| !ours.contains(&m.node))
-            .cloned()
-            .collect(),
-        unreachable: clean.union(&theirs).cloned().collect(),
-        ..view.clone()
-    };
-    let (kind, reason) = match strategy(settings, &rest, &rest.unreachable, lease) {
-        Ok(d) => d,
-        Err(delay) => return Outcome::AcquireLease { delay },
-    };
-    let live = |pred: &dyn Fn(&UniqueAddress) -> bool| -> BTreeSet<UniqueAddress> {
-        rest.members
-            .iter()
-            .map(|m| &m.node)
-            .filter(|n| pred(n))
-            .cloned()
-            .collect()
-    };
-    let mut down = match kind {
-        DecisionKind::DownUnreachable => live(&|n| rest.unreachable.contains(n)),
-        DecisionKind::DownReachable => live(&|n| !rest.unreachable.contains(n)),
-        DecisionKind::DownAll | DecisionKind::DownIndirectlyConnected => live(&|_| true),
-    };
-    let mut reason = reason;
-    if !indirect.is_empty() {
-        // Those on this side go down with it, or for being indirectly connected; those on the
-        // other side are already in `down` when that side goes, and are not this side's to
-        // down when it stays.
-        down.extend(ours.iter().cloned());
-        if kind == DecisionKind::DownUnreachable {
-            down.extend(theirs.iter().cloned());
+    let scene = Scene::of(view);
+    let (verdict, why) = strategy::verdict(settings, &scene);
+    let (kind, reason) = match (verdict, lease) {
+        (Verdict::Down(kind), _) => (kind, why),
+        (Verdict::AcquireLease { delay, .. }, None) => return Outcome::AcquireLease { delay },
+        (
+            Verdict::AcquireLease {
+                indirectly_connected,
+                ..
+            },
+            Some(acquired),
+        ) => {
+            let kind = match (acquired, indirectly_connected) {
+                (true, false) => DecisionKind::DownUnreachable,
+                (true, true) => DecisionKind::DownIndirectlyConnected,
+                (false, false) => DecisionKind::DownReachable,
+                (false, true) => DecisionKind::DownReachableAndIndirectlyConnected,
+            };
+            let held = if acquired {
+                "this side acquired the lease"
+            } else {
+                "this side did not acquire the lease"
+            };
+            (kind, format!("{why}; {held}"))
         }
-        reason.push_str(&format!(
-            "; also downing {} indirectly connected member(s)",
-            indirect.len()
-        ));
-    }
-    Outcome::Decide(Decision { kind, down, reason })
+    };
+    Outcome::Decide(match scene.down(settings, kind) {
+        Ok((down, None)) => Decision { kind, down, reason },
+        Ok((down, Some(second))) => Decision {
+            kind,
+            down,
+            reason: format!("{reason}; without the observations between them: {second}"),
+        },
+        Err(why) => Decision::down_all(view, format!("{reason}; {why}")),
+    })
 }
 
 /// Tracks whether the unreachable set has been stable for `stable-after`, and how long the
@@ -497,5 +290,9 @@ impl Stability {
     }
 }
 
+mod strategy;
+
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;

@@ -191,14 +191,13 @@ impl Membership {
             .down_all_at(&sbr, members)
             .is_some_and(|t| t <= now)
         {
-            Outcome::Decide(sbr::Decision {
-                kind: sbr::DecisionKind::DownAll,
-                down: view.members.iter().map(|m| m.node.clone()).collect(),
-                reason: format!(
+            Outcome::Decide(sbr::Decision::down_all(
+                &view,
+                format!(
                     "down-all-when-unstable: the view kept changing for {:?} after stable-after",
                     sbr.down_all_after(members).unwrap_or_default()
                 ),
-            })
+            ))
         } else if self
             .stability
             .stable_at(sbr.stable_after_for(members))

@@ -235,32 +235,34 @@ fn decision_table() {
         },
         Case {
             why: "an indirectly connected pair plus a crashed node: the pair goes and the \
-                  strategy decides over the rest",
+                  strategy, deciding again without the pair's observations, downs the crashed one",
             strategy: KeepMajority,
             members: FIVE,
             records: &[(3, 4), (4, 3), (1, 5)],
             seen: &[1, 2, 3, 4],
             lease: None,
-            expect: D(DownUnreachable, &[3, 4, 5]),
+            expect: D(DownIndirectlyConnected, &[3, 4, 5]),
         },
         Case {
             // Found by the whole-cluster simulation (seed 317): 1 is cut off from everyone,
-            // and 2, 3, 4 had seen 5 unreachable (a flapping link) before. 2, 3 and 4 are
-            // indirectly connected; counting them on neither side made it one against one,
-            // and 1 won the tie by its address while the other four downed it.
-            why: "a lone node cut off from the others does not win against them because                   some of them are indirectly connected",
+            // and 2, 3, 4 had seen 5 unreachable (a flapping link) before. 2, 3 and 4 are both
+            // observers and subjects, and stay so once the observations between them are set
+            // aside (they all observe 5, not each other): as in Akka, 1 downs every member.
+            // Cut off as it is, that downs 1 itself; the others decide on their own view.
+            why: "a lone node cut off from members that stay indirectly connected on a second \
+                  look downs everyone",
             strategy: KeepMajority,
             members: FIVE,
             records: &[(2, 5), (3, 5), (4, 5), (1, 2), (1, 3), (1, 4), (1, 5)],
             seen: &[1],
             lease: None,
-            expect: D(DownReachable, &[1]),
+            expect: D(DownAll, &[1, 2, 3, 4, 5]),
         },
         Case {
-            // Seed 647: every other member is indirectly connected, and 1 itself is cut off
-            // from 3, 4 and 5: it does not down them all and stay, it is the minority.
-            why: "a node that every other member is indirectly connected to, but which is cut \
-                  off from most of them, goes down itself",
+            // Seed 647: every other member is both an observer and a subject, and nobody is
+            // unreachable for another reason: as in Akka, the indirectly connected members go
+            // and 1, which nobody observes, stays.
+            why: "a node that every other member is indirectly connected to downs them all",
             strategy: KeepMajority,
             members: FIVE,
             records: &[
@@ -276,7 +278,7 @@ fn decision_table() {
             ],
             seen: &[1],
             lease: None,
-            expect: D(DownReachable, &[1, 2]),
+            expect: D(DownIndirectlyConnected, &[2, 3, 4, 5]),
         },
     ];
     for case in &cases {
@@ -440,4 +442,128 @@ fn a_win_that_counts_a_leaving_member_of_this_side_is_no_win() {
         decide_kind(&view(3, Up, &[1, 2])),
         DecisionKind::DownUnreachable
     );
+}
+
+/// Akka's resolver tests of `down-all-when-unstable` and of `stable-after`, replayed on the
+/// stable-after clock: 2 s stable-after, with down-all 1 s or 500 ms after it.
+#[test]
+fn stable_after_and_down_all_when_unstable_time_as_akka_does() {
+    use flotilla_core::DownAllWhenUnstable;
+    let t0 = epoch();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let settings = |down_all_ms| SplitBrainResolverSettings {
+        stable_after: Duration::from_secs(2).into(),
+        down_all_when_unstable: DownAllWhenUnstable::After(Duration::from_millis(down_all_ms)),
+        ..SplitBrainResolverSettings::default()
+    };
+    let stable_after = Duration::from_secs(2);
+    let d: BTreeSet<_> = [node(4)].into();
+    let de: BTreeSet<_> = [node(4), node(5)].into();
+    let due = |st: &Stability, s: &SplitBrainResolverSettings, at| {
+        (
+            st.stable_at(stable_after).is_some_and(|t| t <= at),
+            st.down_all_at(s, 5).is_some_and(|t| t <= at),
+        )
+    };
+
+    // "down all when unstable, scenario 1": D and E, then D, then D and E, then D, a second
+    // apart. The view never holds still for 2 s; 3 s after the first change everyone goes.
+    let s = settings(1000);
+    let mut st = Stability::new(t0);
+    for (t, set) in [(0, &de), (1000, &d), (2000, &de)] {
+        st.observe(ms(t), set);
+        assert_eq!(due(&st, &s, ms(t)), (false, false), "at {t} ms");
+    }
+    st.observe(ms(3000), &d);
+    assert_eq!(due(&st, &s, ms(3000)), (false, true));
+
+    // "down all when unstable, scenario 2": with down-all 500 ms after stable-after, the
+    // set changes at 1.2 s and 1.8 s; at 2.8 s it has not held still for 2 s, and 2.5 s have
+    // passed since the first change.
+    let s = settings(500);
+    let mut st = Stability::new(t0);
+    for (t, set) in [(0, &de), (600, &de), (1200, &d), (1800, &de)] {
+        st.observe(ms(t), set);
+        assert_eq!(due(&st, &s, ms(t)), (false, false), "at {t} ms");
+    }
+    st.observe(ms(2800), &de);
+    assert_eq!(due(&st, &s, ms(2800)), (false, true));
+
+    // "not down all when becoming stable again": everyone reachable again ends the
+    // instability; nothing is due later.
+    let s = settings(1000);
+    let mut st = Stability::new(t0);
+    st.observe(ms(0), &de);
+    st.observe(ms(1000), &d);
+    st.observe(ms(1600), &BTreeSet::new());
+    assert_eq!(due(&st, &s, ms(5000)), (false, false));
+
+    // "down unreachable after specified duration": B unreachable, due 2 s later.
+    let mut st = Stability::new(t0);
+    let b: BTreeSet<_> = [node(2)].into();
+    st.observe(ms(0), &b);
+    assert_eq!(due(&st, &s, ms(1000)), (false, false));
+    assert_eq!(due(&st, &s, ms(2000)), (true, false));
+
+    // "not down when unreachable become reachable inbetween detection and specified
+    // duration" (and "... is removed inbetween": a removed member leaves the set the same way).
+    let mut st = Stability::new(t0);
+    st.observe(ms(0), &b);
+    st.observe(ms(500), &BTreeSet::new());
+    assert_eq!(due(&st, &s, ms(3000)), (false, false));
+}
+
+proptest::proptest! {
+    /// Every member that may decide for its side decides the same from the same gossip, however
+    /// the members, their statuses and the observations are drawn.
+    #[test]
+    fn the_decision_does_not_depend_on_who_decides(
+        statuses in proptest::collection::vec(0u8..5, 2..7),
+        roles in proptest::collection::vec(proptest::bool::ANY, 6),
+        records in proptest::collection::vec((0usize..6, 0usize..6), 0..10),
+        seen in proptest::collection::vec(proptest::bool::ANY, 6),
+        strategy in 0usize..5,
+        with_role in proptest::bool::ANY,
+    ) {
+        use crate::cluster::gossip::Gossip;
+        let n = statuses.len();
+        let mut g = Gossip::new();
+        for (i, st) in statuses.iter().enumerate() {
+            let status = [Joining, WeaklyUp, Up, Leaving, Exiting][usize::from(*st)];
+            let roles: &[&str] = if roles[i] { &["r"] } else { &[] };
+            g.put_member(crate::testing::member(i as u16 + 1, status, roles));
+        }
+        for (o, s) in records.iter().filter(|(o, s)| o != s && *o < n && *s < n) {
+            g.reachability_mut().unreachable(&node(*o as u16 + 1), &node(*s as u16 + 1));
+        }
+        for i in (0..n).filter(|i| seen[*i]) {
+            g.see(&node(i as u16 + 1));
+        }
+        let mut s = settings(
+            [
+                Strategy::KeepMajority,
+                Strategy::StaticQuorum,
+                Strategy::KeepOldest,
+                Strategy::DownAll,
+                Strategy::LeaseMajority,
+            ][strategy],
+        );
+        if with_role {
+            s.keep_majority.role = "r".to_owned();
+            s.static_quorum.role = "r".to_owned();
+            s.keep_oldest.role = "r".to_owned();
+            s.lease_majority.role = "r".to_owned();
+        }
+        let answers: Vec<_> = g
+            .members()
+            .filter(|m| m.status != Exiting)
+            .map(|m| {
+                let v = View::of(&g, &m.node);
+                (decide(&s, &v, None), decide(&s, &v, Some(true)), decide(&s, &v, Some(false)))
+            })
+            .collect();
+        for a in &answers {
+            proptest::prop_assert_eq!(a, &answers[0]);
+        }
+    }
 }
