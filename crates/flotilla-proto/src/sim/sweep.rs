@@ -13,6 +13,7 @@
 //!    system messages)
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::sim::invariants::{
@@ -99,6 +100,7 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
     let mut world = World::new(seed, settings.world.clone(), start);
     if settings.trace {
         world.trace = Some(Vec::new());
+        world.frame_kinds = Some(BTreeMap::new());
     }
     let per_tick = (settings.rate / 10).max(1);
     // The first seed node forms the cluster; the others join a moment later.
@@ -173,6 +175,13 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
         ),
     ] {
         problems.extend(found.into_iter().map(|p| (name, p)));
+    }
+    if let (Some(trace), Some(kinds)) = (&mut world.trace, &world.frame_kinds) {
+        let mut top: Vec<(&String, &u64)> = kinds.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        for (kind, n) in top.into_iter().take(12) {
+            trace.push(format!("frames: {n:>9} {kind}"));
+        }
     }
     Outcome {
         seed,

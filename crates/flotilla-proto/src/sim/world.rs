@@ -444,6 +444,24 @@ pub struct World {
     pub trace: Option<Vec<String>>,
     /// Stopped: time could not move on.
     pub stalled: bool,
+    /// Frames sent, by kind and link, when tracing is on (to find a message storm's source).
+    pub frame_kinds: Option<BTreeMap<String, u64>>,
+}
+
+/// A frame's kind and link, for [`World::frame_kinds`].
+fn frame_kind(from: usize, to: usize, pdu: &Pdu<UserMsg, SystemMsg>) -> String {
+    let what = match pdu {
+        Pdu::User(UserMsg::ToCoordinator(m)) => format!("to coordinator {m:?}"),
+        Pdu::User(UserMsg::ToRegion(m)) => format!("to region {m:?}"),
+        Pdu::User(UserMsg::Deliver { shard, .. }) => format!("deliver shard {shard}"),
+        Pdu::User(UserMsg::Singleton(m)) => format!("singleton {m:?}"),
+        Pdu::System { .. } => "system".into(),
+        Pdu::SystemAck { .. } => "system ack".into(),
+        Pdu::Heartbeat { .. } | Pdu::HeartbeatReply { .. } => "heartbeat".into(),
+        Pdu::QuarantineNotice { .. } => "quarantine notice".into(),
+        Pdu::Cluster(_) => "cluster".into(),
+    };
+    format!("{from}->{to} {what}")
 }
 
 /// The lease of shard `s`.
@@ -499,6 +517,7 @@ impl World {
             sent: BTreeMap::new(),
             trace: None,
             stalled: false,
+            frame_kinds: None,
         }
     }
 
@@ -1141,14 +1160,21 @@ impl World {
         let owner = self.nodes[node].address.to_string();
         let ttl = self.settings.lease.heartbeat_timeout;
         let now = self.now;
-        let reply = match request {
+        let reply = match &request {
             LeaseOp::Acquire => self.table.acquire(&lease, &owner, ttl, now),
-            LeaseOp::Renew { token } => self.table.renew(&lease, &owner, ttl, token, now),
-            LeaseOp::Release { token } => self.table.release(&lease, &owner, token, now),
+            LeaseOp::Renew { token } => self.table.renew(&lease, &owner, ttl, *token, now),
+            LeaseOp::Release { token } => self.table.release(&lease, &owner, *token, now),
         };
         if let BackendReply::Granted { token } = &reply {
             let t = token.0;
             self.mix(&[3, node as u64, t]);
+        }
+        if self.trace.is_some() {
+            self.note(
+                node,
+                "backend",
+                &format!("{lease}: {request:?} (op {op:?}) -> {reply:?}"),
+            );
         }
         if self.conditions.backend_blocked.contains(&node) {
             return; // applied, but the answer is lost on the way back
@@ -1421,6 +1447,9 @@ impl World {
         if self.conditions.blocked.contains(&(i, j)) {
             self.counters.frames_lost += 1;
             return;
+        }
+        if let Some(kinds) = &mut self.frame_kinds {
+            *kinds.entry(frame_kind(i, j, &pdu)).or_insert(0) += 1;
         }
         let loss = self.conditions.loss_ppm;
         if self.chance(loss) {
