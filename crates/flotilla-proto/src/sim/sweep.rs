@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::sim::invariants::{
-    fencing, leases, liveness, quarantine, single_incarnation, system_messages, views,
+    fencing, leases, liveness, quarantine, single_incarnation, storms, system_messages, views,
 };
 use crate::sim::scenario::{self, Scenario, ScenarioSettings};
 use crate::sim::{Counters, World, WorldSettings};
@@ -72,6 +72,8 @@ pub struct Outcome {
     pub served_after: Option<Duration>,
     /// The run's counters.
     pub counters: Counters,
+    /// The most frames sent in one simulated second.
+    pub busiest_second: u64,
     /// Virtual time simulated.
     pub simulated: Duration,
     /// Notable steps, when traced.
@@ -173,6 +175,7 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
             system_messages::NAME,
             system_messages::check_records(&world),
         ),
+        (storms::NAME, storms::check_records(&world)),
     ] {
         problems.extend(found.into_iter().map(|p| (name, p)));
     }
@@ -191,6 +194,7 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
         settled_after,
         served_after,
         counters: world.counters,
+        busiest_second: storms::busiest_second(&world),
         simulated: world.elapsed(),
         trace: world.trace.take().unwrap_or_default(),
     }

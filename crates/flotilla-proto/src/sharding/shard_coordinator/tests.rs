@@ -340,10 +340,7 @@ fn a_new_incarnation_up_at_a_regions_address_ends_that_region() {
         uid: node(2).uid + 1000,
         ..node(2)
     };
-    t.c.handle(
-        t.now,
-        CoordinatorInput::Members([node(1), reborn.clone()].into()),
-    );
+    t.c.handle(t.now, CoordinatorInput::Members([node(1), reborn].into()));
     assert_eq!(t.home(3), None);
     assert!(!t.c.state().regions().contains_key(&node(2)));
     assert_eq!(t.c.state().consistent(), Ok(()));
