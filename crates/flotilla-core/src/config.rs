@@ -545,7 +545,8 @@ pub struct LeaseSettings {
     #[serde(with = "humantime_serde")]
     pub safety_margin: Option<Duration>,
     /// Who this node is to the lease backends. It must stay the same across restarts of the
-    /// node, so that a restarted node gets its own unexpired leases back at once (default: the
+    /// node, so that a restarted node gets its own unexpired leases back at once, and differ
+    /// from every other running node's (default: the
     /// node's address without its incarnation UID, `flotilla://<system>@<host>:<port>`).
     pub owner: Option<String>,
 }

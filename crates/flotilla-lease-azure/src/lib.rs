@@ -15,9 +15,9 @@
 //! <ETag>` to change it. A write that lost a race answers 412 (or 409) and the backend reads the
 //! record again and decides anew, so two owners can never both succeed.
 //!
-//! - **acquire**: the record is absent, released (`owner` empty) or expired → write it with this
-//!   owner and `token + 1`; it is this owner's and live → rewrite it (renewal), same token; else
-//!   denied.
+//! - **acquire**: the record is absent, released (`owner` empty), expired or this owner's →
+//!   write it with this owner and `token + 1` (a new hold: an earlier one of this owner is
+//!   replaced); else denied.
 //! - **renew**: still this owner's with the same token → rewrite it (which refreshes its
 //!   `Last-Modified`); else denied.
 //! - **release**: still this owner's → write it back with an empty owner. The record is never
@@ -457,18 +457,13 @@ impl AzureBackend {
                     },
                     None,
                 ),
-                Some(r) if r.live() && r.record.owner == owner.as_str() => (
-                    Record {
-                        ttl_ms,
-                        ..r.record.clone()
-                    },
-                    Some(r.etag.as_str()),
-                ),
-                Some(r) if r.live() => {
+                Some(r) if r.live() && r.record.owner != owner.as_str() => {
                     return Ok(BackendReply::Denied {
                         holder: Some(r.record.owner.clone()),
                     });
                 }
+                // Free, expired, or this owner's: a new hold with the next token (an earlier hold
+                // of this owner is replaced, so that nothing sent for it can touch this one).
                 Some(r) => (
                     Record {
                         owner: owner.as_str().to_owned(),

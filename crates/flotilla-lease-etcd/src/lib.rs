@@ -5,15 +5,18 @@
 //!
 //! - **acquire** grants an etcd lease whose TTL is the heartbeat timeout, then runs a transaction
 //!   that creates the key attached to it *only if the key is absent*. If the key exists and is
-//!   this owner's (a restart of the same node), its etcd lease is kept alive and the hold is
-//!   granted again with the same token; if it is another owner's, the answer is denied.
-//! - **renew** checks that the key is still this owner's hold (same create revision), then sends
-//!   one keep-alive for its etcd lease. The client sends keep-alives itself, when the holder asks;
-//!   nothing renews in the background.
-//! - **release** deletes the key only if it is unchanged since it was read (still this owner's),
-//!   then revokes the etcd lease.
-//! - The **fencing token** is the key's create revision: etcd's revision counter only grows, so
-//!   every new owner gets a larger token, and the same hold keeps its token across renewals.
+//!   this owner's (a restart of the same node, or an earlier acquisition), it is rewritten —
+//!   only if unchanged since it was read — onto the new etcd lease: a new hold, with a new token;
+//!   if it is another owner's, the answer is denied.
+//! - **renew** checks that the key is still this hold (its mod revision is the token), then
+//!   sends one keep-alive for its etcd lease. The client sends keep-alives itself, when the
+//!   holder asks; nothing renews in the background.
+//! - **release** deletes the key only if it is still the hold named (mod revision equal to the
+//!   token), then revokes the etcd lease.
+//! - The **fencing token** is the key's mod revision, which only an acquisition changes (a
+//!   keep-alive writes nothing): etcd's revision counter only grows, so every grant gets a larger
+//!   token, and a hold keeps its token across renewals. A renewal or release of an earlier hold
+//!   compares an older revision and changes nothing.
 //!
 //! Two properties of etcd to know:
 //!
@@ -164,6 +167,14 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The grant a successful transaction made: its one write's revision is the token.
+fn granted(response: &etcd_client::TxnResponse) -> BackendReply {
+    let revision = response.header().map_or(0, |h| h.revision());
+    BackendReply::Granted {
+        token: FencingToken(u64::try_from(revision).unwrap_or(0)),
+    }
+}
+
 fn unknown(what: &str, e: &EtcdClientError) -> BackendReply {
     BackendReply::Unknown {
         reason: format!("etcd {what} failed: {e}"),
@@ -179,7 +190,7 @@ fn owner_of(kv: &KeyValue) -> String {
 }
 
 fn token_of(kv: &KeyValue) -> FencingToken {
-    FencingToken(u64::try_from(kv.create_revision()).unwrap_or(0))
+    FencingToken(u64::try_from(kv.mod_revision()).unwrap_or(0))
 }
 
 /// An etcd client for `settings` (endpoints, timeouts, credentials; the prefix must end with
@@ -296,7 +307,7 @@ impl EtcdBackend {
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
                     key.clone(),
-                    value,
+                    value.clone(),
                     Some(PutOptions::new().with_lease(grant)),
                 )]);
             let created = match client.txn(txn).await {
@@ -305,35 +316,52 @@ impl EtcdBackend {
                 Err(e) => return unknown("create transaction", &e),
             };
             if created.succeeded() {
-                // The put is the transaction's only write: its revision is the key's create
+                // The put is the transaction's only write: its revision is the key's mod
                 // revision.
-                let revision = created.header().map_or(0, |h| h.revision());
-                return BackendReply::Granted {
-                    token: FencingToken(u64::try_from(revision).unwrap_or(0)),
-                };
+                return granted(&created);
             }
-            // Not created: the grant is unused. Revoking it is a courtesy; it expires anyway.
-            let _ = client.lease_revoke(grant).await;
             let existing = match self.get(lease).await {
                 Ok(kv) => kv,
-                Err(e) => return unknown("read", &e),
+                Err(e) => {
+                    let _ = client.lease_revoke(grant).await;
+                    return unknown("read", &e);
+                }
             };
-            let Some(kv) = existing else { continue };
+            let Some(kv) = existing else {
+                let _ = client.lease_revoke(grant).await;
+                continue;
+            };
             let holder = owner_of(&kv);
             if holder != owner.as_str() {
+                // Not created: the grant is unused. Revoking it is a courtesy; it expires anyway.
+                let _ = client.lease_revoke(grant).await;
                 return BackendReply::Denied {
                     holder: Some(holder),
                 };
             }
-            // Ours already (a restarted node, or a retried acquire that was applied): keep it.
-            match client.lease_keep_alive(kv.lease()).await {
-                Ok(_) => {
-                    return BackendReply::Granted {
-                        token: token_of(&kv),
-                    };
+            // Ours already (a restarted node, or an earlier acquisition that was applied): a new
+            // hold replaces it, on the new etcd lease, if nothing changed it since the read.
+            let replace = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value,
+                    Some(PutOptions::new().with_lease(grant)),
+                )]);
+            match client.txn(replace).await {
+                Ok(r) if r.succeeded() => {
+                    // The earlier hold's etcd lease holds nothing any more.
+                    let _ = client.lease_revoke(kv.lease()).await;
+                    return granted(&r);
                 }
-                Err(EtcdClientError::LeaseKeepAliveError(_)) => continue, // it just expired
-                Err(e) => return unknown("keep-alive", &e),
+                Ok(_) => {
+                    let _ = client.lease_revoke(grant).await;
+                }
+                Err(e) => return unknown("replace transaction", &e),
             }
         }
         BackendReply::Unknown {
@@ -354,6 +382,7 @@ impl EtcdBackend {
         };
         let holder = owner_of(&kv);
         if holder != owner.as_str() || token_of(&kv) != token {
+            // Another owner's, or a later hold of this owner: not the hold being renewed.
             return BackendReply::Denied {
                 holder: Some(holder),
             };
@@ -381,6 +410,7 @@ impl EtcdBackend {
         if !ours {
             return BackendReply::Released { was_held: false };
         }
+        // Deleted only if still the hold read (the one named, when a token is given).
         let key = self.key(lease);
         let txn = Txn::new()
             .when([Compare::mod_revision(

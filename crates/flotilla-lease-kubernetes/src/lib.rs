@@ -9,7 +9,7 @@
 //! | `spec.leaseDurationSeconds` | the holder's TTL (heartbeat timeout, whole seconds, at least 1) |
 //! | `spec.acquireTime` | when the current holder took it |
 //! | `spec.renewTime` | the holder's last renewal |
-//! | `spec.leaseTransitions` | the **fencing token**: incremented whenever the lease is taken anew |
+//! | `spec.leaseTransitions` | the **fencing token**: incremented with every grant (also when the holder acquires it again) |
 //!
 //! Every change is a `PUT` carrying the `resourceVersion` that was read (or a `POST` that fails if
 //! the object exists): the API server refuses a stale write with 409 Conflict, and the backend
@@ -319,16 +319,14 @@ impl KubernetesBackend {
             let v = view(&lease, now);
             let live = !v.left.is_zero();
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            let granted = if live && v.holder == owner.as_str() {
-                // Ours already (a restart of this node, or an applied retry): renew it.
-                spec.renew_time = micro(now);
-                spec.lease_duration_seconds = Some(duration_secs(ttl));
-                v.transitions
-            } else if live {
+            let granted = if live && v.holder != owner.as_str() {
                 return Ok(BackendReply::Denied {
                     holder: Some(v.holder),
                 });
             } else {
+                // Free, expired, or this owner's (a restart of this node, an applied retry): a
+                // new hold with the next token, so that nothing sent for an earlier hold of
+                // this owner can touch it.
                 let next = v.transitions.saturating_add(1);
                 spec.holder_identity = Some(owner.as_str().to_owned());
                 spec.lease_duration_seconds = Some(duration_secs(ttl));

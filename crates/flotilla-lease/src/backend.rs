@@ -6,9 +6,15 @@
 //!
 //! | call | certain success | certainly someone else's | anything else |
 //! | --- | --- | --- | --- |
-//! | `acquire` | `Granted { token }` (also when this owner already holds it) | `Denied { holder }` | `Unknown { reason }` |
+//! | `acquire` | `Granted { token }` (also when this owner already holds it: a new hold) | `Denied { holder }` | `Unknown { reason }` |
 //! | `renew` | `Renewed` (also when a retried write turns out to have been applied) | `Denied { holder }` | `Unknown { reason }` |
-//! | `release` | `Released { was_held }` (`false` when not this owner's) | — | `Unknown { reason }` |
+//! | `release` | `Released { was_held }` (`false` when not this owner's, or another hold than `token`) | — | `Unknown { reason }` |
+//! | `inspect` | `Inspected { token }` (this owner's live hold, if any) | — | `Unknown { reason }` |
+//!
+//! Every `acquire` that is granted makes a **new hold with a new, higher token** — also when this
+//! owner already holds the lease (the earlier hold is replaced). `renew` and `release` name the
+//! hold they mean by its token and touch no other: a request applied late, after its caller gave
+//! up on it, can then never change a later hold of the same owner.
 //!
 //! A backend that could not send a request at all (no connection yet, as with a
 //! [`DeferredBackend`](crate::DeferredBackend)) answers `NotSent { reason }` to any call: nothing
@@ -184,6 +190,30 @@ pub trait LeaseBackend: Send + Sync + 'static {
         owner: &'a OwnerId,
         token: Option<FencingToken>,
     ) -> BoxFuture<'a, BackendReply>;
+
+    /// The token of `owner`'s live hold of `lease`, as `Inspected` (`None` when the lease is
+    /// free, expired or another owner's). The holder asks it to clean up after an acquisition
+    /// without a certain answer: it then releases exactly the hold this names. By default it
+    /// is read from [`describe`](Self::describe).
+    fn inspect<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(async move {
+            match self.describe(lease).await {
+                Ok(Some(r))
+                    if r.owner == owner.as_str() && r.expires_in.is_none_or(|d| !d.is_zero()) =>
+                {
+                    BackendReply::Inspected {
+                        token: Some(r.token),
+                    }
+                }
+                Ok(_) => BackendReply::Inspected { token: None },
+                Err(reason) => BackendReply::Unknown { reason },
+            }
+        })
+    }
 
     /// What the backend stores for `lease`, if anything (expired holds excluded).
     fn describe<'a>(

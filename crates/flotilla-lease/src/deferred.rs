@@ -267,6 +267,19 @@ impl LeaseBackend for DeferredBackend {
         })
     }
 
+    fn inspect<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(async move {
+            match self.backend().await {
+                Ok(b) => b.inspect(lease, owner).await,
+                Err(e) => not_sent(e),
+            }
+        })
+    }
+
     fn describe<'a>(
         &'a self,
         lease: &'a LeaseName,

@@ -266,7 +266,8 @@ impl Driver {
             let call = match op {
                 LeaseOp::Acquire => backend.acquire(&name, &owner, ttl),
                 LeaseOp::Renew { token } => backend.renew(&name, &owner, ttl, token),
-                LeaseOp::Release { token } => backend.release(&name, &owner, token),
+                LeaseOp::Release { token } => backend.release(&name, &owner, Some(token)),
+                LeaseOp::Inspect => backend.inspect(&name, &owner),
             };
             let reply = tokio::time::timeout(timeout, call)
                 .await

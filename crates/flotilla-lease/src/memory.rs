@@ -213,6 +213,17 @@ impl LeaseBackend for MemoryBackend {
         }))
     }
 
+    fn inspect<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+    ) -> BoxFuture<'a, BackendReply> {
+        let (lease, owner) = (lease.clone(), owner.clone());
+        Box::pin(
+            self.call(move |store, now| store.table.inspect(lease.as_str(), owner.as_str(), now)),
+        )
+    }
+
     fn describe<'a>(
         &'a self,
         lease: &'a LeaseName,

@@ -73,6 +73,7 @@ pub async fn run_all(t: &dyn Target) {
     an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie(t).await;
     release_is_idempotent(t).await;
     the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t).await;
+    every_operation_touches_only_the_hold_it_names(t).await;
 }
 
 /// N ≥ 5 concurrent contenders: exactly one granted, the rest denied.
@@ -334,7 +335,8 @@ pub async fn release_is_idempotent(t: &dyn Target) {
     a.shutdown().await;
 }
 
-/// A node restarted with the same owner identity gets its unexpired lease back at once.
+/// A node restarted with the same owner identity gets its unexpired lease back at once, as a new
+/// hold with a higher token; the hold of the first incarnation is gone.
 pub async fn the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t: &dyn Target) {
     let name = unique_lease("restart");
     let backend = t.backend();
@@ -343,18 +345,71 @@ pub async fn the_same_owner_gets_its_unexpired_lease_back_after_a_restart(t: &dy
     let first = backend
         .acquire(&name, &me, t.settings().heartbeat_timeout)
         .await;
-    let BackendReply::Granted { token } = first else {
+    let BackendReply::Granted { token: first } = first else {
         panic!("raw acquire: {first:?}")
     };
     let again = client(t, "node-a");
-    let lease = again.lease(name).unwrap_or_else(|e| panic!("{e}"));
+    let lease = again.lease(name.clone()).unwrap_or_else(|e| panic!("{e}"));
     let outcome = lease.acquire(|_| {}).await;
-    assert_eq!(
-        outcome,
-        AcquireOutcome::Granted { token },
-        "same owner, same hold"
-    );
+    let AcquireOutcome::Granted { token } = outcome else {
+        panic!("the same owner is not kept waiting: {outcome:?}")
+    };
+    assert!(token > first, "a new hold: {token} after {first}");
+    assert!(lease.check_lease());
     again.shutdown().await;
+}
+
+/// Every grant is a hold of its own, and renewals, releases and inspections name the hold they
+/// mean: a late request for an earlier hold of the same owner never touches a later one.
+pub async fn every_operation_touches_only_the_hold_it_names(t: &dyn Target) {
+    let name = unique_lease("names");
+    let backend = t.backend();
+    let ttl = t.settings().heartbeat_timeout;
+    let (a, b) = (owner("node-a"), owner("node-b"));
+    let grant = |reply: BackendReply| match reply {
+        BackendReply::Granted { token } => token,
+        other => panic!("expected a grant: {other:?}"),
+    };
+    let first = grant(backend.acquire(&name, &a, ttl).await);
+    let second = grant(backend.acquire(&name, &a, ttl).await);
+    assert!(second > first, "{second} after {first}");
+    assert_eq!(
+        backend.release(&name, &a, Some(first)).await,
+        BackendReply::Released { was_held: false },
+        "a release of the earlier hold"
+    );
+    assert!(
+        matches!(
+            backend.renew(&name, &a, ttl, first).await,
+            BackendReply::Denied { .. }
+        ),
+        "a renewal of the earlier hold"
+    );
+    assert_eq!(
+        backend.inspect(&name, &a).await,
+        BackendReply::Inspected {
+            token: Some(second)
+        }
+    );
+    assert_eq!(
+        backend.inspect(&name, &b).await,
+        BackendReply::Inspected { token: None }
+    );
+    assert!(
+        matches!(
+            backend.acquire(&name, &b, ttl).await,
+            BackendReply::Denied { .. }
+        ),
+        "the later hold stands"
+    );
+    assert_eq!(
+        backend.release(&name, &a, Some(second)).await,
+        BackendReply::Released { was_held: true }
+    );
+    assert_eq!(
+        backend.inspect(&name, &a).await,
+        BackendReply::Inspected { token: None }
+    );
 }
 
 /// Wraps a real backend and injects [`TransientFault`]s into its next calls, so that the
@@ -463,6 +518,14 @@ impl<B: LeaseBackend> LeaseBackend for Faulty<B> {
         Box::pin(self.call(self.inner.release(lease, owner, token)))
     }
 
+    fn inspect<'a>(
+        &'a self,
+        lease: &'a LeaseName,
+        owner: &'a OwnerId,
+    ) -> BoxFuture<'a, BackendReply> {
+        Box::pin(self.call(self.inner.inspect(lease, owner)))
+    }
+
     fn describe<'a>(
         &'a self,
         lease: &'a LeaseName,
@@ -493,6 +556,7 @@ macro_rules! conformance_tests {
             an_unreachable_backend_gives_bounded_unknowns_and_leaves_no_zombie,
             release_is_idempotent,
             the_same_owner_gets_its_unexpired_lease_back_after_a_restart,
+            every_operation_touches_only_the_hold_it_names,
         );
     };
     (@each #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {$(

@@ -3,7 +3,8 @@
 //! every invariant of `flotilla_proto::sim::invariants` checked.
 //!
 //! - CI runs seeds `1..=`[`DEFAULT_SEEDS`] and the seeds that once found a bug ([`FOUND_BUGS`]);
-//!   `FLOTILLA_SIM_SEEDS=<n>` runs `1..=n` (and those);
+//!   `FLOTILLA_SIM_SEEDS=<n>` runs `1..=n`, `FLOTILLA_SIM_SEEDS=<from>..<to>` runs that range
+//!   (and those, either way);
 //!   `FLOTILLA_SIM_SEED=<s>` runs one seed (add `FLOTILLA_SIM_TRACE=1` to print its trace).
 //! - A failure prints the seed, its scenario, what broke, and the one-line replay command.
 //! - The determinism self-check runs a seed twice and compares the trace hashes.
@@ -19,18 +20,41 @@ const DEFAULT_SEEDS: u64 = 64;
 
 /// Seeds beyond the default range that once broke a promise (docs/reliability.md, "Found and
 /// fixed"): CI runs them too, so the scenarios that found a bug keep being played.
-const FOUND_BUGS: [u64; 10] = [98, 198, 295, 313, 317, 405, 509, 598, 647, 659];
+const FOUND_BUGS: &[u64] = &[
+    98, 198, 295, 313, 317, 405, 509, 598, 647, 659, 4388, 4405, 6124, 6157, 7600, 8897, 9399,
+    9799, 9826, 9835,
+];
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// `FLOTILLA_SIM_SEEDS`: `<n>` is `1..=n`, `<from>..<to>` is `from..to` (`to` excluded), and
+/// `<from>..=<to>` includes `to`.
+fn seed_range() -> std::ops::RangeInclusive<u64> {
+    let Ok(text) = std::env::var("FLOTILLA_SIM_SEEDS") else {
+        return 1..=DEFAULT_SEEDS;
+    };
+    let parse = |s: &str| {
+        s.trim().parse::<u64>().unwrap_or_else(|_| {
+            panic!("FLOTILLA_SIM_SEEDS={text:?}: expected <n>, <from>..<to> or <from>..=<to>")
+        })
+    };
+    if let Some((from, to)) = text.split_once("..=") {
+        parse(from)..=parse(to)
+    } else if let Some((from, to)) = text.split_once("..") {
+        parse(from)..=parse(to).saturating_sub(1)
+    } else {
+        1..=parse(&text)
+    }
 }
 
 fn seeds() -> Vec<u64> {
     if let Some(one) = env("FLOTILLA_SIM_SEED") {
         return vec![one];
     }
-    let mut seeds: Vec<u64> = (1..=env("FLOTILLA_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect();
-    for s in FOUND_BUGS {
+    let mut seeds: Vec<u64> = seed_range().collect();
+    for &s in FOUND_BUGS {
         if !seeds.contains(&s) {
             seeds.push(s);
         }
@@ -73,6 +97,7 @@ fn every_seed_keeps_every_promise() {
     };
     let mut failures = Vec::new();
     let (mut worst_settle, mut worst_serve) = (Duration::ZERO, Duration::ZERO);
+    let mut busiest = 0;
     let mut simulated = Duration::ZERO;
     let mut faults = 0;
     for seed in seeds() {
@@ -86,8 +111,9 @@ fn every_seed_keeps_every_promise() {
         simulated += o.simulated;
         worst_settle = worst_settle.max(o.settled_after.unwrap_or_default());
         worst_serve = worst_serve.max(o.served_after.unwrap_or_default());
+        busiest = busiest.max(o.busiest_second);
         eprintln!(
-            "seed {seed}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated), {} crash(es){}, {}",
+            "seed {seed}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated, at most {} in a second), {} crash(es){}, {}",
             o.scenario.faults.len(),
             o.settled_after,
             o.served_after,
@@ -96,6 +122,7 @@ fn every_seed_keeps_every_promise() {
             o.counters.frames,
             o.counters.frames_lost,
             o.counters.frames_duplicated,
+            o.busiest_second,
             o.counters.crashes,
             o.scenario
                 .lost
@@ -109,8 +136,9 @@ fn every_seed_keeps_every_promise() {
         }
     }
     eprintln!(
-        "{} seed(s), {faults} fault(s), {simulated:?} simulated; worst settle {worst_settle:?}, worst serve {worst_serve:?}",
-        seeds().len()
+        "{} seed(s), {faults} fault(s), {simulated:?} simulated; worst settle {worst_settle:?}, worst serve {worst_serve:?}, busiest second {busiest} frames; {} failed",
+        seeds().len(),
+        failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -7,8 +7,8 @@
 //!     │  │                │  └──────────▶ Released     │ └── Renewed (or retried on failure ─┘
 //!     │  │   Unknown /    │                            │      while inside the deadline)
 //!     │  │   op timeout   ▼                            │
-//!     │  └──────────── Releasing (abandon: no zombie)  ├── deadline passed ─▶ Lost(expired) ─▶ Releasing (abandon)
-//!     │                   ▲                            ├── backend shows another owner ─▶ Lost(taken over)
+//!     │  └──────────── Releasing (clean-up: find      ├── deadline passed ─▶ Lost(expired) ─▶ Releasing
+//!     │                   ▲       the hold, release)   ├── backend shows another owner ─▶ Lost(taken over)
 //!     └─── release done ──┴──────── release() ─────────┘
 //! ```
 //!
@@ -21,28 +21,32 @@
 //! - **The held deadline counts from when a request was sent**, never from when its reply came:
 //!   `sent + heartbeat-timeout − safety-margin`. [`LeaseHolder::check_lease`] is true only before
 //!   it.
+//! - **Every operation names its hold.** Every grant is a hold of its own with a new fencing
+//!   token (also when this owner acquires the lease again); renewals and releases carry the
+//!   token of the hold they mean. A request can be applied long after its caller gave up on it
+//!   (held up in the network, or in a paused server): named so, it can only ever touch the hold
+//!   it was meant for, never a later one that this owner believes in.
 //! - **One failed renewal does not lose the lease.** Failed or unanswered renewals are retried with
 //!   backoff while the deadline has not passed. The lease is lost only at the deadline, or at once
 //!   when the backend shows another owner. `Lost` is emitted exactly once per grant.
 //! - **No zombie from an uncertain acquire.** An `Unknown` answer, or no answer within
-//!   `lease-operation-timeout`, is reported as unknown (not acquired) and the lease is released in
-//!   case the backend did grant it; a grant that arrives after its acquisition was given up is
-//!   released too. A new acquisition waits until that clean-up is done. Because a request held
-//!   up in the network (or in a paused server) can still be applied after that release was
-//!   answered, the holder keeps **sweeping** — one ownerless release every heartbeat interval —
-//!   until a sweep removes a hold, or until one TTL has passed since the uncertain attempt was
-//!   sent (a hold created from it expires by then unless renewed, and nobody renews it). A sweep
-//!   runs only while the lease is released here; a new acquisition ends it (a late grant then
-//!   simply is this owner's hold), after the sweep in flight, if any, has answered. A
-//!   `NotSent` answer (the request never left this process) is certain: not acquired, nothing
-//!   to clean up.
+//!   `lease-operation-timeout`, is reported as unknown (not acquired), and the holder cleans up:
+//!   it asks the backend for this owner's hold (`Inspect`) and releases the hold it names. A
+//!   grant that arrives after its acquisition was given up is released too. Because the
+//!   uncertain request may still be applied after that, the holder keeps **sweeping** — one
+//!   inspection (and release of what it finds) every heartbeat interval while the lease is
+//!   released here — until a sweep removes a hold, or until one TTL has passed since the
+//!   uncertain attempt was sent. A new acquisition ends the sweep; an answer to an inspection
+//!   sent before it is ignored. A `NotSent` answer (the request never left this process) is
+//!   certain: not acquired, nothing to clean up.
 //! - **Release is awaited and bounded.** It is retried with backoff until
 //!   `lease-operation-timeout`; releasing a lease not held answers `NotHeld`. A release asked for
 //!   while an acquisition is in flight waits for its answer first, so the release cannot overtake
 //!   the grant at the backend.
+//!
+//! The safety argument, and the assumptions it rests on, are in `docs/design/leases.md`.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use flotilla_core::{LeaseSettings, StateMachine};
@@ -50,218 +54,13 @@ use flotilla_core::{LeaseSettings, StateMachine};
 pub mod table;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use table::{Hold, LeaseTable};
-
-/// A fencing token: strictly increases every time the lease changes owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FencingToken(pub u64);
-
-impl fmt::Display for FencingToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Identifies one backend operation this machine asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(u64);
-
-/// A backend operation for the driver to run. Every operation gets exactly one
-/// [`HolderInput::Reply`]: the driver turns its own request timeout into [`BackendReply::Unknown`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseOp {
-    /// Take the lease for this owner (granted at once if this owner already holds it).
-    Acquire,
-    /// Extend this owner's hold by a full TTL.
-    Renew {
-        /// The token of the hold being renewed.
-        token: FencingToken,
-    },
-    /// Give the lease up if this owner still holds it.
-    Release {
-        /// The token of the hold, if known.
-        token: Option<FencingToken>,
-    },
-}
-
-/// What the backend answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendReply {
-    /// Acquire: granted to this owner.
-    Granted {
-        /// The hold's fencing token.
-        token: FencingToken,
-    },
-    /// Renew: extended.
-    Renewed,
-    /// Acquire or renew: certainly held by someone else (or, for renew, no longer ours).
-    Denied {
-        /// The current holder, if the backend says.
-        holder: Option<String>,
-    },
-    /// Release: done; `was_held` tells whether this owner still held it.
-    Released {
-        /// Whether the lease was still this owner's when released.
-        was_held: bool,
-    },
-    /// No certain answer: an error, a timeout, an unreachable backend.
-    Unknown {
-        /// What happened, in words.
-        reason: String,
-    },
-    /// The request never left this process — there is no connection to the backend yet —
-    /// so nothing changed at the backend: certainly not granted, renewed or released.
-    NotSent {
-        /// Why, in words.
-        reason: String,
-    },
-}
-
-/// Inputs of the [`LeaseHolder`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderInput {
-    /// The caller wants the lease. Joins an acquisition in progress.
-    Acquire,
-    /// The caller gives the lease up. Joins a release in progress.
-    Release,
-    /// The backend answered an operation.
-    Reply {
-        /// Which operation.
-        op: OpId,
-        /// The answer.
-        reply: BackendReply,
-    },
-}
-
-/// How an acquisition ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AcquireOutcome {
-    /// This owner holds the lease.
-    Granted {
-        /// The hold's fencing token.
-        token: FencingToken,
-    },
-    /// Another owner certainly holds it.
-    Denied {
-        /// Who, if known.
-        holder: Option<String>,
-    },
-    /// No certain answer: treat as not acquired. Any late grant is released.
-    Unknown {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// How a release ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReleaseOutcome {
-    /// Released: this owner held it and no longer does.
-    Released,
-    /// This owner did not hold it (nothing to do).
-    NotHeld,
-    /// No certain answer within `lease-operation-timeout`. The lease expires by its TTL at worst.
-    Unknown {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Why a held lease was lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LostCause {
-    /// The backend shows another owner (the lease was taken over or broken).
-    TakenOver {
-        /// The new holder, if known.
-        holder: Option<String>,
-    },
-    /// No renewal was confirmed in time: the holder's deadline passed.
-    Expired {
-        /// How long ago the last confirmed renewal (or the grant) was sent.
-        since_confirmed: Duration,
-        /// The last renewal failure, if any.
-        last_error: Option<String>,
-    },
-}
-
-impl fmt::Display for LostCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TakenOver { holder: Some(h) } => write!(f, "the lease is now held by {h}"),
-            Self::TakenOver { holder: None } => f.write_str("the lease is no longer ours"),
-            Self::Expired {
-                since_confirmed,
-                last_error,
-            } => {
-                write!(f, "no renewal confirmed for {since_confirmed:?}")?;
-                match last_error {
-                    Some(e) => write!(f, " (last error: {e})"),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-}
-
-/// Events for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseEvent {
-    /// Granted after `took`.
-    Acquired {
-        /// The fencing token.
-        token: FencingToken,
-        /// From the acquire request to the grant.
-        took: Duration,
-    },
-    /// A renewal was confirmed.
-    Renewed {
-        /// From the renew request to its confirmation.
-        took: Duration,
-    },
-    /// A renewal failed; it is retried while the lease is still safely held.
-    RenewalRetried {
-        /// How many renewals failed in a row.
-        attempt: u32,
-        /// The failure.
-        reason: String,
-        /// Time left before the holder's deadline.
-        remaining: Duration,
-    },
-    /// A held lease was lost. Exactly once per grant.
-    Lost {
-        /// Why.
-        cause: LostCause,
-    },
-    /// A release finished.
-    Released {
-        /// From the first release request to the answer.
-        took: Duration,
-    },
-    /// A release gave up without a certain answer.
-    ReleaseFailed {
-        /// The last failure.
-        reason: String,
-    },
-}
-
-/// Outputs of the [`LeaseHolder`], in the order produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderOutput {
-    /// Run this operation against the backend and reply with its answer.
-    Op {
-        /// Its id, to quote in the reply.
-        id: OpId,
-        /// The operation.
-        op: LeaseOp,
-    },
-    /// The acquisition every waiting `acquire` caller joined has ended.
-    AcquireDone(AcquireOutcome),
-    /// The release every waiting `release` caller joined has ended.
-    ReleaseDone(ReleaseOutcome),
-    /// Something to log and count.
-    Event(LeaseEvent),
-}
+pub use types::{
+    AcquireOutcome, BackendReply, FencingToken, HolderInput, HolderOutput, LeaseEvent, LeaseOp,
+    LostCause, OpId, ReleaseOutcome,
+};
 
 #[derive(Debug)]
 enum Renewal {
@@ -284,6 +83,9 @@ enum State {
         deadline: Instant,
         /// A release was asked for meanwhile: release once the acquire has answered.
         then_release: bool,
+        /// The highest grant of an earlier, abandoned acquisition that answered meanwhile: it
+        /// may have replaced the hold this acquisition makes.
+        late_grant: Option<FencingToken>,
     },
     /// Held until `confirmed + ttl - margin`.
     Held {
@@ -296,7 +98,11 @@ enum State {
     },
     /// Giving the lease up (for a caller, or to clean up after an uncertain or lost hold).
     Releasing {
+        /// The hold to release; `None` while it is being looked up (`Inspect`), after an
+        /// acquisition without a certain answer.
         token: Option<FencingToken>,
+        /// Started without a token: a clean-up after an uncertain acquisition.
+        cleanup: bool,
         op: Option<OpId>,
         retry_at: Option<Instant>,
         attempt: u32,
@@ -310,6 +116,23 @@ enum State {
     },
 }
 
+/// A sweep's request on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SweepOp {
+    /// Asking for this owner's hold.
+    Inspect(OpId),
+    /// Releasing the hold an inspection found.
+    Release(OpId),
+}
+
+impl SweepOp {
+    fn id(self) -> OpId {
+        match self {
+            Self::Inspect(op) | Self::Release(op) => op,
+        }
+    }
+}
+
 /// One owner's view of one lease. See the [module docs](self).
 #[derive(Debug)]
 pub struct LeaseHolder {
@@ -317,16 +140,14 @@ pub struct LeaseHolder {
     state: State,
     next_op: u64,
     /// Acquisitions given up as unknown whose reply has not come yet: a grant among them is
-    /// released (unless this owner holds or is acquiring the lease again by then).
+    /// released (or, while acquiring again, taken as this acquisition's hold).
     abandoned: BTreeSet<OpId>,
     /// Sweeping for a zombie of an uncertain acquisition until this instant.
     sweep_until: Option<Instant>,
     /// When the next sweep is due.
     sweep_due: Option<Instant>,
-    /// The sweep on its way, if any.
-    sweep_op: Option<OpId>,
-    /// An acquisition was asked for while a sweep was on its way: start it after the answer.
-    acquire_after_sweep: bool,
+    /// The sweep's request on its way, if any.
+    sweep_op: Option<SweepOp>,
     outputs: VecDeque<HolderOutput>,
 }
 
@@ -341,7 +162,6 @@ impl LeaseHolder {
             sweep_until: None,
             sweep_due: None,
             sweep_op: None,
-            acquire_after_sweep: false,
             outputs: VecDeque::new(),
         }
     }
@@ -397,36 +217,34 @@ impl LeaseHolder {
     fn start_sweep(&mut self, sent: Instant, first_due: Instant) {
         let until = sent + self.settings.heartbeat_timeout;
         self.sweep_until = Some(self.sweep_until.map_or(until, |u| u.max(until)));
-        self.sweep_due = Some(first_due);
+        self.sweep_due = Some(self.sweep_due.map_or(first_due, |d| d.min(first_due)));
     }
 
     fn end_sweep(&mut self) {
         self.sweep_until = None;
         self.sweep_due = None;
-        // A sweep still in flight is answered into the void: nothing depends on it.
+        // A sweep still in flight is answered into the void: an inspection sent before an
+        // acquisition could name the hold that acquisition makes.
         self.sweep_op = None;
     }
 
-    fn on_sweep_reply(&mut self, now: Instant, reply: BackendReply) {
+    fn on_sweep_reply(&mut self, now: Instant, step: SweepOp, reply: BackendReply) {
         self.sweep_op = None;
-        if self.acquire_after_sweep {
-            self.acquire_after_sweep = false;
-            self.end_sweep();
-            self.start_acquiring(now);
-            return;
-        }
-        match reply {
-            BackendReply::Released { was_held: true } => self.end_sweep(),
-            _ => self.sweep_due = Some(now + self.settings.heartbeat_interval),
+        let next = now + self.settings.heartbeat_interval;
+        match (step, reply) {
+            // Only while released here: then no acquisition was sent since the inspection, and
+            // any hold of this owner is one nobody here believes in.
+            (SweepOp::Inspect(_), BackendReply::Inspected { token: Some(token) })
+                if matches!(self.state, State::Released) =>
+            {
+                self.sweep_op = Some(SweepOp::Release(self.op(LeaseOp::Release { token })));
+            }
+            (SweepOp::Release(_), BackendReply::Released { was_held: true }) => self.end_sweep(),
+            _ => self.sweep_due = Some(next),
         }
     }
 
     fn start_acquiring(&mut self, now: Instant) {
-        if self.sweep_op.is_some() {
-            // Let the ownerless release in flight answer first, or it could remove this grant.
-            self.acquire_after_sweep = true;
-            return;
-        }
         self.end_sweep();
         let op = self.op(LeaseOp::Acquire);
         self.state = State::Acquiring {
@@ -434,13 +252,16 @@ impl LeaseHolder {
             sent: now,
             deadline: now + self.settings.operation_timeout(),
             then_release: false,
+            late_grant: None,
         };
     }
 
+    /// Releases hold `token`, or (`None`) looks this owner's hold up first and releases that.
     fn start_releasing(&mut self, now: Instant, token: Option<FencingToken>, owed: bool) {
-        let op = self.op(LeaseOp::Release { token });
+        let op = self.op(token.map_or(LeaseOp::Inspect, |token| LeaseOp::Release { token }));
         self.state = State::Releasing {
             token,
+            cleanup: token.is_none(),
             op: Some(op),
             retry_at: None,
             attempt: 1,
@@ -482,7 +303,6 @@ impl LeaseHolder {
 
     fn on_acquire(&mut self, now: Instant) {
         match &mut self.state {
-            State::Released if self.acquire_after_sweep => {} // joins the acquisition waiting
             State::Released => self.start_acquiring(now),
             State::Acquiring { .. } => {} // joins the acquisition in progress
             State::Held { token, .. } => {
@@ -495,14 +315,6 @@ impl LeaseHolder {
 
     fn on_release(&mut self, now: Instant) {
         match &mut self.state {
-            State::Released if self.acquire_after_sweep => {
-                // The waiting acquisition is called off: it was never sent.
-                self.acquire_after_sweep = false;
-                self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
-                    reason: "released before the acquisition was sent".into(),
-                }));
-                self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld));
-            }
             State::Released => self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld)),
             State::Acquiring { then_release, .. } => *then_release = true,
             State::Held { token, .. } => {
@@ -523,13 +335,13 @@ impl LeaseHolder {
             self.on_abandoned_reply(now, reply);
             return;
         }
-        if self.sweep_op == Some(op) {
-            self.on_sweep_reply(now, reply);
+        if let Some(step) = self.sweep_op.filter(|s| s.id() == op) {
+            self.on_sweep_reply(now, step, reply);
             return;
         }
         match &self.state {
             State::Acquiring { op: current, .. } if *current == op => {
-                self.on_acquire_reply(now, reply)
+                self.on_acquire_reply(now, reply);
             }
             State::Held {
                 renewal: Renewal::InFlight { op: current, .. },
@@ -542,8 +354,9 @@ impl LeaseHolder {
             } if *current == op => {
                 self.on_release_reply(now, reply);
             }
-            // A reply to an operation this machine no longer waits for (a clean-up release, or
-            // a superseded renewal): nothing depends on it.
+            // A reply to an operation this machine no longer waits for (a clean-up release, a
+            // superseded renewal, an inspection sent before an acquisition): nothing depends
+            // on it.
             _ => {}
         }
     }
@@ -553,29 +366,52 @@ impl LeaseHolder {
         let BackendReply::Granted { token } = reply else {
             return;
         };
-        match self.state {
-            // This owner wants the lease again (or has it): the late grant is its own hold.
-            State::Acquiring { .. } | State::Held { .. } => {}
-            State::Releasing { .. } => {} // a release of this owner's hold is already running
+        match &mut self.state {
             State::Released => self.start_releasing(now, Some(token), false),
+            State::Acquiring { late_grant, .. } => {
+                *late_grant = Some(late_grant.map_or(token, |t| t.max(token)));
+            }
+            State::Held { token: held, .. } if token > *held => {
+                // Applied after this hold was granted: the late grant replaced it at the
+                // backend. The new hold is this owner's too, so nobody else can have taken the
+                // lease meanwhile; but the hold believed in is gone, and renewing it would fail.
+                self.event(LeaseEvent::Lost {
+                    cause: LostCause::TakenOver { holder: None },
+                });
+                self.start_releasing(now, Some(token), false);
+            }
+            // Applied before the current hold, which replaced it: nothing is left of it.
+            State::Held { .. } => {}
+            State::Releasing { .. } => {
+                // Not the hold being released: find and release it once released here.
+                self.start_sweep(now, now);
+            }
         }
     }
 
     fn on_acquire_reply(&mut self, now: Instant, reply: BackendReply) {
         let State::Acquiring {
-            sent, then_release, ..
+            sent,
+            then_release,
+            late_grant,
+            ..
         } = self.state
         else {
             return;
         };
         match reply {
-            BackendReply::Granted { token } if then_release => {
-                self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
-                    reason: "released while the acquisition was in flight".into(),
-                }));
-                self.start_releasing(now, Some(token), true);
-            }
             BackendReply::Granted { token } => {
+                // A late grant of an earlier acquisition applied after this one replaced its
+                // hold; that hold is this owner's, granted after this request was sent, so it
+                // lasts at least as long as this one would have.
+                let token = late_grant.map_or(token, |late| late.max(token));
+                if then_release {
+                    self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
+                        reason: "released while the acquisition was in flight".into(),
+                    }));
+                    self.start_releasing(now, Some(token), true);
+                    return;
+                }
                 self.hold(token, sent);
                 self.event(LeaseEvent::Acquired {
                     token,
@@ -607,11 +443,14 @@ impl LeaseHolder {
                     self.emit(HolderOutput::ReleaseDone(ReleaseOutcome::NotHeld));
                 }
             }
-            other @ (BackendReply::Renewed | BackendReply::Released { .. }) => {
+            other @ (BackendReply::Renewed
+            | BackendReply::Released { .. }
+            | BackendReply::Inspected { .. }) => {
                 self.emit(HolderOutput::AcquireDone(AcquireOutcome::Unknown {
                     reason: format!("the backend answered an acquire with {other:?}"),
                 }));
                 self.start_releasing(now, None, then_release);
+                self.start_sweep(sent, now + self.settings.heartbeat_interval);
             }
         }
     }
@@ -654,7 +493,7 @@ impl LeaseHolder {
             BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => {
                 self.renewal_failed(now, reason);
             }
-            other @ BackendReply::Released { .. } => {
+            other @ (BackendReply::Released { .. } | BackendReply::Inspected { .. }) => {
                 self.renewal_failed(
                     now,
                     format!("the backend answered a renewal with {other:?}"),
@@ -695,6 +534,7 @@ impl LeaseHolder {
 
     fn on_release_reply(&mut self, now: Instant, reply: BackendReply) {
         let State::Releasing {
+            token,
             started,
             attempt,
             deadline,
@@ -703,8 +543,8 @@ impl LeaseHolder {
         else {
             return;
         };
-        match reply {
-            BackendReply::Released { was_held } => {
+        match (token, reply) {
+            (_, BackendReply::Released { was_held }) => {
                 self.event(LeaseEvent::Released {
                     took: now.saturating_duration_since(started),
                 });
@@ -715,7 +555,21 @@ impl LeaseHolder {
                 };
                 self.finish_release(now, outcome);
             }
-            other => {
+            // The clean-up's inspection: release the hold it names, at once.
+            (None, BackendReply::Inspected { token: Some(found) }) => {
+                let op = self.op(LeaseOp::Release { token: found });
+                if let State::Releasing {
+                    token, op: current, ..
+                } = &mut self.state
+                {
+                    *token = Some(found);
+                    *current = Some(op);
+                }
+            }
+            (None, BackendReply::Inspected { token: None }) => {
+                self.finish_release(now, ReleaseOutcome::NotHeld);
+            }
+            (_, other) => {
                 let reason = match other {
                     BackendReply::Unknown { reason } | BackendReply::NotSent { reason } => reason,
                     other => format!("the backend answered a release with {other:?}"),
@@ -758,14 +612,14 @@ impl LeaseHolder {
         let State::Releasing {
             owed,
             then_acquire,
-            token,
+            cleanup,
             ..
         } = self.state
         else {
             return;
         };
         self.state = State::Released;
-        if token.is_none() && outcome == ReleaseOutcome::Released {
+        if cleanup && outcome == ReleaseOutcome::Released {
             self.end_sweep(); // the clean-up removed the zombie itself
         }
         if owed {
@@ -820,7 +674,7 @@ impl StateMachine for LeaseHolder {
                     }
                 } else if self.sweep_op.is_none() && self.sweep_due.is_some_and(|d| now >= d) {
                     self.sweep_due = None;
-                    self.sweep_op = Some(self.op(LeaseOp::Release { token: None }));
+                    self.sweep_op = Some(SweepOp::Inspect(self.op(LeaseOp::Inspect)));
                 }
             }
             State::Acquiring {
@@ -828,6 +682,7 @@ impl StateMachine for LeaseHolder {
                 sent,
                 deadline,
                 then_release,
+                ..
             } => {
                 if now >= *deadline {
                     let (op, then_release, sent) = (*op, *then_release, *sent);
@@ -879,7 +734,8 @@ impl StateMachine for LeaseHolder {
                     self.give_up_release(now);
                 } else if retry_at.is_some_and(|at| now >= at) {
                     let (token, attempt) = (*token, *attempt);
-                    let op = self.op(LeaseOp::Release { token });
+                    let op =
+                        self.op(token.map_or(LeaseOp::Inspect, |token| LeaseOp::Release { token }));
                     if let State::Releasing {
                         op: current,
                         retry_at,

@@ -6,13 +6,16 @@
 //! same rules:
 //!
 //! - **acquire** grants a free or expired lease with a new token (one more than the last token of
-//!   that lease, so tokens strictly increase per lease), extends a live hold of the same owner
-//!   under its token, and denies a live hold of another owner, naming it;
+//!   that lease, so tokens strictly increase per lease), replaces a live hold of the same owner
+//!   with a new hold under a new token (every grant is a hold of its own, so that a late release
+//!   or renewal of an earlier hold can never touch it), and denies a live hold of another owner,
+//!   naming it;
 //! - **renew** extends the owner's hold under its token by a full TTL. Like some real backends,
 //!   it accepts a late renewal of a lapsed hold that nobody else took: the holder must not rely
 //!   on the backend to refuse it;
 //! - **release** removes the owner's hold (of that token, when one is given) and says whether it
-//!   was still live.
+//!   was still live;
+//! - **inspect** tells the owner the token of its live hold, if it has one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -60,17 +63,13 @@ impl LeaseTable {
         ttl: Duration,
         now: Instant,
     ) -> BackendReply {
-        match self.holds.get_mut(lease) {
-            Some(h) if h.expires > now && h.owner != owner => {
-                return BackendReply::Denied {
-                    holder: Some(h.owner.clone()),
-                };
-            }
-            Some(h) if h.expires > now => {
-                h.expires = now + ttl;
-                return BackendReply::Granted { token: h.token };
-            }
-            _ => {}
+        if let Some(h) = self.holds.get(lease)
+            && h.expires > now
+            && h.owner != owner
+        {
+            return BackendReply::Denied {
+                holder: Some(h.owner.clone()),
+            };
         }
         BackendReply::Granted {
             token: self.grant(lease, owner, ttl, now),
@@ -132,6 +131,16 @@ impl LeaseTable {
         }
     }
 
+    /// The token of `owner`'s live hold of `lease`, if it has one.
+    pub fn inspect(&self, lease: &str, owner: &str, now: Instant) -> BackendReply {
+        BackendReply::Inspected {
+            token: self
+                .holder(lease, now)
+                .filter(|h| h.owner == owner)
+                .map(|h| h.token),
+        }
+    }
+
     /// Gives `lease` to `owner` with a new token whoever holds it (an operator breaking it).
     pub fn take_over(
         &mut self,
@@ -179,12 +188,22 @@ mod tests {
                 token: FencingToken(1)
             }
         );
-        // The same owner gets its hold back under its token; another is denied, named.
+        // The same owner gets a new hold under a new token; another is denied, named.
         assert_eq!(
             table.acquire("s-1", "a", TTL, t0 + Duration::from_secs(1)),
             BackendReply::Granted {
-                token: FencingToken(1)
+                token: FencingToken(2)
             }
+        );
+        assert_eq!(
+            table.inspect("s-1", "a", t0 + Duration::from_secs(1)),
+            BackendReply::Inspected {
+                token: Some(FencingToken(2))
+            }
+        );
+        assert_eq!(
+            table.inspect("s-1", "b", t0 + Duration::from_secs(1)),
+            BackendReply::Inspected { token: None }
         );
         assert_eq!(
             table.acquire("s-1", "b", TTL, t0 + Duration::from_secs(2)),
@@ -204,14 +223,36 @@ mod tests {
         assert_eq!(
             table.acquire("s-1", "b", TTL, later),
             BackendReply::Granted {
-                token: FencingToken(2)
+                token: FencingToken(3)
             }
         );
         assert_eq!(
             table.holder("s-1", later).map(|h| h.owner.as_str()),
             Some("b")
         );
-        assert_eq!(table.last_token("s-1"), 2);
+        assert_eq!(table.last_token("s-1"), 3);
+    }
+
+    #[test]
+    fn a_late_release_or_renewal_of_an_earlier_hold_never_touches_a_later_one() {
+        let t0 = epoch();
+        let mut table = LeaseTable::new();
+        table.acquire("s", "a", TTL, t0);
+        table.acquire("s", "a", TTL, t0);
+        assert_eq!(
+            table.release("s", "a", Some(FencingToken(1)), t0),
+            BackendReply::Released { was_held: false }
+        );
+        assert_eq!(
+            table.renew("s", "a", TTL, FencingToken(1), t0),
+            BackendReply::Denied {
+                holder: Some("a".into())
+            }
+        );
+        assert_eq!(
+            table.holder("s", t0).map(|h| h.token),
+            Some(FencingToken(2))
+        );
     }
 
     #[test]

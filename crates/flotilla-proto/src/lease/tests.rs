@@ -225,7 +225,7 @@ fn the_lease_is_lost_once_at_the_deadline_when_renewals_keep_failing_and_then_re
         1,
         "a best-effort release so that nobody waits for the TTL"
     );
-    assert_eq!(release_ops[0].1, Some(FencingToken(7)));
+    assert_eq!(release_ops[0].1, FencingToken(7));
     // Its answer owes nobody anything: no ReleaseDone.
     let out = reply(
         &mut h,
@@ -304,11 +304,27 @@ fn an_unknown_acquire_is_not_acquired_and_is_released_in_case_it_was() {
             reason: "request timed out".into()
         })
     );
-    let (rel, relop) = the_op(&out);
-    assert_eq!(relop, LeaseOp::Release { token: None });
+    // The clean-up asks for this owner's hold, then releases exactly that hold.
+    let (look, what) = the_op(&out);
+    assert_eq!(what, LeaseOp::Inspect);
     assert!(!h.check_lease(t0 + ms(100)));
-    // A new acquisition waits until the clean-up has answered, so the two cannot cross.
+    // A new acquisition waits until the clean-up has answered.
     assert_eq!(input(&mut h, t0 + ms(150), HolderInput::Acquire), vec![]);
+    let out = reply(
+        &mut h,
+        t0 + ms(160),
+        look,
+        BackendReply::Inspected {
+            token: Some(FencingToken(4)),
+        },
+    );
+    let (rel, what) = the_op(&out);
+    assert_eq!(
+        what,
+        LeaseOp::Release {
+            token: FencingToken(4)
+        }
+    );
     let out = reply(
         &mut h,
         t0 + ms(200),
@@ -377,7 +393,7 @@ fn a_grant_that_arrives_after_the_acquire_was_given_up_is_released() {
         vec![HolderOutput::Op {
             id: OpId(1),
             op: LeaseOp::Release {
-                token: Some(FencingToken(9))
+                token: FencingToken(9)
             }
         }],
         "the zombie grant is released"
@@ -387,6 +403,9 @@ fn a_grant_that_arrives_after_the_acquire_was_given_up_is_released() {
 
 #[test]
 fn a_late_grant_is_kept_when_the_owner_is_acquiring_again() {
+    // Every grant is a hold of its own: the abandoned acquisition landed after the new one and
+    // replaced its hold (token 9 after 8). The hold that counts is the later one, this owner's
+    // too, and granted after the new acquisition was sent.
     let t0 = crate::testing::epoch();
     let mut h = holder();
     let (first, _) = the_op(&input(&mut h, t0, HolderInput::Acquire));
@@ -397,13 +416,56 @@ fn a_late_grant_is_kept_when_the_owner_is_acquiring_again() {
         vec![],
         "not released: ours again"
     );
-    let out = reply(&mut h, t0 + s(2), second, granted(9));
+    let out = reply(&mut h, t0 + s(2), second, granted(8));
     assert_eq!(
         out[1],
         HolderOutput::AcquireDone(AcquireOutcome::Granted {
             token: FencingToken(9)
         })
     );
+    assert_eq!(h.token(), Some(FencingToken(9)));
+}
+
+#[test]
+fn a_late_grant_that_replaced_the_held_lease_loses_it_and_is_released() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    let (first, _) = the_op(&input(&mut h, t0, HolderInput::Acquire));
+    tick(&mut h, t0 + OP_TIMEOUT);
+    let (second, _) = the_op(&input(&mut h, t0 + s(2), HolderInput::Acquire));
+    reply(&mut h, t0 + s(2), second, granted(8));
+    assert!(h.check_lease(t0 + s(2)));
+    // The abandoned acquisition lands now, after hold 8: hold 8 is gone at the backend.
+    let out = reply(&mut h, t0 + s(3), first, granted(9));
+    assert_eq!(
+        out,
+        vec![
+            HolderOutput::Event(LeaseEvent::Lost {
+                cause: LostCause::TakenOver { holder: None }
+            }),
+            HolderOutput::Op {
+                id: OpId(2),
+                op: LeaseOp::Release {
+                    token: FencingToken(9)
+                }
+            },
+        ]
+    );
+    assert!(!h.check_lease(t0 + s(3)));
+}
+
+#[test]
+fn a_late_grant_older_than_the_held_lease_changes_nothing() {
+    let t0 = crate::testing::epoch();
+    let mut h = holder();
+    let (first, _) = the_op(&input(&mut h, t0, HolderInput::Acquire));
+    tick(&mut h, t0 + OP_TIMEOUT);
+    let (second, _) = the_op(&input(&mut h, t0 + s(2), HolderInput::Acquire));
+    reply(&mut h, t0 + s(2), second, granted(8));
+    // Granted before hold 8, which replaced it.
+    assert_eq!(reply(&mut h, t0 + s(3), first, granted(7)), vec![]);
+    assert!(h.check_lease(t0 + s(3)));
+    assert_eq!(h.token(), Some(FencingToken(8)));
 }
 
 #[test]
@@ -415,7 +477,7 @@ fn release_of_a_held_lease_is_awaited_and_idempotent() {
     assert_eq!(
         relop,
         LeaseOp::Release {
-            token: Some(FencingToken(7))
+            token: FencingToken(7)
         }
     );
     assert!(
@@ -520,7 +582,7 @@ fn release_during_an_acquisition_waits_for_its_answer_then_releases() {
             HolderOutput::Op {
                 id: OpId(1),
                 op: LeaseOp::Release {
-                    token: Some(FencingToken(3))
+                    token: FencingToken(3)
                 }
             },
         ]
@@ -614,13 +676,13 @@ fn an_unanswered_acquire_is_swept_every_interval_for_one_ttl() {
             continue;
         }
         let (op, what) = the_op(&out);
-        assert_eq!(what, LeaseOp::Release { token: None });
+        assert_eq!(what, LeaseOp::Inspect);
         sweeps += 1;
         reply(
             &mut h,
             now + ms(10),
             op,
-            BackendReply::Released { was_held: false },
+            BackendReply::Inspected { token: None },
         );
         now += ms(10);
     }
@@ -642,15 +704,32 @@ fn a_sweep_that_removes_the_zombie_ends_the_sweep() {
         &mut h,
         t0 + ms(200),
         cleanup,
-        BackendReply::Released { was_held: false },
+        BackendReply::Inspected { token: None },
     );
     assert!(h.sweeping());
     let (sweep, what) = the_op(&tick(&mut h, t0 + ms(100) + INTERVAL));
-    assert_eq!(what, LeaseOp::Release { token: None });
-    reply(
+    assert_eq!(what, LeaseOp::Inspect);
+    // The write has landed meanwhile: the sweep finds the hold and releases exactly it.
+    let out = reply(
         &mut h,
         t0 + s(3),
         sweep,
+        BackendReply::Inspected {
+            token: Some(FencingToken(5)),
+        },
+    );
+    let (rel, what) = the_op(&out);
+    assert_eq!(
+        what,
+        LeaseOp::Release {
+            token: FencingToken(5)
+        }
+    );
+    assert!(h.sweeping());
+    reply(
+        &mut h,
+        t0 + s(3),
+        rel,
         BackendReply::Released { was_held: true },
     );
     assert!(!h.sweeping());
@@ -658,23 +737,30 @@ fn a_sweep_that_removes_the_zombie_ends_the_sweep() {
 }
 
 #[test]
-fn an_acquire_waits_for_the_sweep_in_flight_then_ends_the_sweep() {
+fn an_acquisition_ends_the_sweep_and_an_inspection_sent_before_it_is_ignored() {
     let t0 = crate::testing::epoch();
     let mut h = holder();
     the_op(&input(&mut h, t0, HolderInput::Acquire));
     tick(&mut h, t0 + OP_TIMEOUT);
-    let (sweep, _) = the_op(&tick(&mut h, t0 + OP_TIMEOUT));
-    assert_eq!(
-        input(&mut h, t0 + s(2), HolderInput::Acquire),
-        vec![],
-        "the ownerless release must answer before a new grant can be taken"
-    );
-    let out = reply(
-        &mut h,
-        t0 + s(2) + ms(50),
-        sweep,
-        BackendReply::Released { was_held: false },
-    );
-    assert_eq!(the_op(&out).1, LeaseOp::Acquire);
+    let (sweep, what) = the_op(&tick(&mut h, t0 + OP_TIMEOUT));
+    assert_eq!(what, LeaseOp::Inspect);
+    // A new acquisition goes out at once: no earlier request can touch the hold it makes.
+    let (acq, what) = the_op(&input(&mut h, t0 + s(2), HolderInput::Acquire));
+    assert_eq!(what, LeaseOp::Acquire);
     assert!(!h.sweeping(), "a new acquisition ends the sweep");
+    reply(&mut h, t0 + s(2) + ms(10), acq, granted(6));
+    // The inspection was applied after the grant and names the new hold: releasing it would
+    // remove the hold this owner believes in. It is ignored.
+    assert_eq!(
+        reply(
+            &mut h,
+            t0 + s(2) + ms(50),
+            sweep,
+            BackendReply::Inspected {
+                token: Some(FencingToken(6))
+            }
+        ),
+        vec![]
+    );
+    assert!(h.check_lease(t0 + s(2) + ms(50)));
 }

@@ -8,8 +8,9 @@
 //!  Deliver(shard, entity, msg) ─▶ home here: ToShard   home elsewhere: Forward to that region
 //!                                 home unknown / moving: hold (bounded, all shards together),
 //!                                 GetShardHome (again every retry-interval while unanswered)
-//!  ShardHome(s, r) ─▶ remember, release what is held for s (r removed from the cluster: keep
-//!                     holding, ask again at the retry — the coordinator lags)
+//!  ShardHome(s, r) ─▶ remember, release what is held for s (r removed from the cluster, or an
+//!                     earlier incarnation of this node: keep holding, ask again at the retry —
+//!                     the coordinator lags)
 //!  HostShard(s) ─▶ StartShard(s), ShardStarted
 //!  BeginHandOff(s) ─▶ forget s's home (hold from now), BeginHandOffAck
 //!  HandOff(s) ─▶ the local shard hands off; its end ─▶ ShardStopped (at once when not here)
@@ -183,6 +184,12 @@ pub struct Region<M> {
 }
 
 impl<M> Region<M> {
+    /// Whether `node` is certainly dead: removed from the cluster, or an earlier incarnation of
+    /// this node.
+    fn is_dead(&self, node: &UniqueAddress) -> bool {
+        self.gone.contains(node) || (node.address == self.me.address && *node != self.me)
+    }
+
     /// The region of node `me`.
     pub fn new(me: UniqueAddress, settings: RegionSettings) -> Self {
         Self {
@@ -328,11 +335,15 @@ impl<M> Region<M> {
                     }
                 }
             }
-            ToRegion::ShardHome { shard, region } if self.gone.contains(&region) => {
+            ToRegion::ShardHome { shard, region } if self.is_dead(&region) => {
                 // The coordinator has not yet learned that the member was removed (it hears of
                 // it on its own, and maybe on another node). Taken, the home would send the
                 // shard's messages to a dead node from now on, and nothing would ever ask
-                // again: the question stays open and is asked again at the retry.
+                // again: the question stays open and is asked again at the retry. An earlier
+                // incarnation of this very node is dead for certain (this one runs at its
+                // address), whether or not this incarnation ever saw it removed: taken, the
+                // home would send the shard's messages to this node's own address, where they
+                // would be forwarded again, for ever.
                 self.log(
                     LogLevel::Info,
                     format!("the coordinator named {region} as the home of shard {shard}, but that member was removed: asking again in {:?}", self.settings.retry_interval),

@@ -291,6 +291,19 @@ impl ShardCoordinator {
         if self.refuse_terminated(&from) {
             return;
         }
+        if let Some(members) = &self.members
+            && !members.contains(&from)
+        {
+            // As Akka's coordinator does: only a region of an Up member registers. A region
+            // whose member this node never saw Up would get no Terminated when it goes (that
+            // comes from the member's removal), so its shards would stay allocated to it for
+            // good. It registers again at its retry, once its member is Up here.
+            self.log(
+                LogLevel::Info,
+                format!("ignored the registration of {from}: it is not an Up member here (yet)"),
+            );
+            return;
+        }
         if self.state.proxies().contains(&from) {
             self.event(CoordinatorEvent::ProxyTerminated(from.clone()));
         }
@@ -586,7 +599,21 @@ impl StateMachine for ShardCoordinator {
     fn handle(&mut self, now: Instant, input: CoordinatorInput) {
         match input {
             CoordinatorInput::Members(members) => {
+                // A new incarnation Up at a region's address means that region's incarnation
+                // is dead, whether or not its removal was seen here.
+                let replaced: Vec<UniqueAddress> = self
+                    .everyone()
+                    .into_iter()
+                    .filter(|r| {
+                        members
+                            .iter()
+                            .any(|m| m.address == r.address && m.uid != r.uid)
+                    })
+                    .collect();
                 self.members = Some(members);
+                for old in replaced {
+                    self.on_terminated(now, &old);
+                }
                 self.answer_waiting(now);
             }
             CoordinatorInput::Terminated(who) => self.on_terminated(now, &who),

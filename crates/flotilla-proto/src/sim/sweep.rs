@@ -13,10 +13,11 @@
 //!    system messages)
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::sim::invariants::{
-    fencing, leases, liveness, quarantine, single_incarnation, system_messages, views,
+    fencing, leases, liveness, quarantine, single_incarnation, storms, system_messages, views,
 };
 use crate::sim::scenario::{self, Scenario, ScenarioSettings};
 use crate::sim::{Counters, World, WorldSettings};
@@ -71,6 +72,8 @@ pub struct Outcome {
     pub served_after: Option<Duration>,
     /// The run's counters.
     pub counters: Counters,
+    /// The most frames sent in one simulated second.
+    pub busiest_second: u64,
     /// Virtual time simulated.
     pub simulated: Duration,
     /// Notable steps, when traced.
@@ -99,6 +102,7 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
     let mut world = World::new(seed, settings.world.clone(), start);
     if settings.trace {
         world.trace = Some(Vec::new());
+        world.frame_kinds = Some(BTreeMap::new());
     }
     let per_tick = (settings.rate / 10).max(1);
     // The first seed node forms the cluster; the others join a moment later.
@@ -171,8 +175,16 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
             system_messages::NAME,
             system_messages::check_records(&world),
         ),
+        (storms::NAME, storms::check_records(&world)),
     ] {
         problems.extend(found.into_iter().map(|p| (name, p)));
+    }
+    if let (Some(trace), Some(kinds)) = (&mut world.trace, &world.frame_kinds) {
+        let mut top: Vec<(&String, &u64)> = kinds.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        for (kind, n) in top.into_iter().take(12) {
+            trace.push(format!("frames: {n:>9} {kind}"));
+        }
     }
     Outcome {
         seed,
@@ -182,6 +194,7 @@ pub fn run(seed: u64, settings: &SweepSettings, start: Instant) -> Outcome {
         settled_after,
         served_after,
         counters: world.counters,
+        busiest_second: storms::busiest_second(&world),
         simulated: world.elapsed(),
         trace: world.trace.take().unwrap_or_default(),
     }

@@ -444,6 +444,30 @@ pub struct World {
     pub trace: Option<Vec<String>>,
     /// Stopped: time could not move on.
     pub stalled: bool,
+    /// Frames sent, by kind and link, when tracing is on (to find a message storm's source).
+    pub frame_kinds: Option<BTreeMap<String, u64>>,
+    /// Frames sent (lost ones included) in each second of simulated time since the start.
+    pub frames_per_second: Vec<u64>,
+}
+
+/// Seconds of simulated time whose frames [`World::frames_per_second`] counts (a run is a few
+/// minutes; this bounds the table whatever a caller does).
+const MAX_SECONDS_COUNTED: usize = 24 * 3600;
+
+/// A frame's kind and link, for [`World::frame_kinds`].
+fn frame_kind(from: usize, to: usize, pdu: &Pdu<UserMsg, SystemMsg>) -> String {
+    let what = match pdu {
+        Pdu::User(UserMsg::ToCoordinator(m)) => format!("to coordinator {m:?}"),
+        Pdu::User(UserMsg::ToRegion(m)) => format!("to region {m:?}"),
+        Pdu::User(UserMsg::Deliver { shard, .. }) => format!("deliver shard {shard}"),
+        Pdu::User(UserMsg::Singleton(m)) => format!("singleton {m:?}"),
+        Pdu::System { .. } => "system".into(),
+        Pdu::SystemAck { .. } => "system ack".into(),
+        Pdu::Heartbeat { .. } | Pdu::HeartbeatReply { .. } => "heartbeat".into(),
+        Pdu::QuarantineNotice { .. } => "quarantine notice".into(),
+        Pdu::Cluster(_) => "cluster".into(),
+    };
+    format!("{from}->{to} {what}")
 }
 
 /// The lease of shard `s`.
@@ -499,6 +523,8 @@ impl World {
             sent: BTreeMap::new(),
             trace: None,
             stalled: false,
+            frame_kinds: None,
+            frames_per_second: Vec::new(),
         }
     }
 
@@ -1031,6 +1057,19 @@ impl World {
     }
 
     fn deliver(&mut self, ev: Ev) {
+        if let Ev::LeaseArrives {
+            node,
+            uid,
+            lease,
+            op,
+            request,
+        } = ev
+        {
+            // On the wire already: it reaches the backend whether or not the process that sent
+            // it still runs (or is frozen); only the answer needs its sender.
+            self.lease_arrives(node, uid, lease, op, request);
+            return;
+        }
         let (i, uid) = ev.target();
         if self.nodes[i].uid() != Some(uid) {
             if matches!(ev, Ev::Frame { .. }) {
@@ -1069,16 +1108,7 @@ impl World {
                 remote,
                 reason: "connection closed by peer".into(),
             }),
-            Ev::LeaseArrives {
-                node,
-                uid,
-                lease,
-                op,
-                request,
-            } => {
-                self.lease_arrives(node, uid, lease, op, request);
-                return;
-            }
+            Ev::LeaseArrives { .. } => return, // handled above
             Ev::LeaseAnswer {
                 lease, op, reply, ..
             } => {
@@ -1141,14 +1171,22 @@ impl World {
         let owner = self.nodes[node].address.to_string();
         let ttl = self.settings.lease.heartbeat_timeout;
         let now = self.now;
-        let reply = match request {
+        let reply = match &request {
             LeaseOp::Acquire => self.table.acquire(&lease, &owner, ttl, now),
-            LeaseOp::Renew { token } => self.table.renew(&lease, &owner, ttl, token, now),
-            LeaseOp::Release { token } => self.table.release(&lease, &owner, token, now),
+            LeaseOp::Renew { token } => self.table.renew(&lease, &owner, ttl, *token, now),
+            LeaseOp::Release { token } => self.table.release(&lease, &owner, Some(*token), now),
+            LeaseOp::Inspect => self.table.inspect(&lease, &owner, now),
         };
         if let BackendReply::Granted { token } = &reply {
             let t = token.0;
             self.mix(&[3, node as u64, t]);
+        }
+        if self.trace.is_some() {
+            self.note(
+                node,
+                "backend",
+                &format!("{lease}: {request:?} (op {op:?}) -> {reply:?}"),
+            );
         }
         if self.conditions.backend_blocked.contains(&node) {
             return; // applied, but the answer is lost on the way back
@@ -1421,6 +1459,16 @@ impl World {
         if self.conditions.blocked.contains(&(i, j)) {
             self.counters.frames_lost += 1;
             return;
+        }
+        if let Some(kinds) = &mut self.frame_kinds {
+            *kinds.entry(frame_kind(i, j, &pdu)).or_insert(0) += 1;
+        }
+        let second = usize::try_from(self.elapsed().as_secs()).unwrap_or(usize::MAX);
+        if self.frames_per_second.len() <= second && second < MAX_SECONDS_COUNTED {
+            self.frames_per_second.resize(second + 1, 0);
+        }
+        if let Some(n) = self.frames_per_second.get_mut(second) {
+            *n += 1;
         }
         let loss = self.conditions.loss_ppm;
         if self.chance(loss) {

@@ -314,6 +314,36 @@ fn a_home_on_a_removed_node_named_by_a_lagging_coordinator_is_not_taken() {
 }
 
 #[test]
+fn a_home_on_an_earlier_incarnation_of_this_node_is_never_taken() {
+    // This node crashed and restarted; the coordinator has not heard yet that the old
+    // incarnation is gone, and this incarnation never saw it removed. Taken, the home would
+    // send the shard's messages to this node's own address, to be forwarded again for ever.
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    let old_me = UniqueAddress {
+        uid: node(1).uid + 1,
+        ..node(1)
+    };
+    assert_eq!(
+        deliver(&mut r, now, 1, "a", 1),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))]
+    );
+    let stale = ToRegion::ShardHome {
+        shard: shard(1),
+        region: old_me,
+    };
+    assert_eq!(from_c(&mut r, now, stale), [], "still held");
+    assert_eq!(r.held(), 1);
+    let retry = now + RegionSettings::default().retry_interval;
+    r.handle_timeout(retry);
+    assert_eq!(
+        outs(&mut r),
+        [to_c(ToCoordinator::GetShardHome(shard(1)))],
+        "asked again"
+    );
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(

@@ -313,6 +313,42 @@ fn a_terminated_region_loses_its_shards_and_its_handoffs_end() {
 }
 
 #[test]
+fn only_a_region_of_an_up_member_registers() {
+    // As Akka's coordinator: a region whose member is not Up here is not taken in. Its member
+    // may never be seen Up (it joined during a partition and was downed), and then no
+    // Terminated would ever take its shards away.
+    let mut t = T::new();
+    t.members(&[1]);
+    assert_eq!(t.from(2, ToCoordinator::Register(shards(&[]))), []);
+    assert!(!t.c.state().regions().contains_key(&node(2)));
+    // Up now: its next attempt registers.
+    t.members(&[1, 2]);
+    assert_eq!(
+        t.from(2, ToCoordinator::Register(shards(&[]))),
+        [(2, ToRegion::RegisterAck)]
+    );
+}
+
+#[test]
+fn a_new_incarnation_up_at_a_regions_address_ends_that_region() {
+    // Node 2 crashed and came back as a new incarnation; this node never saw the old one
+    // removed. The new incarnation being Up is proof enough: the old region's shards go.
+    let mut t = with_shards_on_1(&[]);
+    t.from(2, ToCoordinator::Register(shards(&[3])));
+    assert_eq!(t.home(3), Some(node(2)));
+    let reborn = UniqueAddress {
+        uid: node(2).uid + 1000,
+        ..node(2)
+    };
+    t.c.handle(t.now, CoordinatorInput::Members([node(1), reborn].into()));
+    assert_eq!(t.home(3), None);
+    assert!(!t.c.state().regions().contains_key(&node(2)));
+    assert_eq!(t.c.state().consistent(), Ok(()));
+    // The old incarnation cannot register again.
+    assert_eq!(t.from(2, ToCoordinator::Register(shards(&[3]))), []);
+}
+
+#[test]
 fn a_new_coordinator_rebuilds_the_allocations_from_re_registrations() {
     let mut old = with_shards_on_1(&[]);
     for s in 0..10 {

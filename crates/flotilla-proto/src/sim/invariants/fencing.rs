@@ -1,8 +1,9 @@
 //! Fencing tokens strictly increase per shard.
 //!
-//! Every grant a holder receives is recorded with its token. When the lease of a shard passes
-//! to another node its token must be higher than every token before; the same node getting its
-//! own unexpired hold back (after a restart: the owner is the node's address) keeps the token.
+//! Every grant a holder receives is recorded with its token. Every grant is a hold of its own,
+//! so its token must be higher than every token before — also when the same node acquires the
+//! lease again (after a restart the owner is the same, the node's address). Only one hold
+//! reported twice (a second caller joining a held lease) repeats a token.
 //! Deliveries follow: once a shard has delivered under a token, no delivery under a lower one
 //! may follow (a stale incarnation writing after its successor).
 
@@ -25,11 +26,7 @@ pub fn check_records(world: &World) -> Vec<String> {
                 node, shard, token, ..
             } => {
                 if let Some((prev_node, prev)) = last_grant.get(shard.0.as_str()) {
-                    let ok = if prev_node == node {
-                        token >= prev
-                    } else {
-                        token > prev
-                    };
+                    let ok = token > prev || (prev_node == node && token == prev);
                     if !ok {
                         problems.push(format!(
                             "at {t:?}: shard {shard}'s lease went to node {node} with token {token} after node {prev_node} had token {prev}"

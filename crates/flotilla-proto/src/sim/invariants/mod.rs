@@ -15,11 +15,14 @@
 //!   within a bounded virtual time.
 //! - [`leases`]: after settling, no lease is held by a node that is not a running member, and
 //!   none is held without its shard running there (no zombie).
+//! - [`storms`]: no simulated second sends more than a bounded number of frames (a livelock
+//!   fails its seed even when every shard answers in the end).
 
 pub mod fencing;
 pub mod leases;
 pub mod liveness;
 pub mod quarantine;
 pub mod single_incarnation;
+pub mod storms;
 pub mod system_messages;
 pub mod views;
