@@ -7,12 +7,16 @@
 //!   (and those, either way);
 //!   `FLOTILLA_SIM_SEED=<s>` runs one seed (add `FLOTILLA_SIM_TRACE=1` to print its trace).
 //! - A failure prints the seed, its scenario, what broke, and the one-line replay command.
+//! - Seeds run on one thread per core (`FLOTILLA_SIM_THREADS=<n>` to choose); each is a world of
+//!   its own, so the outcome does not depend on it. Past 1 000 seeds only failures and progress
+//!   are printed, then the summary: seeds, wall time, message storms, failures.
 //! - The determinism self-check runs a seed twice and compares the trace hashes.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
+use flotilla_proto::sim::invariants::storms;
 use flotilla_proto::sim::sweep::{self, Outcome, SweepSettings};
 
 /// Seeds CI sweeps.
@@ -89,19 +93,64 @@ fn report(o: &Outcome) -> String {
     )
 }
 
+/// How many seeds run at once: `FLOTILLA_SIM_THREADS`, else one per core. Every seed is a world
+/// of its own, so the results do not depend on it.
+fn threads(seeds: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let n = env("FLOTILLA_SIM_THREADS").map_or(cores, |n| usize::try_from(n).unwrap_or(1));
+    n.clamp(1, seeds.max(1))
+}
+
+/// Runs `seeds` on `threads` threads; their outcomes in seed order.
+fn run_all(seeds: &[u64], settings: &SweepSettings, threads: usize) -> Vec<Outcome> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, done) = (&next, &done);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let o = sweep::run(seed, settings, origin());
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if seeds.len() > 1000 && n.is_multiple_of(1000) {
+                        eprintln!("… {n} of {} seeds run", seeds.len());
+                    }
+                    if tx.send((i, o)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    drop(tx);
+    let mut outcomes: Vec<(usize, Outcome)> = rx.into_iter().collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, o)| o).collect()
+}
+
 #[test]
 fn every_seed_keeps_every_promise() {
     let settings = SweepSettings {
         trace: env("FLOTILLA_SIM_TRACE").is_some(),
         ..SweepSettings::default()
     };
+    let seeds = seeds();
+    let threads = threads(seeds.len());
+    let started = origin();
+    let outcomes = run_all(&seeds, &settings, threads);
+    let wall = started.elapsed();
     let mut failures = Vec::new();
     let (mut worst_settle, mut worst_serve) = (Duration::ZERO, Duration::ZERO);
-    let mut busiest = 0;
+    let mut busiest = (0, 0);
     let mut simulated = Duration::ZERO;
     let mut faults = 0;
-    for seed in seeds() {
-        let o = sweep::run(seed, &settings, origin());
+    let mut storms = 0;
+    let quiet = seeds.len() > 1000;
+    for o in &outcomes {
         if settings.trace {
             for line in &o.trace {
                 eprintln!("{line}");
@@ -111,33 +160,39 @@ fn every_seed_keeps_every_promise() {
         simulated += o.simulated;
         worst_settle = worst_settle.max(o.settled_after.unwrap_or_default());
         worst_serve = worst_serve.max(o.served_after.unwrap_or_default());
-        busiest = busiest.max(o.busiest_second);
-        eprintln!(
-            "seed {seed}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated, at most {} in a second), {} crash(es){}, {}",
-            o.scenario.faults.len(),
-            o.settled_after,
-            o.served_after,
-            o.counters.sent,
-            o.counters.delivered,
-            o.counters.frames,
-            o.counters.frames_lost,
-            o.counters.frames_duplicated,
-            o.busiest_second,
-            o.counters.crashes,
-            o.scenario
-                .lost
-                .map(|(_, n)| format!(", node {n} lost for good"))
-                .unwrap_or_default(),
-            if o.ok() { "ok" } else { "FAILED" }
-        );
+        busiest = busiest.max((o.busiest_second, o.seed));
+        storms += usize::from(o.problems.iter().any(|(name, _)| *name == storms::NAME));
+        if !quiet || !o.ok() {
+            eprintln!(
+                "seed {}: {} fault(s), settled {:?} after, every shard served {:?} later, {} sent / {} delivered, {} frames ({} lost, {} duplicated, at most {} in a second), {} crash(es){}, {}",
+                o.seed,
+                o.scenario.faults.len(),
+                o.settled_after,
+                o.served_after,
+                o.counters.sent,
+                o.counters.delivered,
+                o.counters.frames,
+                o.counters.frames_lost,
+                o.counters.frames_duplicated,
+                o.busiest_second,
+                o.counters.crashes,
+                o.scenario
+                    .lost
+                    .map(|(_, n)| format!(", node {n} lost for good"))
+                    .unwrap_or_default(),
+                if o.ok() { "ok" } else { "FAILED" }
+            );
+        }
         if !o.ok() {
-            eprintln!("{}", report(&o));
-            failures.push(report(&o));
+            eprintln!("{}", report(o));
+            failures.push(report(o));
         }
     }
     eprintln!(
-        "{} seed(s), {faults} fault(s), {simulated:?} simulated; worst settle {worst_settle:?}, worst serve {worst_serve:?}, busiest second {busiest} frames; {} failed",
-        seeds().len(),
+        "{} seed(s) on {threads} thread(s) in {wall:.1?}: {faults} fault(s), {simulated:?} simulated; worst settle {worst_settle:?}, worst serve {worst_serve:?}, busiest second {} frames (seed {}); {storms} message storm(s); {} failed",
+        seeds.len(),
+        busiest.0,
+        busiest.1,
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

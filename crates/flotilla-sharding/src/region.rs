@@ -655,9 +655,10 @@ where
     ) -> Result<(), ActorError> {
         match msg {
             RegionMsg::Deliver { shard, entity, msg } => {
+                // Only ever sent by another region, forwarding.
                 self.region_input(
                     ctx,
-                    RegionInput::Deliver {
+                    RegionInput::Forwarded {
                         shard: ShardId(shard),
                         entity,
                         msg,

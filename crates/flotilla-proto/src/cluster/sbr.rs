@@ -3,16 +3,17 @@
 //! When members become unreachable nobody can tell a crash from a partition. Each side's leader
 //! waits until the set of unreachable members has not changed for `stable-after`, then decides
 //! on its own view. The rules are Akka's (`akka.cluster.sbr`), and the scenarios of Akka's
-//! `SplitBrainResolverSpec` check them (`testdata/sbr_*.txt`). A decision depends only on the
+//! `SplitBrainResolverSpec` check them (`testdata/sbr_*.txt`), with one deliberate difference
+//! where Akka can keep both sides (below). A decision depends only on the
 //! gossip a side holds, never on which of its members decides, and the two sides of a clean
 //! split count the same members, so they reach complementary decisions and at most one side
 //! keeps running:
 //!
 //! | strategy | the side that survives |
 //! |---|---|
-//! | keep-majority | more members (of the role); on a tie, the side with the lowest address. Nobody if this side would lose with its Leaving members uncounted and the other side's Joining and WeaklyUp members counted (membership changed during the partition), or if no member has the role |
+//! | keep-majority | more members (of the role); on a tie, the side with the lowest address. Nobody if this side would lose with its Leaving members uncounted and the other side's Joining and WeaklyUp members — and the members downed while cut off — counted (membership changed during the partition), or if no member has the role |
 //! | static-quorum | at least `quorum-size` members (of the role); with more than 2 × quorum − 1 of them, nobody |
-//! | keep-oldest | the side with the oldest member (of the role); with `down-if-alone`, the other side when the oldest is alone and the other side has two or more. Nobody if that win does not hold with Leaving members uncounted (and, with `down-if-alone`, Joining and WeaklyUp members counted), or if no member has the role |
+//! | keep-oldest | the side with the oldest member (of the role); with `down-if-alone`, the other side when the oldest is alone and the other side has two or more. Nobody if that win does not hold with Leaving members uncounted (and, with `down-if-alone`, Joining and WeaklyUp members counted) and the members downed while cut off counted on the other side, or if no member has the role |
 //! | down-all | nobody |
 //! | lease-majority | the side that acquires the lease; the minority (counted as keep-majority counts) asks only after a delay |
 //!
@@ -30,6 +31,13 @@
 //! whichever side the remaining observations put them. If members are still indirectly connected
 //! on the second look, every member is downed. lease-majority without the lease downs its own
 //! side and the indirectly connected members; down-all downs every member in any case.
+//!
+//! **Stricter than Akka.** A member downed while it was unreachable (Down, not yet removed, still
+//! observed unreachable) may never have heard of it, nor may the members beside it: over there
+//! it may still count. Akka forgets it; Flotilla counts it on the other side when it checks a
+//! keep-majority or keep-oldest win against membership having changed during the partition, so a
+//! side that downed part of the cluster a moment before a new partition cannot win against the
+//! very members it downed (simulation seed 9835, where Akka's rules left two clusters).
 //!
 //! [`decide`] is the decision; [`Stability`] tracks when a view has been stable long enough.
 
@@ -59,6 +67,9 @@ pub struct View {
     pub records: Vec<(UniqueAddress, UniqueAddress)>,
     /// Who has seen the current gossip.
     pub seen: BTreeSet<UniqueAddress>,
+    /// Down members not yet removed that some observer finds unreachable: downed while cut off,
+    /// so neither they nor the members beside them may know — over there they may still count.
+    pub downed_unreachable: Vec<Member>,
 }
 
 impl View {
@@ -86,12 +97,22 @@ impl View {
             .into_iter()
             .filter(|(o, s)| known.contains(o) && known.contains(s))
             .collect();
+        let downed_unreachable = gossip
+            .members()
+            .filter(|m| {
+                m.status == MemberStatus::Down
+                    && m.node != *self_node
+                    && gossip.reachability().status(&m.node) != ReachabilityStatus::Reachable
+            })
+            .cloned()
+            .collect();
         Self {
             self_node: self_node.clone(),
             members,
             unreachable,
             records,
             seen: gossip.seen_by().clone(),
+            downed_unreachable,
         }
     }
 

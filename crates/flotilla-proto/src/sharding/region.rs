@@ -6,6 +6,8 @@
 //!
 //! ```text
 //!  Deliver(shard, entity, msg) ─▶ home here: ToShard   home elsewhere: Forward to that region
+//!  Forwarded(…) (from a region that names this one the home): as Deliver; with a home elsewhere,
+//!                                 Forward once more, then forget that home and ask for it
 //!                                 home unknown / moving: hold (bounded, all shards together),
 //!                                 GetShardHome (again every retry-interval while unanswered)
 //!  ShardHome(s, r) ─▶ remember, release what is held for s (r removed from the cluster, or an
@@ -61,8 +63,18 @@ impl Default for RegionSettings {
 /// Inputs of a [`Region`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegionInput<M> {
-    /// A message for an entity (from a local sender or another region).
+    /// A message for an entity from a local sender.
     Deliver {
+        /// Its shard.
+        shard: ShardId,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        msg: M,
+    },
+    /// A message for an entity that another region forwarded here: that region believes this
+    /// one is the shard's home.
+    Forwarded {
         /// Its shard.
         shard: ShardId,
         /// The entity.
@@ -450,6 +462,20 @@ impl<M> StateMachine for Region<M> {
     fn handle(&mut self, now: Instant, input: RegionInput<M>) {
         match input {
             RegionInput::Deliver { shard, entity, msg } => self.deliver(now, shard, entity, msg),
+            RegionInput::Forwarded { shard, entity, msg } => {
+                if self.homes.get(&shard).is_some_and(|home| *home != self.me) {
+                    // The sender believes this region is the home, this region believes another
+                    // one is: one of the two is stale. Passed on once more (the home known here
+                    // may well be right), but forgotten and asked for again: were the two to
+                    // name each other, the shard's messages would go back and forth between
+                    // them until one of them heard from the coordinator.
+                    self.deliver(now, shard.clone(), entity, msg);
+                    self.homes.remove(&shard);
+                    self.ask(now, &shard);
+                } else {
+                    self.deliver(now, shard, entity, msg);
+                }
+            }
             RegionInput::Bounced { shard, entity, msg } => {
                 self.homes.remove(&shard);
                 if self.local.contains(&shard) {

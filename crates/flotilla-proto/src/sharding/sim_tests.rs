@@ -209,7 +209,7 @@ impl Sim {
                     msg,
                 } => self.wire.push_back(Wire::ToRegion(
                     index(&to),
-                    RegionInput::Deliver { shard, entity, msg },
+                    RegionInput::Forwarded { shard, entity, msg },
                 )),
                 RegionOutput::Dropped { msg, .. } => {
                     self.dropped.insert(msg);
@@ -311,7 +311,9 @@ impl Sim {
                 if let Some(n) = self.nodes.get_mut(&to) {
                     n.region.handle(self.now, input);
                     self.pump_region(to);
-                } else if let RegionInput::Deliver { msg, .. } = input {
+                } else if let RegionInput::Deliver { msg, .. }
+                | RegionInput::Forwarded { msg, .. } = input
+                {
                     // A node that left: the sender's message is lost, as over a real network.
                     self.dropped.insert(msg);
                 }

@@ -1515,7 +1515,7 @@ impl World {
                 queue.push_back(Local::Region(RegionInput::FromCoordinator { from, msg }));
             }
             UserMsg::Deliver { shard, entity, msg } => {
-                queue.push_back(Local::Region(RegionInput::Deliver { shard, entity, msg }));
+                queue.push_back(Local::Region(RegionInput::Forwarded { shard, entity, msg }));
             }
             UserMsg::Singleton(msg) => {
                 queue.push_back(Local::Singleton(SingletonInput::Received(msg)));

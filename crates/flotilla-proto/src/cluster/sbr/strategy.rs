@@ -19,6 +19,9 @@ use crate::cluster::member::{Member, MemberStatus};
 #[derive(Debug, Clone)]
 pub(super) struct Scene<'a> {
     members: &'a [Member],
+    /// Down but unreachable (see [`View::downed_unreachable`]): counted on the other side
+    /// when a win is checked against membership having changed during the partition.
+    downed_unreachable: &'a [Member],
     records: Vec<(UniqueAddress, UniqueAddress)>,
     unreachable: BTreeSet<UniqueAddress>,
     seen: &'a BTreeSet<UniqueAddress>,
@@ -76,6 +79,7 @@ impl<'a> Scene<'a> {
         unreachable.extend(view.records.iter().map(|(_, s)| s.clone()));
         Self {
             members: &view.members,
+            downed_unreachable: &view.downed_unreachable,
             records: view.records.clone(),
             unreachable,
             seen: &view.seen,
@@ -122,7 +126,19 @@ impl<'a> Scene<'a> {
     }
 
     fn is_unreachable(&self, m: &Member) -> bool {
-        self.unreachable.contains(&m.node)
+        self.unreachable.contains(&m.node) || self.is_downed_unreachable(m)
+    }
+
+    fn is_downed_unreachable(&self, m: &Member) -> bool {
+        self.downed_unreachable.iter().any(|d| d.node == m.node)
+    }
+
+    /// The Down, unreachable members with `role`: on the other side at worst.
+    fn downed_there(&self, role: &str) -> Vec<&'a Member> {
+        self.downed_unreachable
+            .iter()
+            .filter(|m| role.is_empty() || m.has_role(role))
+            .collect()
     }
 
     /// The members with `role` that `counting` includes, on this side (`Some(true)`), the other
@@ -385,7 +401,10 @@ fn keep_majority(scene: &Scene<'_>, role: &str) -> (Verdict, String) {
     // Membership may have changed on the other side just as the link went: count this side as
     // small and the other as large as they could be. A win that does not survive that count
     // could be a win on both sides, so neither stays.
-    let firm = scene.counted(
+    // Members this side downed while they were cut off count over there too: neither they
+    // nor the members beside them may have heard, and over there they may still count (a
+    // deliberate difference from Akka, which forgets them; docs/design/cluster.md).
+    let mut firm = scene.counted(
         role,
         Counting {
             possibly_up: false,
@@ -393,6 +412,7 @@ fn keep_majority(scene: &Scene<'_>, role: &str) -> (Verdict, String) {
         },
         None,
     );
+    let downed = scene.downed_there(role);
     let here_least = firm.iter().filter(|m| !scene.is_unreachable(m)).count();
     let there_most = scene
         .counted(
@@ -403,7 +423,9 @@ fn keep_majority(scene: &Scene<'_>, role: &str) -> (Verdict, String) {
             },
             Some(false),
         )
-        .len();
+        .len()
+        + downed.len();
+    firm.extend(downed.iter().copied());
     let still = firm.iter().min_by_key(|m| &m.node).is_some_and(|lowest| {
         majority(here_least, there_most, scene.is_unreachable(lowest))
             == DecisionKind::DownUnreachable
@@ -414,7 +436,7 @@ fn keep_majority(scene: &Scene<'_>, role: &str) -> (Verdict, String) {
         (
             Verdict::Down(DecisionKind::DownAll),
             format!(
-                "{why}, but not with this side's Leaving members uncounted and the other side's Joining and WeaklyUp ones counted ({here_least} against {there_most}): membership changed during the partition"
+                "{why}, but not with this side's Leaving members uncounted and the other side's Joining and WeaklyUp ones, and the members downed while cut off, counted ({here_least} against {there_most}): membership changed during the partition"
             ),
         )
     }
@@ -470,7 +492,9 @@ fn keep_oldest(scene: &Scene<'_>, role: &str, down_if_alone: bool) -> (Verdict, 
     // As for keep-majority: the oldest may be Exiting over there (Leaving here), and with
     // down-if-alone a joiner may be Up over there, which changes who is alone. A win that
     // does not survive that count could be a win on both sides.
-    let firm = scene.counted(
+    // And, unlike Akka, members downed while cut off may still count over there — the oldest
+    // among them.
+    let mut firm = scene.counted(
         role,
         Counting {
             possibly_up: false,
@@ -478,13 +502,15 @@ fn keep_oldest(scene: &Scene<'_>, role: &str, down_if_alone: bool) -> (Verdict, 
         },
         None,
     );
+    let downed = scene.downed_there(role);
+    firm.extend(downed.iter().copied());
     let counting = Counting {
         possibly_up: down_if_alone,
         without_leaving: true,
     };
     let still = oldest_of(&firm).is_some_and(|(_, firm_oldest_here)| {
         let here = scene.counted(role, counting, Some(true)).len();
-        let there = scene.counted(role, counting, Some(false)).len();
+        let there = scene.counted(role, counting, Some(false)).len() + downed.len();
         oldest_rule(down_if_alone, firm_oldest_here, here, there) == DecisionKind::DownUnreachable
     });
     if still {
@@ -493,7 +519,7 @@ fn keep_oldest(scene: &Scene<'_>, role: &str, down_if_alone: bool) -> (Verdict, 
         (
             Verdict::Down(DecisionKind::DownAll),
             format!(
-                "{why}, but not with Leaving members uncounted{}: membership changed during the partition",
+                "{why}, but not with Leaving members uncounted{} and the members downed while cut off counted: membership changed during the partition",
                 if down_if_alone {
                     " and Joining and WeaklyUp ones counted"
                 } else {

@@ -68,6 +68,7 @@ fn view(case: &Case) -> View {
             .collect(),
         records,
         seen: case.seen.iter().map(|&n| node(n)).collect(),
+        downed_unreachable: Vec::new(),
     }
 }
 
@@ -340,6 +341,7 @@ fn both_sides_of_every_split_never_both_survive() {
                     unreachable: other.iter().map(|&n| node(n)).collect(),
                     records: other.iter().map(|&n| (node(me), node(n))).collect(),
                     seen: [node(me)].into(),
+                    downed_unreachable: Vec::new(),
                 };
                 match decide(&settings(strategy), &v, lease) {
                     Outcome::Decide(d) => !d.down.contains(&node(me)),
@@ -420,6 +422,7 @@ fn a_win_that_counts_a_leaving_member_of_this_side_is_no_win() {
             unreachable: unreachable.iter().map(|&u| node(u)).collect(),
             records,
             seen: [me].into(),
+            downed_unreachable: Vec::new(),
         }
     };
     let decide_kind = |v: &View| match decide(&settings(Strategy::KeepMajority), v, None) {

@@ -344,6 +344,68 @@ fn a_home_on_an_earlier_incarnation_of_this_node_is_never_taken() {
 }
 
 #[test]
+fn a_message_forwarded_here_for_a_home_elsewhere_goes_on_once_and_the_home_is_asked_again() {
+    // Node 3 forwarded a message here, believing this region is shard 1's home; this region
+    // believes node 3 is (the coordinator told each something different, one of them before
+    // the shard moved). Forwarding for ever would bounce every message of the shard between
+    // the two until one heard from the coordinator.
+    let (mut r, now) = region();
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(1),
+            region: node(3),
+        },
+    );
+    r.handle(
+        now,
+        RegionInput::Forwarded {
+            shard: shard(1),
+            entity: "a".into(),
+            msg: 7,
+        },
+    );
+    assert_eq!(
+        outs(&mut r),
+        [
+            RegionOutput::Forward {
+                to: node(3),
+                shard: shard(1),
+                entity: "a".into(),
+                msg: 7
+            },
+            to_c(ToCoordinator::GetShardHome(shard(1)))
+        ],
+        "passed on once, and the home asked for"
+    );
+    // Until the answer, the shard's messages wait here; coming back, so does this one.
+    r.handle(
+        now,
+        RegionInput::Forwarded {
+            shard: shard(1),
+            entity: "a".into(),
+            msg: 7,
+        },
+    );
+    assert_eq!(outs(&mut r), []);
+    assert_eq!(deliver(&mut r, now, 1, "b", 8), []);
+    assert_eq!(r.held(), 2);
+    // The coordinator says: here.
+    let out = from_c(
+        &mut r,
+        now,
+        ToRegion::ShardHome {
+            shard: shard(1),
+            region: node(1),
+        },
+    );
+    assert_eq!(out[0], RegionOutput::StartShard(shard(1)));
+    assert_eq!(r.held(), 0);
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(
