@@ -79,7 +79,7 @@ pub enum BackendReply {
     },
 }
 
-/// Inputs of the [`LeaseHolder`].
+/// Inputs of the [`LeaseHolder`](super::LeaseHolder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HolderInput {
     /// The caller wants the lease. Joins an acquisition in progress.
@@ -206,7 +206,7 @@ pub enum LeaseEvent {
     },
 }
 
-/// Outputs of the [`LeaseHolder`], in the order produced.
+/// Outputs of the [`LeaseHolder`](super::LeaseHolder), in the order produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HolderOutput {
     /// Run this operation against the backend and reply with its answer.
