@@ -491,7 +491,28 @@ where
                 }
                 ShardOutput::StartEntity(entity) => self.start_entity(ctx, shard, entity),
                 ShardOutput::Deliver { entity, msg } => {
-                    if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
+                    // As for a start, a message is delivered only under a lease held now: a
+                    // process that was paused (SIGSTOP, a stalled machine) resumes with its
+                    // mailbox full and its timers not yet run, the loss of the lease still on
+                    // its way. The message goes back to the region, which holds it until the
+                    // shard has ended and then asks where the shard lives.
+                    let lease_gone = self
+                        .shards
+                        .get(shard)
+                        .and_then(|d| d.lease.as_ref())
+                        .is_some_and(|l| !l.check_lease());
+                    if lease_gone {
+                        tracing::warn!(entity_type = %self.type_name, "shard {shard}: a message for {entity} not delivered: the shard's lease is no longer held; stopping the shard");
+                        self.machine.handle(
+                            now(),
+                            RegionInput::Bounced {
+                                shard: shard.clone(),
+                                entity,
+                                msg,
+                            },
+                        );
+                        self.feed(shard, ShardInput::LeaseLost);
+                    } else if let Some(e) = self.entities.get(&(shard.clone(), entity)) {
                         e.tell(msg);
                     } else {
                         // Its start was refused (the lease ran out, or spawning failed).

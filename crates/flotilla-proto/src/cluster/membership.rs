@@ -122,6 +122,8 @@ pub struct Membership {
     silent_seeds: BTreeMap<Address, Option<Instant>>,
     next_probe: Option<Instant>,
     stats: MembershipStats,
+    /// The last sender whose gossip was ignored as foreign (logged once per sender).
+    last_foreign: Option<UniqueAddress>,
     out: VecDeque<ClusterOutput>,
 }
 
@@ -158,6 +160,7 @@ impl Membership {
             silent_seeds: BTreeMap::new(),
             next_probe: None,
             stats: MembershipStats::default(),
+            last_foreign: None,
             out: VecDeque::new(),
         }
     }
@@ -308,8 +311,27 @@ impl Membership {
             self.changed(now);
             return;
         }
-        if remote.member(&self.self_node).is_none() {
+        if remote.member(&self.self_node).is_none() || self.gossip.member(&from).is_none() {
+            // As Akka: gossip that does not know this node, or from a node this one does not
+            // know, belongs to another cluster — or to a member that joined through a node
+            // already removed from this cluster (it woke from a pause believing it led):
+            // merged, that gossip would bring the joiner in beside a version this cluster has
+            // already given to a different state.
             self.stats.foreign_gossip += 1;
+            if self.last_foreign.as_ref() != Some(&from) {
+                self.log(
+                    LogLevel::Info,
+                    format!(
+                        "ignoring gossip from {from}: {} (logged once per sender)",
+                        if self.gossip.member(&from).is_none() {
+                            "not a member of this cluster"
+                        } else {
+                            "its cluster does not have this node as a member"
+                        }
+                    ),
+                );
+                self.last_foreign = Some(from);
+            }
             return;
         }
         let theirs = remote.seen_by().clone();
@@ -596,6 +618,15 @@ impl StateMachine for Membership {
                         &me,
                         &format!("member {by} quarantined this node, so the two can never talk again; this node downs itself"),
                     );
+                } else if matches!(self.join, JoinState::Joining { .. }) {
+                    // The node this one asks to join will never talk to this incarnation: it
+                    // was removed while its welcome was lost. Only a new incarnation can join.
+                    self.log(
+                        LogLevel::Warn,
+                        format!("{by} quarantined this node while it was joining: this incarnation was removed from the cluster before it heard its welcome; it stops, and started again it joins as a new incarnation"),
+                    );
+                    self.join = JoinState::Removed;
+                    self.out.push_back(ClusterOutput::SelfRemoved);
                 }
             }
             ClusterInput::LeaseAcquired(acquired) => self.on_lease(now, acquired),
@@ -662,5 +693,7 @@ impl StateMachine for Membership {
 
 mod join;
 mod leader;
+#[cfg(test)]
+mod strangers_tests;
 #[cfg(test)]
 mod tests;

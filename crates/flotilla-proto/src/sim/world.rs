@@ -1818,6 +1818,17 @@ impl World {
             }
             ShardOutput::Deliver { entity, msg } => {
                 let lease_valid = self.lease_valid(i, shard, local);
+                if !lease_valid {
+                    // As the driver does: delivered only under a lease held now (a thawed
+                    // process runs what waited before its timers); back to the region.
+                    queue.push_back(Local::Region(RegionInput::Bounced {
+                        shard: shard.clone(),
+                        entity,
+                        msg,
+                    }));
+                    queue.push_back(Local::Shard(shard.clone(), ShardInput::LeaseLost));
+                    return;
+                }
                 let token = self.nodes[i]
                     .live
                     .as_ref()

@@ -9,7 +9,7 @@ use flotilla_core::{Address, UniqueAddress};
 use super::{INIT_JOIN_INTERVAL, JoinState, Membership};
 use crate::cluster::gossip::Gossip;
 use crate::cluster::member::{Member, MemberStatus};
-use crate::cluster::protocol::{ClusterMsg, LogLevel};
+use crate::cluster::protocol::{ClusterMsg, ClusterOutput, LogLevel};
 
 impl Membership {
     pub(super) fn join_seeds(&mut self, now: Instant, seeds: Vec<Address>) {
@@ -300,19 +300,38 @@ impl Membership {
     }
 
     pub(super) fn on_join(&mut self, now: Instant, joiner: Member) {
+        // Not a member that can take joiners; the joiner retries elsewhere. Unlike Akka, a
+        // Leaving member does not either: it is removed soon, and a change it makes that has
+        // not reached the leader by then loses its mark in the version when its entry is
+        // pruned — the joiner then exists in some views and not in others under one version
+        // (simulation seed 53949).
         if self.join != JoinState::Member
-            || self
-                .self_member()
-                .is_none_or(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
+            || self.self_member().is_none_or(|m| {
+                matches!(
+                    m.status,
+                    MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Leaving
+                )
+            })
         {
-            return; // not a member that can take joiners; the joiner retries elsewhere
+            return;
         }
         let node = joiner.node.clone();
         if node.address == self.self_node.address {
             return;
         }
         if self.gossip.tombstones().contains_key(&node) {
+            // This incarnation was removed before it heard its welcome (lost, or sent into a
+            // partition) and asks again, as it will for ever: quarantined, it learns that it
+            // can never join and stops; started again it is a new incarnation, which may.
             self.stats.misaddressed += 1;
+            self.log(
+                LogLevel::Info,
+                format!("{node} asks to join, but that incarnation was removed from the cluster: quarantining it so that it stops (a new incarnation may join)"),
+            );
+            self.out.push_back(ClusterOutput::Quarantine {
+                node,
+                reason: "it was removed from the cluster and asked to join again".into(),
+            });
             return;
         }
         match self.gossip.member_at(&node.address).cloned() {

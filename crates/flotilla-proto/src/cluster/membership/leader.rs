@@ -292,5 +292,19 @@ impl Membership {
             self.mark_down(now, n, &why);
         }
         self.stability.decided(now);
+        if d.down.contains(&self.self_node) {
+            // This node goes down with its side and stops in a moment: the members it downed
+            // beside it hear of it now rather than at gossip rounds this node may not live to
+            // run — they must stop too, and they are the ones the other side waits for.
+            let me = self.self_node.clone();
+            let beside: Vec<UniqueAddress> = downs
+                .iter()
+                .filter(|n| **n != me && !view.unreachable.contains(*n))
+                .cloned()
+                .collect();
+            for n in &beside {
+                self.send_gossip(n);
+            }
+        }
     }
 }

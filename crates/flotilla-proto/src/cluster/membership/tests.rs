@@ -65,7 +65,7 @@ macro_rules! ensure {
 }
 
 /// Akka's defaults, with stable-after at the value recommended for five nodes.
-fn settings() -> ClusterSettings {
+pub(super) fn settings() -> ClusterSettings {
     let mut s = ClusterSettings::default();
     s.split_brain_resolver.stable_after = Duration::from_secs(7).into();
     s
@@ -545,7 +545,7 @@ fn down_all_downs_both_sides() {
 
 // ---- one machine, message by message ---------------------------------------------------------
 
-fn sends(outputs: &[ClusterOutput]) -> Vec<(Address, &'static str)> {
+pub(super) fn sends(outputs: &[ClusterOutput]) -> Vec<(Address, &'static str)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -555,7 +555,7 @@ fn sends(outputs: &[ClusterOutput]) -> Vec<(Address, &'static str)> {
         .collect()
 }
 
-fn unique(i: usize, uid: u64) -> UniqueAddress {
+pub(super) fn unique(i: usize, uid: u64) -> UniqueAddress {
     UniqueAddress {
         address: address(i),
         uid,
@@ -563,7 +563,7 @@ fn unique(i: usize, uid: u64) -> UniqueAddress {
 }
 
 /// Node 0 formed a cluster alone and is Up.
-fn alone() -> (Membership, Instant) {
+pub(super) fn alone() -> (Membership, Instant) {
     let t0 = epoch();
     let mut m = Membership::new(unique(0, 1), settings(), 1, t0);
     m.handle(t0, ClusterInput::JoinSeeds(vec![address(0)]));

@@ -193,19 +193,60 @@ impl<'a> Scene<'a> {
         })
     }
 
+    /// The indirectly connected members that may be on the other side: those the members of
+    /// this side that are not indirectly connected find unreachable, and, in turn, those with
+    /// an observation to or from one of them that have not seen this side's gossip (a member
+    /// that has seen it talks to this side).
+    fn beyond_this_side(&self, indirect: &BTreeSet<UniqueAddress>) -> BTreeSet<UniqueAddress> {
+        let here: BTreeSet<&UniqueAddress> = self
+            .members
+            .iter()
+            .map(|m| &m.node)
+            .filter(|n| !indirect.contains(*n) && !self.unreachable.contains(*n))
+            .collect();
+        let mut beyond: BTreeSet<UniqueAddress> = self
+            .records
+            .iter()
+            .filter(|(o, s)| here.contains(o) && indirect.contains(s))
+            .map(|(_, s)| s.clone())
+            .collect();
+        // Bounded: each round adds a member or ends.
+        for _ in 0..indirect.len() {
+            let more: Vec<UniqueAddress> = self
+                .records
+                .iter()
+                .filter(|(o, s)| indirect.contains(o) && indirect.contains(s))
+                .filter(|(o, s)| beyond.contains(o) != beyond.contains(s))
+                .map(|(o, s)| {
+                    if beyond.contains(o) {
+                        s.clone()
+                    } else {
+                        o.clone()
+                    }
+                })
+                .filter(|n| !self.seen.contains(n))
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            beyond.extend(more);
+        }
+        beyond
+    }
+
     /// What the strategy downs besides the indirectly connected members, and why: it decides
     /// again without the observations between indirectly connected members (and those of
     /// members that cannot be downed), so a crash or a clean split in the same window is still
-    /// judged. `None` when every unreachable member is indirectly connected.
+    /// judged. Unlike Akka, this look is taken also when every unreachable member is
+    /// indirectly connected: the members that observe them from this side may be cut off from
+    /// them by a partition, and then this side must still win the count (`None` when nothing
+    /// is left to judge).
     fn second_look(
         &self,
         settings: &SplitBrainResolverSettings,
         downable: &BTreeSet<UniqueAddress>,
         indirect: &BTreeSet<UniqueAddress>,
     ) -> Result<Option<(BTreeSet<UniqueAddress>, String)>, String> {
-        if self.unreachable.iter().all(|n| indirect.contains(n)) {
-            return Ok(None);
-        }
         let cycle = self.in_a_cycle();
         let seen_past = self.seen_past_a_cut();
         let records: Vec<(UniqueAddress, UniqueAddress)> = self
@@ -216,11 +257,22 @@ impl<'a> Scene<'a> {
             .filter(|(o, s)| !(seen_past.contains(o) && seen_past.contains(s)))
             .cloned()
             .collect();
+        // Unlike Akka: an indirectly connected member that this side's other members find
+        // unreachable, or that is cut off from such a member and has not seen this side's
+        // gossip, may in truth be over there, behind a partition this side has not fully
+        // noticed yet (one failure detector lags another): it counts on the other side, where
+        // Akka would count it here (simulation seed 97074).
+        let mut unreachable: BTreeSet<UniqueAddress> =
+            records.iter().map(|(_, s)| s.clone()).collect();
+        unreachable.extend(self.beyond_this_side(indirect));
         let rest = Self {
-            unreachable: records.iter().map(|(_, s)| s.clone()).collect(),
+            unreachable,
             records,
             ..self.clone()
         };
+        if rest.unreachable.is_empty() {
+            return Ok(None);
+        }
         let (verdict, why) = verdict(settings, &rest);
         let kind = match verdict {
             Verdict::Down(DecisionKind::DownIndirectlyConnected)
