@@ -311,41 +311,36 @@ impl Membership {
             self.changed(now);
             return;
         }
-        if remote.member(&self.self_node).is_none() || self.gossip.member(&from).is_none() {
-            // As Akka: gossip that does not know this node, or from a node this one does not
-            // know, belongs to another cluster — or to a member that joined through a node
-            // already removed from this cluster (it woke from a pause believing it led):
-            // merged, that gossip would bring the joiner in beside a version this cluster has
-            // already given to a different state.
+        if remote.member(&self.self_node).is_none() {
+            // Gossip of a cluster that does not have this node as a member: another cluster.
             self.stats.foreign_gossip += 1;
             if self.last_foreign.as_ref() != Some(&from) {
                 self.log(
                     LogLevel::Info,
-                    format!(
-                        "ignoring gossip from {from}: {} (logged once per sender)",
-                        if self.gossip.member(&from).is_none() {
-                            "not a member of this cluster"
-                        } else {
-                            "its cluster does not have this node as a member"
-                        }
-                    ),
+                    format!("ignoring gossip from {from}: its cluster does not have this node as a member (logged once per sender)"),
                 );
                 self.last_foreign = Some(from);
             }
             return;
         }
         let theirs = remote.seen_by().clone();
+        // A member's entry leaves the version when the member is removed, so a change it made
+        // that had not spread by then no longer shows in the version: two gossips can then
+        // differ under versions that say one contains the other (a joiner welcomed by a member
+        // that was removed a moment later). Such a gossip is merged, never dropped or adopted
+        // whole, and the merge gets a version of its own.
+        let lost_here = Self::lost(&remote, &self.gossip);
+        let lost_there = Self::lost(&self.gossip, &remote);
         match remote.version().compare(self.gossip.version()) {
-            Causality::Same => self.gossip.see_all(remote.seen_by()),
-            Causality::After => {
+            Causality::Same if !lost_here && !lost_there && same_members(&remote, &self.gossip) => {
+                self.gossip.see_all(remote.seen_by());
+            }
+            Causality::After if !lost_there => {
                 self.gossip = remote;
                 self.gossip.see(&self.self_node);
             }
-            Causality::Before => {}
-            Causality::Concurrent => {
-                self.gossip = self.gossip.merge(&remote);
-                self.gossip.see(&self.self_node);
-            }
+            Causality::Before if !lost_here => {}
+            _ => self.merge_gossip(&remote),
         }
         self.changed(now);
         if !self.gossip.seen_by().contains(&from) {
@@ -354,6 +349,27 @@ impl Membership {
             // Same version, and this node knows of more members that have seen it.
             self.send_status(&from);
         }
+    }
+
+    /// Members of `from` that `into` lacks without having removed them: a change lost to
+    /// `into` (see [`Self::merge_gossip`]).
+    fn lost(from: &Gossip, into: &Gossip) -> bool {
+        from.members()
+            .any(|m| into.member(&m.node).is_none() && !into.tombstones().contains_key(&m.node))
+    }
+
+    /// Merges `remote` into this node's gossip. When the merged version equals one of the two
+    /// while the members differ from that one's — possible only when a change was recorded
+    /// under the entry of a member since removed — the merge is marked with this node's entry,
+    /// so that one version never stands for two states.
+    fn merge_gossip(&mut self, remote: &Gossip) {
+        let mut merged = self.gossip.merge(remote);
+        let hides = |g: &Gossip| merged.version() == g.version() && !same_members(&merged, g);
+        if hides(&self.gossip) || hides(remote) {
+            merged.bump(&self.self_node);
+        }
+        self.gossip = merged;
+        self.gossip.see(&self.self_node);
     }
 
     fn on_gossip_status(
@@ -689,6 +705,13 @@ impl StateMachine for Membership {
     fn poll_output(&mut self) -> Option<ClusterOutput> {
         self.out.pop_front()
     }
+}
+
+/// Whether two gossips list the same members with the same statuses.
+fn same_members(a: &Gossip, b: &Gossip) -> bool {
+    a.members()
+        .map(|m| (&m.node, m.status))
+        .eq(b.members().map(|m| (&m.node, m.status)))
 }
 
 mod join;

@@ -28,7 +28,7 @@
 //! the lease) down them, then decide a second time without the observations between them: the
 //! members unreachable for another reason (a crash, a clean split in the same window) go down
 //! if that second decision says so, and the indirectly connected members still count there, on
-//! whichever side the remaining observations put them. If members are still indirectly connected
+//! whichever side the remaining observations put them (Flotilla: see below). If members are still indirectly connected
 //! on the second look, every member is downed. lease-majority without the lease downs its own
 //! side and the indirectly connected members; down-all downs every member in any case.
 //!
@@ -37,7 +37,11 @@
 //! it may still count. Akka forgets it; Flotilla counts it on the other side when it checks a
 //! keep-majority or keep-oldest win against membership having changed during the partition, so a
 //! side that downed part of the cluster a moment before a new partition cannot win against the
-//! very members it downed (simulation seed 9835, where Akka's rules left two clusters).
+//! very members it downed (simulation seed 9835, where Akka's rules left two clusters). And
+//! the second look below the indirectly connected members is always taken, counting on the
+//! other side those of them that may be there: found unreachable by this side's other members,
+//! or linked by an observation to one that is and not having seen this side's gossip (seeds
+//! 28336 and 97074).
 //!
 //! [`decide`] is the decision; [`Stability`] tracks when a view has been stable long enough.
 

@@ -501,7 +501,18 @@ impl<M> StateMachine for Region<M> {
             RegionInput::FromCoordinator { from, msg } => {
                 let stale_ack =
                     msg == ToRegion::RegisterAck && self.coordinator.as_ref() != Some(&from);
-                if !stale_ack {
+                // Until registered, only the answer to the registration counts: anything else
+                // was meant for an earlier incarnation of this node (messages go by address),
+                // or is a late word of a coordinator that has since moved. Taken, a HostShard
+                // for the previous incarnation started a shard here that no coordinator knew of.
+                let unexpected = !self.registered
+                    && !matches!(msg, ToRegion::RegisterAck | ToRegion::RegisterAgain);
+                if unexpected {
+                    self.log(
+                        LogLevel::Info,
+                        format!("ignored {msg:?} from the coordinator at {from}: this region is not registered with it"),
+                    );
+                } else if !stale_ack {
                     self.on_coordinator_msg(now, msg);
                 }
             }

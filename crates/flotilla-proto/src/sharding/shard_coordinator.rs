@@ -172,6 +172,9 @@ pub struct ShardCoordinator {
     waiting: BTreeMap<ShardId, BTreeSet<UniqueAddress>>,
     /// HostShard sent and not acknowledged: the region and when to send it again.
     unacked_host: BTreeMap<ShardId, (UniqueAddress, Instant)>,
+    /// Second copies: (shard, region) told to hand off a shard that lives elsewhere, until
+    /// that region says it stopped (or is gone), with when to tell it again.
+    strays: BTreeMap<(ShardId, UniqueAddress), Instant>,
     shutting_down: BTreeSet<UniqueAddress>,
     /// Regions and proxies reported terminated (their member was removed): an incarnation never
     /// comes back, so a late registration from one is refused.
@@ -207,6 +210,7 @@ impl ShardCoordinator {
             handoffs: BTreeMap::new(),
             waiting: BTreeMap::new(),
             unacked_host: BTreeMap::new(),
+            strays: BTreeMap::new(),
             shutting_down: BTreeSet::new(),
             terminated: BTreeSet::new(),
             remembered: BTreeSet::new(),
@@ -328,7 +332,11 @@ impl ShardCoordinator {
                         LogLevel::Warn,
                         format!("region {from} says it hosts shard {shard}, which lives in {home}: telling {from} to hand it off"),
                     );
-                    self.send(&from, ToRegion::HandOff(shard));
+                    self.send(&from, ToRegion::HandOff(shard.clone()));
+                    // Told again until it says it stopped: lost, the second copy would run on
+                    // (holding the lease the home waits for) for good.
+                    self.strays
+                        .insert((shard, from.clone()), now + self.settings.host_retry);
                 }
             }
         }
@@ -472,6 +480,13 @@ impl ShardCoordinator {
     }
 
     fn on_shard_stopped(&mut self, now: Instant, from: &UniqueAddress, shard: ShardId) {
+        if self.strays.remove(&(shard.clone(), from.clone())).is_some() {
+            self.log(
+                LogLevel::Info,
+                format!("the second copy of shard {shard} in {from} has stopped"),
+            );
+            return;
+        }
         let expected = self
             .handoffs
             .get(&shard)
@@ -559,6 +574,7 @@ impl ShardCoordinator {
             }
         }
         self.unacked_host.retain(|_, (r, _)| r != who);
+        self.strays.retain(|(_, r), _| r != who);
         for askers in self.waiting.values_mut() {
             askers.remove(who);
         }
@@ -746,6 +762,17 @@ impl StateMachine for ShardCoordinator {
             self.unacked_host
                 .insert(shard, (region, now + self.settings.host_retry));
         }
+        let strays: Vec<(ShardId, UniqueAddress)> = self
+            .strays
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (shard, region) in strays {
+            self.send(&region, ToRegion::HandOff(shard.clone()));
+            self.strays
+                .insert((shard, region), now + self.settings.host_retry);
+        }
         if self.next_rebalance <= now {
             self.rebalance(now);
         }
@@ -757,6 +784,7 @@ impl StateMachine for ShardCoordinator {
             .values()
             .flat_map(|h| [h.deadline, h.resend_at])
             .chain(self.unacked_host.values().map(|(_, at)| *at))
+            .chain(self.strays.values().copied())
             .chain(std::iter::once(self.next_rebalance))
             .min()
     }

@@ -300,20 +300,12 @@ impl Membership {
     }
 
     pub(super) fn on_join(&mut self, now: Instant, joiner: Member) {
-        // Not a member that can take joiners; the joiner retries elsewhere. Unlike Akka, a
-        // Leaving member does not either: it is removed soon, and a change it makes that has
-        // not reached the leader by then loses its mark in the version when its entry is
-        // pruned — the joiner then exists in some views and not in others under one version
-        // (simulation seed 53949).
         if self.join != JoinState::Member
-            || self.self_member().is_none_or(|m| {
-                matches!(
-                    m.status,
-                    MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Leaving
-                )
-            })
+            || self
+                .self_member()
+                .is_none_or(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
         {
-            return;
+            return; // not a member that can take joiners; the joiner retries elsewhere
         }
         let node = joiner.node.clone();
         if node.address == self.self_node.address {

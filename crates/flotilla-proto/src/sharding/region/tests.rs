@@ -406,6 +406,24 @@ fn a_message_forwarded_here_for_a_home_elsewhere_goes_on_once_and_the_home_is_as
 }
 
 #[test]
+fn a_region_not_yet_registered_ignores_what_the_coordinator_meant_for_another_incarnation() {
+    // The coordinator allocated a shard to this node's previous incarnation; the HostShard,
+    // sent by address, reaches this one before it has registered. Taken, it would start a copy
+    // of the shard that no coordinator knows of.
+    let (mut r, now) = region();
+    let _ = outs(&mut r);
+    assert_eq!(from_c(&mut r, now, ToRegion::HostShard(shard(4))), []);
+    assert!(r.local_shards().is_empty());
+    from_c(&mut r, now, ToRegion::RegisterAck);
+    let out = from_c(&mut r, now, ToRegion::HostShard(shard(4)));
+    assert_eq!(
+        out[0],
+        RegionOutput::StartShard(shard(4)),
+        "registered: taken"
+    );
+}
+
+#[test]
 fn the_hold_buffer_is_bounded_across_shards() {
     let now = epoch();
     let mut r = Region::new(

@@ -349,6 +349,24 @@ fn a_new_incarnation_up_at_a_regions_address_ends_that_region() {
 }
 
 #[test]
+fn a_second_claimant_is_told_to_hand_off_until_it_says_it_stopped() {
+    // Region 2 comes back claiming shard 3, which lives in region 1 (it started it on a
+    // message meant for its previous incarnation). A lost HandOff would leave the second copy
+    // running — holding the lease the home waits for — so it is sent again until answered.
+    let mut t = with_shards_on_1(&[3]);
+    let sent = t.from(2, ToCoordinator::Register(shards(&[3])));
+    assert_eq!(
+        sent,
+        [(2, ToRegion::HandOff(shard(3))), (2, ToRegion::RegisterAck)]
+    );
+    let retry = CoordinatorSettings::default().host_retry;
+    assert_eq!(t.advance(retry), [(2, ToRegion::HandOff(shard(3)))]);
+    assert_eq!(t.from(2, ToCoordinator::ShardStopped(shard(3))), []);
+    assert_eq!(t.advance(retry), [], "answered: not sent again");
+    assert_eq!(t.home(3), Some(node(1)));
+}
+
+#[test]
 fn a_new_coordinator_rebuilds_the_allocations_from_re_registrations() {
     let mut old = with_shards_on_1(&[]);
     for s in 0..10 {
