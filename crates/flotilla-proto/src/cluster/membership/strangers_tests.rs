@@ -34,10 +34,7 @@ fn a_gossip_that_differs_under_the_same_version_is_merged_under_a_new_one() {
     );
     let _ = drain(&mut m);
     assert!(m.gossip().member(&unique(3, 9)).is_some(), "kept");
-    assert_eq!(
-        m.gossip().version().compare(&before),
-        Causality::After
-    );
+    assert_eq!(m.gossip().version().compare(&before), Causality::After);
 }
 
 #[test]
