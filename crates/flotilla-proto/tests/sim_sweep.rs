@@ -25,8 +25,9 @@ const DEFAULT_SEEDS: u64 = 64;
 /// Seeds beyond the default range that once broke a promise (docs/reliability.md, "Found and
 /// fixed"): CI runs them too, so the scenarios that found a bug keep being played.
 const FOUND_BUGS: &[u64] = &[
-    98, 198, 295, 313, 317, 405, 509, 598, 647, 659, 809, 4388, 4405, 6124, 6157, 7600, 8897, 9399,
-    9799, 9826, 9835,
+    98, 198, 295, 313, 317, 405, 509, 539, 598, 647, 659, 809, 4388, 4405, 6043, 6124, 6157, 7594,
+    7600, 8897, 9399, 9799, 9826, 9835, 28336, 28405, 38565, 53949, 57693, 85969, 90269, 93442,
+    97074,
 ];
 
 fn env(name: &str) -> Option<u64> {
