@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Installs, if missing, the servers and tools the test suite runs against:
-#   protoc       (Debian protobuf-compiler; the etcd client's build needs it)
 #   etcd         (Debian etcd-server and etcd-client)
 #   dnsmasq      (Debian dnsmasq-base: the DNS server discovery is tested against)
 #   azurite      (npm, pinned; installed under .cache/azurite, run with the machine's Node)
@@ -19,7 +18,6 @@ as_root() {
 }
 
 apt_packages=()
-command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || apt_packages+=(etcd-client)
 command -v erl >/dev/null 2>&1 || apt_packages+=(erlang-base)
@@ -44,7 +42,6 @@ if [ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]; then
     "azurite@${AZURITE_VERSION}" >/dev/null
 fi
 
-echo "protoc: $(protoc --version)"
 echo "etcd: $(etcd --version | head -n1)"
 echo "dnsmasq: $(/usr/sbin/dnsmasq --version | head -n1)"
 echo "azurite: $(.cache/azurite/node_modules/.bin/azurite-blob --version)"

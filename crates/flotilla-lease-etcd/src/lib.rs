@@ -31,100 +31,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, Error as EtcdClientError, GetOptions, KeyValue,
-    PutOptions, Txn, TxnOp,
-};
+use flotilla_etcd::{Client, Compare, CompareOp, KeyValue, Txn, TxnOp, ttl_secs};
 use flotilla_lease::backend::{
     BackendReply, BoxFuture, FencingToken, LeaseBackend, LeaseName, LeaseRecord, OwnerId,
 };
 use serde::{Deserialize, Serialize};
 
-/// The etcd backend's settings (`[lease.etcd]` in TOML).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct EtcdSettings {
-    /// Client URLs of the etcd members. Default: `["http://127.0.0.1:2379"]`.
-    pub endpoints: Vec<String>,
-    /// Key prefix under which leases are stored. Default: `/flotilla/leases/`.
-    pub prefix: String,
-    /// Timeout of one backend call (it may make several etcd requests). Default: 2 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Timeout for establishing the connection. Default: 2 s.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// User name, when etcd authentication is on. Default: none.
-    pub user: Option<String>,
-    /// Password of `user`. Default: none.
-    pub password: Option<String>,
-}
-
-impl Default for EtcdSettings {
-    fn default() -> Self {
-        Self {
-            endpoints: vec!["http://127.0.0.1:2379".into()],
-            prefix: "/flotilla/leases/".into(),
-            request_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            user: None,
-            password: None,
-        }
-    }
-}
-
-impl EtcdSettings {
-    /// Settings for these endpoints, the rest default.
-    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            ..Self::default()
-        }
-    }
-}
-
-/// Why the etcd backend could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EtcdError {
-    /// The settings are unusable.
-    #[error("invalid etcd settings: {0}")]
-    Config(String),
-    /// The endpoints could not be reached or refused us (wrong credentials, for one).
-    #[error("cannot use etcd at {endpoints:?}: {source}")]
-    Connect {
-        /// The endpoints tried.
-        endpoints: Vec<String>,
-        /// What etcd or the transport said.
-        source: EtcdClientError,
-    },
-}
-
-impl EtcdError {
-    /// Whether etcd could not be reached (or did not answer in time): worth trying again
-    /// later, unlike unusable settings or refused credentials, which need an operator.
-    pub fn is_unreachable(&self) -> bool {
-        // gRPC status codes (they are fixed by the gRPC specification).
-        const INVALID_ARGUMENT: i32 = 3;
-        const PERMISSION_DENIED: i32 = 7;
-        const UNAUTHENTICATED: i32 = 16;
-        match self {
-            Self::Config(_) => false,
-            Self::Connect {
-                source: EtcdClientError::GRpcStatus(status),
-                ..
-            } => !matches!(
-                i32::from(status.code()),
-                INVALID_ARGUMENT | PERMISSION_DENIED | UNAUTHENTICATED
-            ),
-            Self::Connect {
-                source: EtcdClientError::InvalidArgs(_) | EtcdClientError::InvalidUri(_),
-                ..
-            } => false,
-            Self::Connect { .. } => true,
-        }
-    }
-}
+pub use flotilla_etcd::{EtcdError, EtcdSettings, EtcdTls, MIN_TTL_SECS};
 
 /// What the key's value holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,33 +62,20 @@ impl std::fmt::Debug for EtcdBackend {
     }
 }
 
-/// etcd's smallest TTL, in seconds.
-pub const MIN_TTL_SECS: i64 = 2;
-
-fn ttl_secs(ttl: Duration) -> i64 {
-    let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    let secs = if ttl.subsec_nanos() > 0 {
-        secs.saturating_add(1)
-    } else {
-        secs
-    };
-    secs.max(MIN_TTL_SECS)
-}
-
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The grant a successful transaction made: its one write's revision is the token.
-fn granted(response: &etcd_client::TxnResponse) -> BackendReply {
-    let revision = response.header().map_or(0, |h| h.revision());
+fn granted(response: &flotilla_etcd::api::etcdserverpb::TxnResponse) -> BackendReply {
+    let revision = response.header.as_ref().map_or(0, |h| h.revision);
     BackendReply::Granted {
         token: FencingToken(u64::try_from(revision).unwrap_or(0)),
     }
 }
 
-fn unknown(what: &str, e: &EtcdClientError) -> BackendReply {
+fn unknown(what: &str, e: &EtcdError) -> BackendReply {
     BackendReply::Unknown {
         reason: format!("etcd {what} failed: {e}"),
     }
@@ -184,76 +84,13 @@ fn unknown(what: &str, e: &EtcdClientError) -> BackendReply {
 /// The owner recorded in a key's value; values not written by Flotilla count as a foreign owner
 /// named after the raw value, so they are never taken or deleted.
 fn owner_of(kv: &KeyValue) -> String {
-    serde_json::from_slice::<Value>(kv.value())
+    serde_json::from_slice::<Value>(&kv.value)
         .map(|v| v.owner)
-        .unwrap_or_else(|_| String::from_utf8_lossy(kv.value()).into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&kv.value).into_owned())
 }
 
 fn token_of(kv: &KeyValue) -> FencingToken {
-    FencingToken(u64::try_from(kv.mod_revision()).unwrap_or(0))
-}
-
-/// An etcd client for `settings` (endpoints, timeouts, credentials; the prefix must end with
-/// `/`), checked with one read under the prefix: a malformed endpoint, an unreachable cluster or
-/// wrong credentials are reported here. Other Flotilla stores on etcd share this.
-pub async fn connect_client(settings: &EtcdSettings) -> Result<Client, EtcdError> {
-    if settings.endpoints.is_empty() {
-        return Err(EtcdError::Config("no endpoints given".into()));
-    }
-    for e in &settings.endpoints {
-        if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(EtcdError::Config(format!(
-                "endpoint {e:?} must be a URL such as http://127.0.0.1:2379"
-            )));
-        }
-    }
-    if settings.prefix.is_empty() || !settings.prefix.ends_with('/') {
-        return Err(EtcdError::Config(format!(
-            "prefix {:?} must be non-empty and end with '/'",
-            settings.prefix
-        )));
-    }
-    if settings.request_timeout.is_zero() {
-        return Err(EtcdError::Config("request-timeout must be positive".into()));
-    }
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(settings.connect_timeout)
-        .with_timeout(settings.request_timeout)
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-    match (&settings.user, &settings.password) {
-        (Some(user), Some(password)) => {
-            options = options.with_user(user.clone(), password.clone());
-        }
-        (None, None) => {}
-        _ => {
-            return Err(EtcdError::Config(
-                "user and password must be given together".into(),
-            ));
-        }
-    }
-    let connect_error = |source| EtcdError::Connect {
-        endpoints: settings.endpoints.clone(),
-        source,
-    };
-    let connect = Client::connect(&settings.endpoints, Some(options));
-    let mut client = tokio::time::timeout(settings.connect_timeout * 2, connect)
-        .await
-        .map_err(|_| {
-            connect_error(EtcdClientError::Internal(format!(
-                "no connection within {:?}",
-                settings.connect_timeout * 2
-            )))
-        })?
-        .map_err(connect_error)?;
-    // One cheap read proves the endpoint answers and the credentials are accepted.
-    client
-        .get(
-            settings.prefix.as_bytes(),
-            Some(GetOptions::new().with_count_only()),
-        )
-        .await
-        .map_err(connect_error)?;
-    Ok(client)
+    FencingToken(u64::try_from(kv.mod_revision).unwrap_or(0))
 }
 
 impl EtcdBackend {
@@ -263,7 +100,7 @@ impl EtcdBackend {
     /// Connects to etcd. A malformed endpoint, an unreachable cluster or wrong credentials are
     /// reported here, not at the first acquire.
     pub async fn connect(settings: EtcdSettings) -> Result<Self, EtcdError> {
-        let client = connect_client(&settings).await?;
+        let client = Client::connect(&settings).await?;
         Ok(Self { client, settings })
     }
 
@@ -276,19 +113,18 @@ impl EtcdBackend {
         format!("{}{}", self.settings.prefix, lease.as_str())
     }
 
-    async fn get(&self, lease: &LeaseName) -> Result<Option<KeyValue>, EtcdClientError> {
-        let mut response = self.client.clone().get(self.key(lease), None).await?;
-        Ok(response.take_kvs().into_iter().next())
+    async fn get(&self, lease: &LeaseName) -> Result<Option<KeyValue>, EtcdError> {
+        self.client.get(self.key(lease)).await
     }
 
     async fn try_acquire(&self, lease: &LeaseName, owner: &OwnerId, ttl: Duration) -> BackendReply {
-        let mut client = self.client.clone();
+        let client = &self.client;
         let key = self.key(lease);
         // A key can vanish between a failed create and the read that follows (its lease
         // expired or was released): then try again, a bounded number of times.
         for _ in 0..3 {
-            let grant = match client.lease_grant(ttl_secs(ttl), None).await {
-                Ok(grant) => grant.id(),
+            let grant = match client.lease_grant(ttl_secs(ttl)).await {
+                Ok(grant) => grant,
                 Err(e) => return unknown("lease grant", &e),
             };
             let value = Value {
@@ -305,17 +141,13 @@ impl EtcdBackend {
             };
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    value.clone(),
-                    Some(PutOptions::new().with_lease(grant)),
-                )]);
+                .and_then([TxnOp::put(key.clone(), value.clone(), Some(grant))]);
             let created = match client.txn(txn).await {
                 Ok(r) => r,
                 // The grant expires by itself if this was never applied.
                 Err(e) => return unknown("create transaction", &e),
             };
-            if created.succeeded() {
+            if created.succeeded {
                 // The put is the transaction's only write: its revision is the key's mod
                 // revision.
                 return granted(&created);
@@ -345,17 +177,13 @@ impl EtcdBackend {
                 .when([Compare::mod_revision(
                     key.clone(),
                     CompareOp::Equal,
-                    kv.mod_revision(),
+                    kv.mod_revision,
                 )])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    value,
-                    Some(PutOptions::new().with_lease(grant)),
-                )]);
+                .and_then([TxnOp::put(key.clone(), value, Some(grant))]);
             match client.txn(replace).await {
-                Ok(r) if r.succeeded() => {
+                Ok(r) if r.succeeded => {
                     // The earlier hold's etcd lease holds nothing any more.
-                    let _ = client.lease_revoke(kv.lease()).await;
+                    let _ = client.lease_revoke(kv.lease).await;
                     return granted(&r);
                 }
                 Ok(_) => {
@@ -387,10 +215,10 @@ impl EtcdBackend {
                 holder: Some(holder),
             };
         }
-        match self.client.clone().lease_keep_alive(kv.lease()).await {
-            Ok(_) => BackendReply::Renewed,
-            // "lease not found": it expired between the read and the keep-alive.
-            Err(EtcdClientError::LeaseKeepAliveError(_)) => BackendReply::Denied { holder: None },
+        match self.client.lease_keep_alive(kv.lease).await {
+            Ok(Some(_)) => BackendReply::Renewed,
+            // It expired between the read and the keep-alive.
+            Ok(None) => BackendReply::Denied { holder: None },
             Err(e) => unknown("keep-alive", &e),
         }
     }
@@ -416,39 +244,36 @@ impl EtcdBackend {
             .when([Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
-                kv.mod_revision(),
+                kv.mod_revision,
             )])
-            .and_then([TxnOp::delete(key, None)]);
-        let mut client = self.client.clone();
+            .and_then([TxnOp::delete(key)]);
+        let client = &self.client;
         let deleted = match client.txn(txn).await {
-            Ok(r) => r.succeeded(),
+            Ok(r) => r.succeeded,
             Err(e) => return unknown("delete transaction", &e),
         };
         // The key is gone (or changed hands): revoking its etcd lease frees the server's state.
-        if let Err(e) = client.lease_revoke(kv.lease()).await {
+        if let Err(e) = client.lease_revoke(kv.lease).await {
             tracing::debug!(lease = %lease, error = %e, "revoking the etcd lease after release");
         }
         BackendReply::Released { was_held: deleted }
     }
 
     async fn record(&self, kv: &KeyValue) -> Result<Option<LeaseRecord>, String> {
-        let name = kv
-            .key_str()
+        let name = std::str::from_utf8(&kv.key)
             .ok()
             .and_then(|k| k.strip_prefix(self.settings.prefix.as_str()))
             .and_then(|n| LeaseName::new(n).ok());
         let Some(name) = name else { return Ok(None) };
-        let value = serde_json::from_slice::<Value>(kv.value()).ok();
-        let ttl = self
+        let value = serde_json::from_slice::<Value>(&kv.value).ok();
+        let Some(ttl) = self
             .client
-            .clone()
-            .lease_time_to_live(kv.lease(), None)
+            .lease_time_to_live(kv.lease)
             .await
             .map_err(|e| format!("etcd time-to-live failed: {e}"))?
-            .ttl();
-        if ttl <= 0 {
+        else {
             return Ok(None);
-        }
+        };
         Ok(Some(LeaseRecord {
             name,
             owner: owner_of(kv),
@@ -513,14 +338,9 @@ impl LeaseBackend for EtcdBackend {
         Box::pin(async move {
             let kvs = self
                 .client
-                .clone()
-                .get(
-                    self.settings.prefix.as_bytes(),
-                    Some(GetOptions::new().with_prefix()),
-                )
+                .get_prefix(self.settings.prefix.as_bytes(), false)
                 .await
-                .map_err(|e| format!("etcd read failed: {e}"))?
-                .take_kvs();
+                .map_err(|e| format!("etcd read failed: {e}"))?;
             let mut records = Vec::with_capacity(kvs.len());
             for kv in &kvs {
                 if let Some(r) = self.record(kv).await? {
@@ -529,33 +349,5 @@ impl LeaseBackend for EtcdBackend {
             }
             Ok(records)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttls_are_whole_seconds_of_at_least_two() {
-        assert_eq!(ttl_secs(Duration::from_millis(500)), 2);
-        assert_eq!(ttl_secs(Duration::from_secs(2)), 2);
-        assert_eq!(ttl_secs(Duration::from_millis(2001)), 3);
-        assert_eq!(ttl_secs(Duration::from_secs(120)), 120);
-    }
-
-    #[test]
-    fn settings_have_documented_defaults_and_parse_from_toml() {
-        let s: EtcdSettings = toml::from_str(
-            r#"
-            endpoints = ["http://10.0.0.1:2379"]
-            request-timeout = "3s"
-            "#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.endpoints, ["http://10.0.0.1:2379"]);
-        assert_eq!(s.request_timeout, Duration::from_secs(3));
-        assert_eq!(s.prefix, "/flotilla/leases/");
-        assert!(toml::from_str::<EtcdSettings>("endpoint = 1").is_err());
     }
 }

@@ -146,26 +146,25 @@ async fn bad_settings_and_credentials_are_refused_at_connect() {
     })
     .await;
     let err = unreachable.unwrap_err();
-    assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
+    assert!(matches!(err, EtcdError::Unreachable { .. }), "{err}");
     assert!(err.is_unreachable(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A server with authentication on: a wrong password is refused at connect, the right one works.
     let etcd = EtcdServer::start().await.unwrap();
-    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
-    admin.user_add("root", "s3cret", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    etcd.enable_auth("root", "s3cret").await.unwrap();
     let with_user = |password: &str| EtcdSettings {
         user: Some("root".into()),
         password: Some(password.into()),
         ..EtcdSettings::new([etcd.endpoint()])
     };
     let err = EtcdBackend::connect(with_user("wrong")).await.unwrap_err();
-    assert!(matches!(err, EtcdError::Connect { .. }), "{err}");
+    assert!(matches!(err, EtcdError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no password in errors: {err}"
+    );
     assert!(
         !err.is_unreachable(),
         "refused credentials need an operator: {err:?}"
@@ -202,7 +201,7 @@ async fn listing_and_foreign_keys() {
     assert!(r.expires_in.is_some_and(|e| e <= TTL));
     assert!(r.acquired_at.is_some());
 
-    let mut raw = etcd_client::Client::connect([etcd.server.endpoint()], None)
+    let raw = flotilla_etcd::Client::connect(&EtcdSettings::new([etcd.server.endpoint()]))
         .await
         .unwrap();
     raw.put("/flotilla/leases/manual", "someone-by-hand", None)

@@ -146,8 +146,7 @@ pub use etcd::EtcdEntityStore;
 mod etcd {
     use std::collections::BTreeSet;
 
-    use etcd_client::{Client, GetOptions, Txn, TxnOp};
-    use flotilla_lease_etcd::{EtcdError, EtcdSettings, connect_client};
+    use flotilla_etcd::{Client, EtcdError, EtcdSettings, Txn, TxnOp};
 
     use super::{BoxFuture, RememberEntitiesStore, StoreError};
 
@@ -195,7 +194,7 @@ mod etcd {
         out
     }
 
-    fn failed(what: &str, e: &etcd_client::Error) -> StoreError {
+    fn failed(what: &str, e: &EtcdError) -> StoreError {
         StoreError {
             kind: "etcd",
             reason: format!("{what} failed: {e}"),
@@ -209,7 +208,7 @@ mod etcd {
         /// Connects with `settings` (its prefix is the store's: give
         /// [`Self::DEFAULT_PREFIX`] unless several clusters share one etcd).
         pub async fn connect(settings: &EtcdSettings) -> Result<Self, EtcdError> {
-            let client = connect_client(settings).await?;
+            let client = Client::connect(settings).await?;
             Ok(Self {
                 client,
                 prefix: settings.prefix.clone(),
@@ -225,19 +224,14 @@ mod etcd {
         }
 
         async fn keys(&self, prefix: String) -> Result<Vec<String>, StoreError> {
-            let response = self
+            let kvs = self
                 .client
-                .clone()
-                .get(
-                    prefix,
-                    Some(GetOptions::new().with_prefix().with_keys_only()),
-                )
+                .get_prefix(prefix, true)
                 .await
                 .map_err(|e| failed("reading", &e))?;
-            Ok(response
-                .kvs()
+            Ok(kvs
                 .iter()
-                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
                 .collect())
         }
     }
@@ -293,15 +287,14 @@ mod etcd {
                     .chain(
                         remove
                             .iter()
-                            .map(|id| TxnOp::delete(format!("{prefix}{id}"), None)),
+                            .map(|id| TxnOp::delete(format!("{prefix}{id}"))),
                     )
                     .collect();
                 // Each chunk is atomic; a failure part-way leaves earlier chunks written, which
                 // is harmless: the shard sends the whole update again, and puts and deletes of
                 // the same ids are idempotent.
-                let mut client = self.client.clone();
                 for chunk in ops.chunks(MAX_TXN_OPS) {
-                    client
+                    self.client
                         .txn(Txn::new().and_then(chunk.to_vec()))
                         .await
                         .map_err(|e| failed("writing", &e))?;

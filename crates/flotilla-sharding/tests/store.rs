@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use flotilla_lease_etcd::EtcdSettings;
-use flotilla_lease_etcd::testing::EtcdServer;
+use flotilla_etcd::EtcdSettings;
+use flotilla_etcd::testing::EtcdServer;
 use flotilla_sharding::store::{EtcdEntityStore, MemoryEntityStore, RememberEntitiesStore};
 
 fn set(ids: &[&str]) -> BTreeSet<String> {

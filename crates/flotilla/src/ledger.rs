@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use flotilla_actor::{Actor, ActorError, Context, Props, RemoteMessage, ReplyTo};
+use flotilla_etcd::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 /// The entity type's name.
@@ -69,16 +69,16 @@ fn decode(value: &[u8]) -> Option<(u64, u64)> {
 /// when etcd did not answer at start (a node then starts anyway, as with its leases).
 #[derive(Clone)]
 pub struct Records {
-    settings: flotilla_lease_etcd::EtcdSettings,
+    settings: flotilla_etcd::EtcdSettings,
     client: std::sync::Arc<tokio::sync::OnceCell<Client>>,
 }
 
 impl Records {
     /// Connects to etcd. Unusable settings or refused credentials fail here; an etcd that
     /// cannot be reached yet is connected to at the first write after it answers.
-    pub async fn connect(settings: &flotilla_lease_etcd::EtcdSettings) -> anyhow::Result<Self> {
+    pub async fn connect(settings: &flotilla_etcd::EtcdSettings) -> anyhow::Result<Self> {
         let cell = tokio::sync::OnceCell::new();
-        match flotilla_lease_etcd::connect_client(settings).await {
+        match Client::connect(settings).await {
             Ok(client) => {
                 let _ = cell.set(client);
             }
@@ -97,7 +97,7 @@ impl Records {
     /// The client, connecting first if need be.
     async fn client(&self) -> Result<Client, String> {
         self.client
-            .get_or_try_init(|| flotilla_lease_etcd::connect_client(&self.settings))
+            .get_or_try_init(|| Client::connect(&self.settings))
             .await
             .cloned()
             .map_err(|e| format!("etcd not reached yet: {e}"))
@@ -117,27 +117,23 @@ pub struct Ledger {
 impl Ledger {
     /// Claims the record for this incarnation's token (see the module docs).
     async fn claim(&self, token: u64) -> Result<(u64, i64), String> {
-        let mut client = self.records.client().await?;
+        let client = self.records.client().await?;
         for _ in 0..3 {
             let got = client
-                .get(self.key.as_str(), None)
+                .get(self.key.as_str())
                 .await
                 .map_err(|e| format!("etcd read failed: {e}"))?;
-            let (guard, stored, total) = match got.kvs().first() {
+            let (guard, stored, total) = match got {
                 None => (
                     Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0),
                     0,
                     0,
                 ),
                 Some(kv) => {
-                    let (stored, total) = decode(kv.value())
+                    let (stored, total) = decode(&kv.value)
                         .ok_or_else(|| format!("the record {} is not a ledger's", self.key))?;
                     (
-                        Compare::mod_revision(
-                            self.key.as_str(),
-                            CompareOp::Equal,
-                            kv.mod_revision(),
-                        ),
+                        Compare::mod_revision(self.key.as_str(), CompareOp::Equal, kv.mod_revision),
                         stored,
                         total,
                     )
@@ -157,8 +153,8 @@ impl Ledger {
                 .txn(txn)
                 .await
                 .map_err(|e| format!("etcd claim failed: {e}"))?;
-            if done.succeeded() {
-                let revision = done.header().map_or(0, |h| h.revision());
+            if done.succeeded {
+                let revision = done.header.as_ref().map_or(0, |h| h.revision);
                 return Ok((total, revision));
             }
         }
@@ -191,13 +187,13 @@ impl Ledger {
             .txn(txn)
             .await
             .map_err(|e| format!("etcd write failed: {e}"))?;
-        if !done.succeeded() {
+        if !done.succeeded {
             return Err(format!(
                 "fenced out: the record of {} changed under this incarnation (token {token})",
                 self.entity
             ));
         }
-        self.state = Some((next, done.header().map_or(0, |h| h.revision())));
+        self.state = Some((next, done.header.as_ref().map_or(0, |h| h.revision)));
         Ok(LedgerAck { total: next, token })
     }
 }
@@ -264,17 +260,17 @@ pub fn entity(records: Records) -> flotilla_sharding::Entity<Ledger> {
 
 /// Every ledger total in etcd: entity → (token, total).
 pub async fn totals(
-    client: &mut Client,
+    client: &Client,
 ) -> anyhow::Result<std::collections::BTreeMap<String, (u64, u64)>> {
     let got = client
-        .get(PREFIX, Some(etcd_client::GetOptions::new().with_prefix()))
+        .get_prefix(PREFIX, false)
         .await
         .context("cannot read the ledger records")?;
     let mut out = std::collections::BTreeMap::new();
-    for kv in got.kvs() {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
+    for kv in &got {
+        let key = String::from_utf8_lossy(&kv.key).into_owned();
         let entity = key.rsplit('/').next().unwrap_or_default().to_owned();
-        let value = decode(kv.value()).with_context(|| format!("bad ledger record {key}"))?;
+        let value = decode(&kv.value).with_context(|| format!("bad ledger record {key}"))?;
         out.insert(entity, value);
     }
     Ok(out)
@@ -326,10 +322,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_older_incarnation_cannot_write_once_a_newer_one_has_claimed_the_record() {
-        let etcd = flotilla_lease_etcd::testing::EtcdServer::start()
+        let etcd = flotilla_etcd::testing::EtcdServer::start()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let settings = flotilla_lease_etcd::EtcdSettings::new([etcd.endpoint()]);
+        let settings = flotilla_etcd::EtcdSettings::new([etcd.endpoint()]);
         let records = Records::connect(&settings)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -345,8 +341,8 @@ mod tests {
         let e = old.add().await.expect_err("fenced");
         assert!(e.contains("token 9 wrote the record"), "{e}");
         assert_eq!(new.add().await, Ok(LedgerAck { total: 4, token: 9 }));
-        let mut c = records.client().await.unwrap_or_else(|e| panic!("{e}"));
-        let totals = totals(&mut c).await.unwrap_or_else(|e| panic!("{e}"));
+        let c = records.client().await.unwrap_or_else(|e| panic!("{e}"));
+        let totals = totals(&c).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(totals.get("l1"), Some(&(9, 4)));
         // Without a lease nothing is written.
         let mut none = ledger(&records, 0);

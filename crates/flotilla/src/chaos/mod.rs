@@ -27,8 +27,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use flotilla_lease::testing::Pausable as _;
-use flotilla_lease_etcd::testing::EtcdServer;
+use flotilla_etcd::testing::EtcdServer;
 use flotilla_lease_etcd::{EtcdBackend, EtcdSettings};
 use nix::sys::signal::Signal;
 
@@ -635,11 +634,11 @@ pub fn run(options: &ChaosOptions, say: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     }
 
     // The records.
-    let mut client = runtime
-        .block_on(flotilla_lease_etcd::connect_client(&settings))
+    let client = runtime
+        .block_on(flotilla_etcd::Client::connect(&settings))
         .context("cannot read the ledger")?;
     let finals: BTreeMap<String, u64> = runtime
-        .block_on(crate::ledger::totals(&mut client))?
+        .block_on(crate::ledger::totals(&client))?
         .into_iter()
         .map(|(e, (_, total))| (e, total))
         .collect();
