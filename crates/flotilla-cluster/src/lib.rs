@@ -17,10 +17,12 @@
 pub mod cluster;
 pub mod codec;
 pub mod fuzzing;
+pub mod lease_client;
 pub mod singleton;
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError, ClusterEvents, Snapshot};
 pub use codec::{CodecError, decode, encode};
 pub use flotilla_proto::cluster::{ClusterEvent, CurrentClusterState, Member, MemberStatus};
+pub use lease_client::{LeaseClientExt, StartLeaseClientError};
 pub use singleton::{ClusterSingleton, SingletonBuilder, SingletonError};

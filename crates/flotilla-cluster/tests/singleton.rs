@@ -13,6 +13,7 @@ use std::time::Duration;
 use flotilla_actor::{
     Actor, ActorError, ActorRef, ActorSystem, Context, Props, RemoteMessage, ReplyTo,
 };
+use flotilla_cluster::LeaseClientExt as _;
 use flotilla_cluster::{Cluster, ClusterSingleton, MemberStatus, testing};
 use flotilla_core::{FlotillaConfig, LeaseSettings, SingletonConfig};
 use flotilla_lease::{LeaseClient, LeaseName, MemoryBackend, OwnerId};

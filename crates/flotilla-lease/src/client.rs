@@ -1,10 +1,9 @@
 //! The lease client: one backend, one owner identity, many leases.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Never, Props, SpawnError};
 use flotilla_core::{ConfigError, LeaseSettings};
 
 use crate::backend::{LeaseBackend, LeaseName, OwnerId};
@@ -23,9 +22,6 @@ pub enum LeaseError {
     /// The client has shut down: it hands out no more leases.
     #[error("the {0} lease client has shut down")]
     Stopped(&'static str),
-    /// The client's system actor could not be started.
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
 }
 
 struct Inner {
@@ -54,7 +50,9 @@ impl std::fmt::Debug for LeaseClient {
 }
 
 impl LeaseClient {
-    /// A client on its own, outside any actor system. Call [`LeaseClient::shutdown`] yourself.
+    /// A client on its own. Call [`LeaseClient::shutdown`] when done — or start it with an
+    /// actor system (`flotilla_cluster::LeaseClientExt::start`), which releases every lease
+    /// when the system stops.
     pub fn new(
         backend: Arc<dyn LeaseBackend>,
         mut settings: LeaseSettings,
@@ -75,27 +73,6 @@ impl LeaseClient {
                 stopped: AtomicBool::new(false),
             }),
         })
-    }
-
-    /// A client that lives in `system`'s runtime layer: a system actor owns it, so it stops only
-    /// after every user actor — every holder — has stopped, and its stop awaits the release of
-    /// every lease still held, concurrently.
-    pub fn start(
-        system: &ActorSystem,
-        backend: Arc<dyn LeaseBackend>,
-        settings: LeaseSettings,
-        owner: OwnerId,
-    ) -> Result<Self, LeaseError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let client = Self::new(backend, settings, owner)?;
-        let name = format!(
-            "lease-client-{}-{}",
-            client.inner.backend.kind(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let for_actor = client.clone();
-        system.spawn_system_actor(&name, Props::new(move || ClientActor(for_actor.clone())))?;
-        Ok(client)
     }
 
     /// The lease called `name`. Every call for the same name returns the same holder.
@@ -179,20 +156,5 @@ impl LeaseClient {
             held.join(", ")
         );
         outcomes
-    }
-}
-
-/// The system actor that owns a client's lifetime.
-struct ClientActor(LeaseClient);
-
-impl Actor for ClientActor {
-    type Msg = Never;
-
-    async fn handle(&mut self, msg: Never, _ctx: &mut Context<Never>) -> Result<(), ActorError> {
-        match msg {}
-    }
-
-    async fn post_stop(&mut self, _ctx: &mut Context<Never>) {
-        self.0.shutdown().await;
     }
 }

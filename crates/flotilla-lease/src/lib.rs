@@ -11,8 +11,11 @@
 //! - [`backend`]: the [`LeaseBackend`] trait every backend implements, names and owners.
 //! - [`memory`]: the in-memory backend (embedded default; fault injection for tests).
 //! - [`deferred`]: a stand-in for a backend not reachable yet, connecting in the background.
-//! - [`LeaseClient`]: one backend and owner identity, many leases; lives in the actor system's
-//!   runtime layer and releases everything, concurrently and awaited, when it stops.
+//! - [`LeaseClient`]: one backend and owner identity, many leases; releases everything,
+//!   concurrently and awaited, when it shuts down (started in an actor system with
+//!   `flotilla_cluster::LeaseClientExt::start`, when the system stops).
+//!
+//! This crate knows no actors: lease backends depend on it alone.
 //! - `testing` (feature `testing`): the conformance suite every backend must pass.
 //!
 //! # What this crate is not

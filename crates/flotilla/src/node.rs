@@ -299,8 +299,13 @@ fn lease_client(
 ) -> anyhow::Result<flotilla_lease::LeaseClient> {
     let owner = flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
         .context("no lease owner id")?;
-    flotilla_lease::LeaseClient::start(system, backend, system.config().lease.clone(), owner)
-        .context("cannot start the lease client")
+    <flotilla_lease::LeaseClient as flotilla_cluster::LeaseClientExt>::start(
+        system,
+        backend,
+        system.config().lease.clone(),
+        owner,
+    )
+    .context("cannot start the lease client")
 }
 
 /// Starts the ledger entities (leases and records in etcd) and their workload.

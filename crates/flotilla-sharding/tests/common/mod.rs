@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props, RemoteMessage, ReplyTo};
+use flotilla_cluster::LeaseClientExt as _;
 use flotilla_cluster::{Cluster, MemberStatus, testing};
 use flotilla_core::{FlotillaConfig, LeaseSettings, ShardingSettings};
 use flotilla_lease::{LeaseClient, MemoryBackend, OwnerId};

@@ -38,6 +38,7 @@ use anyhow::Context as _;
 use flotilla_actor::{
     Actor, ActorError, ActorSystem, AssociationEvent, Context, Props, RemoteMessage, ReplyTo,
 };
+use flotilla_cluster::LeaseClientExt as _;
 use flotilla_cluster::{Cluster, MemberStatus};
 use flotilla_core::{Address, FlotillaConfig};
 use flotilla_lease::{LeaseBackend, LeaseClient, MemoryBackend, OwnerId};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props};
+use flotilla_cluster::LeaseClientExt as _;
 use flotilla_core::LeaseSettings;
 use flotilla_lease::memory::Faults;
 use flotilla_lease::{
