@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use flotilla::node::NodeProcess;
+use flotilla_cli::node::NodeProcess;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
             .into_iter()
             .collect();
         let runtime = tokio::runtime::Runtime::new()?;
-        return runtime.block_on(flotilla::node::run(flotilla::node::NodeOptions {
+        return runtime.block_on(flotilla_cli::node::run(flotilla_cli::node::NodeOptions {
             management_port: Some(0),
             ledger: None,
             chaos_control: false,
@@ -108,10 +108,10 @@ fn main() -> anyhow::Result<()> {
             seeds,
             config,
             fast,
-            counters: lease_etcd.map(|endpoint| flotilla::node::ShardedCounters {
+            counters: lease_etcd.map(|endpoint| flotilla_cli::node::ShardedCounters {
                 entities: ENTITIES,
                 shards: SHARDS,
-                lease: Some(flotilla::leases::BackendChoice::Etcd(
+                lease: Some(flotilla_cli::leases::BackendChoice::Etcd(
                     flotilla::lease_etcd::EtcdSettings::new([endpoint]),
                 )),
             }),
@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 .push(at.saturating_duration_since(killed).as_secs_f64());
         }
     }
-    let config = flotilla::node::config(&flotilla::node::NodeOptions {
+    let config = flotilla_cli::node::config(&flotilla_cli::node::NodeOptions {
         management_port: Some(0),
         system: String::new(),
         host: String::new(),
@@ -270,7 +270,7 @@ fn sharding(cli: &Cli) -> anyhow::Result<()> {
     let limit = Duration::from_secs(cli.limit);
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let config = flotilla::node::config(&flotilla::node::NodeOptions {
+    let config = flotilla_cli::node::config(&flotilla_cli::node::NodeOptions {
         management_port: Some(0),
         system: String::new(),
         host: String::new(),

@@ -33,11 +33,13 @@ use flotilla_core::{Address, DiscoveryMethod, DiscoverySettings};
 
 pub mod bootstrap;
 mod dns;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use dns::DnsDiscovery;
+#[cfg(feature = "kubernetes")]
 pub use kubernetes::KubernetesDiscovery;
 
 /// A boxed future, for the object-safe [`ServiceDiscovery`].
@@ -181,8 +183,15 @@ pub async fn from_settings(
         DiscoveryMethod::None => None,
         DiscoveryMethod::Static => Some(Arc::new(StaticDiscovery::new(&settings.endpoints)?)),
         DiscoveryMethod::Dns => Some(Arc::new(DnsDiscovery::new(settings)?)),
+        #[cfg(feature = "kubernetes")]
         DiscoveryMethod::Kubernetes => {
             Some(Arc::new(KubernetesDiscovery::connect(settings).await?))
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        DiscoveryMethod::Kubernetes => {
+            return Err(DiscoveryError::Config(
+                "method \"kubernetes\" needs Flotilla built with its `kubernetes` feature".into(),
+            ));
         }
     })
 }

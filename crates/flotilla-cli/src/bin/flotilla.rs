@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flotilla::lease_azure::AzureSettings;
 use flotilla::lease_etcd::EtcdSettings;
 use flotilla::lease_kubernetes::KubernetesSettings;
-use flotilla::leases::BackendChoice;
+use flotilla_cli::leases::BackendChoice;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: remoting allocates a message on one thread and frees it on another, which glibc's
@@ -364,10 +364,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Demo(args) => {
-            let options = flotilla::demo::DemoOptions {
+            let options = flotilla_cli::demo::DemoOptions {
                 backend: match args.backend {
-                    DemoBackendKind::Memory => flotilla::demo::DemoBackend::Memory,
-                    DemoBackendKind::Etcd => flotilla::demo::DemoBackend::Etcd(args.etcd_endpoints),
+                    DemoBackendKind::Memory => flotilla_cli::demo::DemoBackend::Memory,
+                    DemoBackendKind::Etcd => flotilla_cli::demo::DemoBackend::Etcd(args.etcd_endpoints),
                 },
                 entities: args.entities,
                 shards: args.shards,
@@ -384,7 +384,7 @@ fn main() -> anyhow::Result<()> {
                 let _ = out.flush();
             };
             let report = runtime
-                .block_on(flotilla::demo::run(options, &say))
+                .block_on(flotilla_cli::demo::run(options, &say))
                 .context("the demo could not finish")?;
             // The nodes' threads are gone; nothing is left to wait for.
             runtime.shutdown_background();
@@ -393,15 +393,15 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Pipeline { pace_ms, hold } => {
-            let options = flotilla::pipeline::DemoOptions {
+            let options = flotilla_cli::pipeline::DemoOptions {
                 pace: Duration::from_millis(pace_ms),
                 hold,
                 ..Default::default()
             };
             let summary = runtime
-                .block_on(flotilla::pipeline::run(
+                .block_on(flotilla_cli::pipeline::run(
                     options,
-                    flotilla::pipeline::Narrator::printing(),
+                    flotilla_cli::pipeline::Narrator::printing(),
                 ))
                 .context("the pipeline failed")?;
             println!(
@@ -421,14 +421,14 @@ fn main() -> anyhow::Result<()> {
             let ledger = args.ledger_entities.and_then(|entities| {
                 args.lease_etcd
                     .clone()
-                    .map(|endpoint| flotilla::node::LedgerOptions {
+                    .map(|endpoint| flotilla_cli::node::LedgerOptions {
                         entities,
                         shards: args.shards,
                         rate: args.ledger_rate,
                         etcd: EtcdSettings::new([endpoint]),
                     })
             });
-            let options = flotilla::node::NodeOptions {
+            let options = flotilla_cli::node::NodeOptions {
                 ledger,
                 chaos_control: args.chaos_control,
                 system: args.system,
@@ -440,7 +440,7 @@ fn main() -> anyhow::Result<()> {
                 fast: args.fast,
                 counters: args
                     .sharded_counters
-                    .map(|entities| flotilla::node::ShardedCounters {
+                    .map(|entities| flotilla_cli::node::ShardedCounters {
                         entities,
                         shards: args.shards,
                         lease: match (args.lease_etcd, args.lease_azure) {
@@ -457,11 +457,11 @@ fn main() -> anyhow::Result<()> {
                         },
                     }),
             };
-            runtime.block_on(flotilla::node::run(options))?;
+            runtime.block_on(flotilla_cli::node::run(options))?;
         }
         Command::Chaos(args) => {
             drop(runtime);
-            let options = flotilla::chaos::ChaosOptions {
+            let options = flotilla_cli::chaos::ChaosOptions {
                 binary: std::env::current_exe().context("cannot find this binary")?,
                 seed: args.seed,
                 nodes: args.nodes.max(2),
@@ -473,9 +473,9 @@ fn main() -> anyhow::Result<()> {
                 settle_limit: Duration::from_secs(args.settle_secs),
                 logs: args.logs,
                 partitions: match args.partitions {
-                    PartitionsArg::Auto => flotilla::chaos::Partitions::Auto,
-                    PartitionsArg::Netns => flotilla::chaos::Partitions::Namespaces,
-                    PartitionsArg::Injector => flotilla::chaos::Partitions::Injector,
+                    PartitionsArg::Auto => flotilla_cli::chaos::Partitions::Auto,
+                    PartitionsArg::Netns => flotilla_cli::chaos::Partitions::Namespaces,
+                    PartitionsArg::Injector => flotilla_cli::chaos::Partitions::Injector,
                 },
             };
             let say = |line: &str| {
@@ -484,7 +484,7 @@ fn main() -> anyhow::Result<()> {
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             };
-            let report = flotilla::chaos::run(&options, &say).context("the chaos run failed")?;
+            let report = flotilla_cli::chaos::run(&options, &say).context("the chaos run failed")?;
             for f in &report.findings {
                 println!("✗ {}: {}", f.promise, f.what);
             }
@@ -497,19 +497,19 @@ fn main() -> anyhow::Result<()> {
             println!("\nEvery promise held.");
             return Ok(());
         }
-        Command::Status(c) => runtime.block_on(flotilla::ops::status(&c.client()?, c.json))?,
-        Command::Members(c) => runtime.block_on(flotilla::ops::members(&c.client()?, c.json))?,
-        Command::Shards(c) => runtime.block_on(flotilla::ops::shards(&c.client()?, c.json))?,
+        Command::Status(c) => runtime.block_on(flotilla_cli::ops::status(&c.client()?, c.json))?,
+        Command::Members(c) => runtime.block_on(flotilla_cli::ops::members(&c.client()?, c.json))?,
+        Command::Shards(c) => runtime.block_on(flotilla_cli::ops::shards(&c.client()?, c.json))?,
         Command::Associations(c) => {
-            runtime.block_on(flotilla::ops::associations(&c.client()?, c.json))?
+            runtime.block_on(flotilla_cli::ops::associations(&c.client()?, c.json))?
         }
-        Command::Leave { address, client } => runtime.block_on(flotilla::ops::operate(
+        Command::Leave { address, client } => runtime.block_on(flotilla_cli::ops::operate(
             &client.client()?,
             client.json,
             &address,
             flotilla::management::api::Operation::Leave,
         ))?,
-        Command::Down { address, client } => runtime.block_on(flotilla::ops::operate(
+        Command::Down { address, client } => runtime.block_on(flotilla_cli::ops::operate(
             &client.client()?,
             client.json,
             &address,
@@ -523,7 +523,7 @@ fn main() -> anyhow::Result<()> {
                 timeout: 10,
                 json: args.json,
             };
-            runtime.block_on(flotilla::ops::leases(
+            runtime.block_on(flotilla_cli::ops::leases(
                 &client.client()?,
                 client.json,
                 args.zombies,
@@ -542,7 +542,7 @@ fn main() -> anyhow::Result<()> {
             });
             let records = runtime.block_on(async {
                 let kind = args.backend.unwrap_or(BackendKind::Etcd);
-                let backend = flotilla::leases::connect(args.choice(kind)).await?;
+                let backend = flotilla_cli::leases::connect(args.choice(kind)).await?;
                 backend
                     .list()
                     .await
@@ -558,7 +558,7 @@ fn main() -> anyhow::Result<()> {
             };
             print!(
                 "{}",
-                flotilla::leases::table(&records, std::time::SystemTime::now())
+                flotilla_cli::leases::table(&records, std::time::SystemTime::now())
             );
         }
     }

@@ -28,7 +28,7 @@ use flotilla::lease_azure::testing::AzuriteServer;
 use flotilla::lease_azure::{AzureBackend, AzureSettings};
 use flotilla::lease_etcd::testing::EtcdServer;
 use flotilla::lease_etcd::{EtcdBackend, EtcdSettings};
-use flotilla::node::NodeProcess;
+use flotilla_cli::node::NodeProcess;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const ENTITIES: u32 = 10_000;

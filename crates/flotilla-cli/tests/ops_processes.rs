@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla::node::NodeProcess;
+use flotilla_cli::node::NodeProcess;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

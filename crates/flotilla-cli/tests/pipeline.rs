@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flotilla::pipeline::{DemoOptions, Narrator, run};
+use flotilla_cli::pipeline::{DemoOptions, Narrator, run};
 
 #[tokio::test(start_paused = true)]
 async fn the_pipeline_restarts_the_parser_loses_nothing_and_shuts_down_cleanly() {

@@ -1,0 +1,19 @@
+//! The `flotilla` command's library: what its subcommands run, for its tests and benchmarks.
+//! Applications depend on the `flotilla` crate instead.
+//!
+//! - [`node`]: one cluster node as a process, behind `flotilla node`.
+//! - [`demo`]: the failover demo behind `flotilla demo`: three nodes, sharded counters with
+//!   leases, a graceful shutdown and a crash, a timeline and checks.
+//! - [`pipeline`]: a supervised local-actor pipeline behind `flotilla pipeline`.
+//! - [`leases`]: listing leases, behind `flotilla leases`; [`ops`]: the operator commands
+//!   against a node's management endpoint.
+//! - [`ledger`]: a durable sharded entity (records in etcd, written under the shard's fencing
+//!   token); [`chaos`]: the real-process chaos harness behind `flotilla chaos`.
+
+pub mod chaos;
+pub mod demo;
+pub mod leases;
+pub mod ledger;
+pub mod node;
+pub mod ops;
+pub mod pipeline;
