@@ -367,7 +367,9 @@ fn main() -> anyhow::Result<()> {
             let options = flotilla_cli::demo::DemoOptions {
                 backend: match args.backend {
                     DemoBackendKind::Memory => flotilla_cli::demo::DemoBackend::Memory,
-                    DemoBackendKind::Etcd => flotilla_cli::demo::DemoBackend::Etcd(args.etcd_endpoints),
+                    DemoBackendKind::Etcd => {
+                        flotilla_cli::demo::DemoBackend::Etcd(args.etcd_endpoints)
+                    }
                 },
                 entities: args.entities,
                 shards: args.shards,
@@ -438,9 +440,8 @@ fn main() -> anyhow::Result<()> {
                 config: args.config,
                 management_port: args.management_port,
                 fast: args.fast,
-                counters: args
-                    .sharded_counters
-                    .map(|entities| flotilla_cli::node::ShardedCounters {
+                counters: args.sharded_counters.map(|entities| {
+                    flotilla_cli::node::ShardedCounters {
                         entities,
                         shards: args.shards,
                         lease: match (args.lease_etcd, args.lease_azure) {
@@ -455,7 +456,8 @@ fn main() -> anyhow::Result<()> {
                             }
                             (None, None) => None,
                         },
-                    }),
+                    }
+                }),
             };
             runtime.block_on(flotilla_cli::node::run(options))?;
         }
@@ -484,7 +486,8 @@ fn main() -> anyhow::Result<()> {
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             };
-            let report = flotilla_cli::chaos::run(&options, &say).context("the chaos run failed")?;
+            let report =
+                flotilla_cli::chaos::run(&options, &say).context("the chaos run failed")?;
             for f in &report.findings {
                 println!("✗ {}: {}", f.promise, f.what);
             }
@@ -498,7 +501,9 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Status(c) => runtime.block_on(flotilla_cli::ops::status(&c.client()?, c.json))?,
-        Command::Members(c) => runtime.block_on(flotilla_cli::ops::members(&c.client()?, c.json))?,
+        Command::Members(c) => {
+            runtime.block_on(flotilla_cli::ops::members(&c.client()?, c.json))?
+        }
         Command::Shards(c) => runtime.block_on(flotilla_cli::ops::shards(&c.client()?, c.json))?,
         Command::Associations(c) => {
             runtime.block_on(flotilla_cli::ops::associations(&c.client()?, c.json))?
