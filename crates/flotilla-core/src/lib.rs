@@ -7,7 +7,7 @@
 //! - [`machine`]: the [`StateMachine`] trait that every sans-IO protocol in `flotilla-proto`
 //!   implements.
 //! - [`config`]: TOML configuration with documented defaults and validated constructors;
-//!   [`cluster_config`] holds the `[cluster]` section.
+//!   [`cluster_config`] holds the `[cluster]` section, [`lease_config`] the `[lease]` section.
 //! - [`fuzzing`]: the body of the `config` fuzz target.
 //!
 //! # What this crate is not
@@ -18,6 +18,7 @@ pub mod address;
 pub mod cluster_config;
 pub mod config;
 pub mod fuzzing;
+pub mod lease_config;
 pub mod machine;
 pub mod path;
 pub mod sharding_config;
@@ -30,8 +31,11 @@ pub use cluster_config::{
 };
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
-    FailureDetectorSettings, FlotillaConfig, LeaseSettings, ManagementSettings, ManagementTls,
-    Phase, PhaseSettings, RemoteSettings, TlsSettings,
+    FailureDetectorSettings, FlotillaConfig, ManagementSettings, ManagementTls, Phase,
+    PhaseSettings, RemoteSettings, TlsSettings,
+};
+pub use lease_config::{
+    AzureSettings, EtcdSettings, EtcdTls, KubernetesSettings, LeaseBackendKind, LeaseSettings,
 };
 pub use machine::StateMachine;
 pub use path::{ActorPath, InvalidActorName};

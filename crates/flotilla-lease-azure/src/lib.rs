@@ -58,38 +58,7 @@ pub const API_VERSION: &str = "2023-11-03";
 /// The lease operation timeout recommended with this backend.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The Azure backend's settings (`[lease.azure]` in TOML).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AzureSettings {
-    /// A storage connection string (account key or SAS). Default:
-    /// `UseDevelopmentStorage=true` (Azurite on 127.0.0.1:10000).
-    pub connection_string: String,
-    /// The container holding the lease records; created if missing. Default: `flotilla-leases`.
-    pub container: String,
-    /// Timeout of one backend call. Default: 6 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-}
-
-impl std::fmt::Debug for AzureSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureSettings")
-            .field("container", &self.container)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for AzureSettings {
-    fn default() -> Self {
-        Self {
-            connection_string: "UseDevelopmentStorage=true".into(),
-            container: "flotilla-leases".into(),
-            request_timeout: Duration::from_secs(6),
-        }
-    }
-}
+pub use flotilla_core::AzureSettings;
 
 /// Why the Azure backend could not be set up.
 #[derive(Debug, thiserror::Error)]

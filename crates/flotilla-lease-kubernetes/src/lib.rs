@@ -39,7 +39,6 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Config};
-use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -47,38 +46,7 @@ pub mod testing;
 /// The label every Lease object Flotilla creates carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "flotilla");
 
-/// The Kubernetes backend's settings (`[lease.kubernetes]` in TOML).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KubernetesSettings {
-    /// The namespace of the Lease objects. Default: the client configuration's namespace (the
-    /// pod's own namespace in a cluster, else `default`).
-    pub namespace: Option<String>,
-    /// An API server URL to use instead of the inferred configuration, without credentials.
-    /// Default: none.
-    pub api_server: Option<String>,
-    /// Timeout of one API request. Default: 2 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-}
-
-impl Default for KubernetesSettings {
-    fn default() -> Self {
-        Self {
-            namespace: None,
-            api_server: None,
-            request_timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-impl KubernetesSettings {
-    /// The timeout the lease driver puts on one backend call: a call may read and write (and
-    /// once more after a conflict), so twice `request-timeout`.
-    pub fn call_timeout(&self) -> Duration {
-        self.request_timeout * 2
-    }
-}
+pub use flotilla_core::KubernetesSettings;
 
 /// Why the Kubernetes backend could not be set up.
 #[derive(Debug, thiserror::Error)]
