@@ -19,10 +19,8 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use flotilla_actor::ActorSystem;
 use flotilla_cluster::{Cluster, ClusterEvent};
 use flotilla_core::{Address, FlotillaConfig};
 
@@ -129,95 +127,96 @@ pub(crate) fn say(line: &str) {
 }
 
 /// Runs a node until coordinated shutdown completes (SIGTERM, Ctrl-C, or the cluster downing
-/// or removing it). Must be called inside a tokio runtime.
+/// or removing it). Must be called inside a tokio runtime. The node is started by
+/// [`flotilla::Node::builder`], as an application's would be.
 pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
     let config = config(&options)?;
-    let mut builder = ActorSystem::builder(&options.system)
-        .config(config)
-        .remote(&options.host, options.port);
     let faults = options
         .chaos_control
         .then(flotilla_remote::FaultInjector::new);
+    let sharding = config.sharding.clone();
+    let mut builder = flotilla::Node::builder(&options.system)
+        .config(config)
+        .remote(&options.host, options.port)
+        .seed_nodes(options.seeds.clone());
     if let Some(f) = &faults {
-        builder = builder.fault_injector(f.clone());
+        let f = f.clone();
+        builder = builder.system_builder(move |b| b.fault_injector(f));
     }
-    let system = builder.build().context("cannot start the actor system")?;
-    system.coordinated_shutdown().install_signal_handlers();
-    let cluster = Cluster::start(&system).context("cannot start the cluster")?;
+    // The backend the command line names (the ledger's leases are in its etcd, the one
+    // `--lease-etcd` names).
+    let choice = options
+        .counters
+        .as_ref()
+        .and_then(|c| c.lease.clone())
+        .or_else(|| {
+            options
+                .ledger
+                .as_ref()
+                .map(|l| crate::leases::BackendChoice::Etcd(l.etcd.clone()))
+        });
+    if let Some(choice) = choice {
+        builder = builder.lease_backend(
+            crate::leases::connect_for_node(choice)
+                .await
+                .context("cannot use the shards' lease backend")?,
+        );
+    }
+    if let Some(c) = &options.counters {
+        builder = builder.entity(counters(c, &sharding));
+    }
+    if let Some(l) = &options.ledger {
+        builder = builder.entity(ledger(l, &sharding).await?);
+    }
+    let node = builder.start().await.context("cannot start the node")?;
+    let (system, cluster) = (node.system().clone(), node.cluster().clone());
     say(&format!("listening {}", cluster.self_node()));
     let mut events = cluster.subscribe().await;
-    if !options.seeds.is_empty() {
-        cluster.join_seed_nodes(options.seeds.clone());
-    } else if cluster.settings().seed_nodes.is_empty() {
-        // Discovery, when configured, finds the seed nodes; otherwise this node forms a
-        // cluster of its own.
-        let bootstrap = flotilla_discovery::bootstrap::start_from_config(&cluster)
-            .await
-            .context("cannot start cluster bootstrap from [cluster.discovery]")?;
-        if bootstrap.is_none() {
-            cluster.join(cluster.self_address().clone());
-        }
-    }
     if let Some(f) = faults {
         crate::chaos::control::listen(f);
     }
-    let counters = match &options.counters {
-        Some(c) => Some(start_counters(&system, &cluster, c).await?),
-        None => None,
-    };
-    let ledger = match &options.ledger {
-        Some(l) => Some(start_ledger(&system, &cluster, l).await?),
-        None => None,
-    };
-    let management = if system.config().management.enabled {
-        let mut builder = flotilla_management::Management::builder(&system, &cluster)
-            .settings(system.config().management.clone());
-        if let Some(c) = &counters {
-            builder = builder.region(c.region.clone());
-            if let Some(b) = &c.backend {
-                builder = builder.lease_backend(Arc::clone(b));
+    if let Some(url) = node.management_url() {
+        say(&format!("management {url}"));
+    }
+    let mut traffic = Vec::new();
+    if let Some(c) = &options.counters
+        && let Some(region) = node.region::<CounterMsg>("counter")
+    {
+        traffic.push(counter_traffic(&cluster, region, c.entities));
+    }
+    if let Some(l) = &options.ledger
+        && let Some(region) = node.region::<crate::ledger::LedgerMsg>(crate::ledger::TYPE_NAME)
+    {
+        let (c, l) = (cluster.clone(), l.clone());
+        let seed = cluster.self_node().uid;
+        traffic.push(tokio::spawn(async move {
+            if c.when_up().await {
+                crate::ledger::workload(region, l.entities, l.rate, seed).await;
             }
-        }
-        match builder.start().await {
-            Ok(m) => {
-                say(&format!("management {}", m.url()));
-                Some(m)
-            }
-            Err(e) => {
-                // The node works without it; operators see why in the log and on stdout.
-                tracing::error!("{e}");
-                say(&format!("management-unavailable {e}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let traffic = counters.map(|c| c.traffic);
-    let ledger_traffic = ledger.map(|(_, t)| t);
-    let watcher = {
-        let system = system.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                say(&format!("event {}", describe(&event)));
-                if let ClusterEvent::MemberRemoved { member, .. } = &event {
-                    let quarantined = system.associations().await.iter().any(|a| {
-                        a.remote == member.node.address && a.quarantined.contains(&member.node.uid)
-                    });
-                    if quarantined {
-                        say(&format!("quarantined {}", member.node));
-                    }
+        }));
+    }
+    // The node has joined already: what happened before the subscription comes first, as
+    // events.
+    for event in events.initial_state().as_events() {
+        say(&format!("event {}", describe(&event)));
+    }
+    let watcher = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            say(&format!("event {}", describe(&event)));
+            if let ClusterEvent::MemberRemoved { member, .. } = &event {
+                let quarantined = system.associations().await.iter().any(|a| {
+                    a.remote == member.node.address && a.quarantined.contains(&member.node.uid)
+                });
+                if quarantined {
+                    say(&format!("quarantined {}", member.node));
                 }
             }
-        })
-    };
-    let outcome = system.coordinated_shutdown().completed().await;
+        }
+    });
+    let outcome = node.terminated().await;
     watcher.abort();
-    for t in traffic.into_iter().chain(ledger_traffic) {
+    for t in traffic {
         t.abort();
-    }
-    if let Some(m) = management {
-        m.stop();
     }
     say(&format!("shutdown {}", outcome.reason));
     Ok(())
@@ -284,71 +283,32 @@ impl flotilla_actor::Actor for Counter {
     }
 }
 
-/// The running counters: their region, lease backend and traffic.
-struct Counters {
-    region: flotilla_sharding::ShardRegion<CounterMsg>,
-    backend: Option<Arc<dyn flotilla_lease::LeaseBackend>>,
-    traffic: tokio::task::JoinHandle<()>,
-}
-
-/// A lease client for the node's shards, on `backend`.
-fn lease_client(
-    system: &ActorSystem,
-    cluster: &Cluster,
-    backend: Arc<dyn flotilla_lease::LeaseBackend>,
-) -> anyhow::Result<flotilla_lease::LeaseClient> {
-    let owner = flotilla_lease::OwnerId::for_node(&system.config().lease, cluster.self_address())
-        .context("no lease owner id")?;
-    <flotilla_lease::LeaseClient as flotilla_cluster::LeaseClientExt>::start(
-        system,
-        backend,
-        system.config().lease.clone(),
-        owner,
-    )
-    .context("cannot start the lease client")
-}
-
-/// Starts the ledger entities (leases and records in etcd) and their workload.
-async fn start_ledger(
-    system: &ActorSystem,
-    cluster: &Cluster,
+/// The ledger entity type: its shards hold their leases in the node's backend (the etcd that
+/// also keeps its records).
+async fn ledger(
     l: &LedgerOptions,
-) -> anyhow::Result<(
-    flotilla_sharding::ShardRegion<crate::ledger::LedgerMsg>,
-    tokio::task::JoinHandle<()>,
-)> {
-    let backend =
-        crate::leases::connect_for_node(crate::leases::BackendChoice::Etcd(l.etcd.clone()))
-            .await
-            .context("cannot use the ledger's lease backend")?;
+    configured: &flotilla_core::ShardingSettings,
+) -> anyhow::Result<flotilla_sharding::Entity<crate::ledger::Ledger>> {
     let records = crate::ledger::Records::connect(&l.etcd).await?;
-    let mut settings = system.config().sharding.clone();
-    settings.number_of_shards = l.shards;
-    settings.use_lease = true;
-    let entity = crate::ledger::entity(records)
-        .lease_client(lease_client(system, cluster, backend)?)
-        .settings(settings);
-    let region = flotilla_sharding::ClusterSharding::start(system, cluster, entity)
-        .context("cannot start the ledger's sharding")?;
-    let (c, r, l) = (cluster.clone(), region.clone(), l.clone());
-    let seed = cluster.self_node().uid;
-    let traffic = tokio::spawn(async move {
-        if c.when_up().await {
-            crate::ledger::workload(r, l.entities, l.rate, seed).await;
-        }
-    });
-    Ok((region, traffic))
+    let settings = flotilla_core::ShardingSettings {
+        number_of_shards: l.shards,
+        use_lease: true,
+        ..configured.clone()
+    };
+    Ok(crate::ledger::entity(records).settings(settings))
 }
 
-/// Starts the counters and their traffic.
-async fn start_counters(
-    system: &ActorSystem,
-    cluster: &Cluster,
+/// The counter entity type.
+fn counters(
     c: &ShardedCounters,
-) -> anyhow::Result<Counters> {
-    let mut settings = system.config().sharding.clone();
+    configured: &flotilla_core::ShardingSettings,
+) -> flotilla_sharding::Entity<Counter> {
+    let mut settings = configured.clone();
     settings.number_of_shards = c.shards;
-    let mut entity = flotilla_sharding::Entity::new("counter", |ctx| {
+    if c.lease.is_some() {
+        settings.use_lease = true;
+    }
+    flotilla_sharding::Entity::new("counter", |ctx| {
         let (entity, shard) = (ctx.entity_id().to_owned(), ctx.shard_id().to_owned());
         let token = ctx
             .fencing_token()
@@ -359,23 +319,19 @@ async fn start_counters(
             token: token.clone(),
             total: 0,
         })
-    });
-    let mut lease_backend = None;
-    if let Some(choice) = &c.lease {
-        let backend = crate::leases::connect_for_node(choice.clone())
-            .await
-            .context("cannot use the shards' lease backend")?;
-        lease_backend = Some(Arc::clone(&backend));
-        settings.use_lease = true;
-        entity = entity.lease_client(lease_client(system, cluster, backend)?);
-    }
-    let region =
-        flotilla_sharding::ClusterSharding::start(system, cluster, entity.settings(settings))
-            .context("cannot start sharding")?;
-    let (n, c2, traffic_region) = (c.entities.max(1), cluster.clone(), region.clone());
-    let traffic = tokio::spawn(async move {
-        let region = traffic_region;
-        if !c2.when_up().await {
+    })
+    .settings(settings)
+}
+
+/// Messages to every counter in turn: each about every 10 s from each node.
+fn counter_traffic(
+    cluster: &Cluster,
+    region: flotilla_sharding::ShardRegion<CounterMsg>,
+    entities: u32,
+) -> tokio::task::JoinHandle<()> {
+    let (n, cluster) = (entities.max(1), cluster.clone());
+    tokio::spawn(async move {
+        if !cluster.when_up().await {
             return;
         }
         let mut next = 0u32;
@@ -388,11 +344,6 @@ async fn start_counters(
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-    });
-    Ok(Counters {
-        region,
-        backend: lease_backend,
-        traffic,
     })
 }
 

@@ -108,6 +108,12 @@ impl ManagementBuilder {
         self
     }
 
+    /// A shard region to report, already shared.
+    pub fn region_queries(mut self, region: Arc<dyn RegionQueries>) -> Self {
+        self.regions.push(region);
+        self
+    }
+
     /// The lease backend whose leases `GET /leases` lists.
     pub fn lease_backend(mut self, backend: Arc<dyn LeaseBackend>) -> Self {
         self.leases = Some(backend);

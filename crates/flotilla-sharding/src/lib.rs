@@ -162,6 +162,16 @@ where
         }
     }
 
+    /// The entity type's name.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// Whether a lease client was given ([`Entity::lease_client`]).
+    pub fn has_lease_client(&self) -> bool {
+        self.lease_client.is_some()
+    }
+
     /// The store of remembered entities (used when `remember-entities` is on; see
     /// [`store`]). Every node must use the same store.
     #[must_use]

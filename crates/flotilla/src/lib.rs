@@ -27,6 +27,9 @@
 //! | `azure` | leases on Azure Blob Storage |
 //! | `kubernetes` | leases on Kubernetes `Lease` objects; discovery of pods through the API |
 
+mod lease_backend;
+pub mod node;
+
 pub use flotilla_actor::*;
 pub use flotilla_cluster as cluster;
 pub use flotilla_core as core;
@@ -44,3 +47,5 @@ pub use flotilla_management as management;
 pub use flotilla_proto as proto;
 pub use flotilla_remote as remote;
 pub use flotilla_sharding as sharding;
+pub use lease_backend::connect as connect_lease_backend;
+pub use node::{Node, NodeBuilder, NodeError};

@@ -119,6 +119,13 @@ impl CurrentClusterState {
     pub fn member(&self, address: &Address) -> Option<&Member> {
         self.members.iter().find(|m| &m.node.address == address)
     }
+
+    /// This state as the events that lead to it from an empty cluster (Akka's
+    /// `InitialStateAsEvents`): each member's status event, the unreachable members, the
+    /// leaders. A subscriber that prints these and then every change has seen every member.
+    pub fn as_events(&self) -> Vec<ClusterEvent> {
+        diff(&Self::default(), self)
+    }
 }
 
 fn status_event(m: &Member) -> Option<ClusterEvent> {
