@@ -7,6 +7,49 @@
 //! at shutdown, the entity types and singletons registered with it, and the management endpoint
 //! (`[management]`). SIGTERM and Ctrl-C run coordinated shutdown: the node leaves the cluster
 //! gracefully, its shards hand off and its leases are released.
+//!
+//! A lease-guarded sharded entity type, its node configured from TOML:
+//!
+//! ```no_run
+//! use flotilla::sharding::Entity;
+//! use flotilla::{Actor, ActorError, Context, Node, Props, RemoteMessage, ReplyTo};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Account {
+//!     Deposit(u64),
+//!     Balance(ReplyTo<u64>),
+//! }
+//! impl RemoteMessage for Account {
+//!     const MANIFEST: &'static str = "bank.Account";
+//! }
+//!
+//! struct Balance(u64);
+//! impl Actor for Balance {
+//!     type Msg = Account;
+//!     async fn handle(&mut self, msg: Account, _: &mut Context<Account>) -> Result<(), ActorError> {
+//!         match msg {
+//!             Account::Deposit(n) => self.0 += n,
+//!             Account::Balance(reply) => drop(reply.send(self.0)),
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // bank.toml: [sharding] use-lease = true, [lease] backend = "etcd", [lease.etcd] …
+//!     let node = Node::builder("bank")
+//!         .config_file("bank.toml")
+//!         .entity(Entity::new("account", |_| Props::new(|| Balance(0))))
+//!         .start()
+//!         .await?;
+//!     let accounts = node.region::<Account>("account").expect("registered above");
+//!     accounts.entity_ref("alice").tell(Account::Deposit(10));
+//!     node.terminated().await; // until SIGTERM: leave, hand off, release
+//!     Ok(())
+//! }
+//! ```
 
 use std::any::Any;
 use std::collections::BTreeMap;
