@@ -26,9 +26,12 @@
 //! | `etcd` | leases on etcd v3, the remember-entities store on etcd ([`etcd`]: the client) |
 //! | `azure` | leases on Azure Blob Storage |
 //! | `kubernetes` | leases on Kubernetes `Lease` objects; discovery of pods through the API |
+//! | `testkit` | `testkit::TestCluster`: N nodes in one process for tests |
 
 mod lease_backend;
 pub mod node;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use flotilla_actor::*;
 pub use flotilla_cluster as cluster;
