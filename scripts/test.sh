@@ -43,3 +43,10 @@ else
   cargo test --workspace --locked --all-targets --no-fail-fast
 fi
 
+
+step "examples (each runs to completion by itself, bounded)"
+for example in crates/flotilla/examples/*.rs; do
+  name="$(basename "$example" .rs)"
+  echo "-- $name"
+  timeout 300 cargo run --locked --quiet -p flotilla --all-features --example "$name"
+done

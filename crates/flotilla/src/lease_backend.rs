@@ -75,6 +75,8 @@ fn timeouts(settings: &LeaseSettings) -> (Duration, Duration) {
 /// feature is off is an error that names the feature.
 pub async fn connect(settings: &LeaseSettings) -> Result<Arc<dyn LeaseBackend>, NodeError> {
     let kind = settings.backend;
+    // reason: which arms are true depends on the features compiled in
+    #[allow(clippy::match_like_matches_macro)]
     let compiled = match kind {
         LeaseBackendKind::Etcd => cfg!(feature = "etcd"),
         LeaseBackendKind::Azure => cfg!(feature = "azure"),

@@ -78,9 +78,16 @@ pub struct TestClusterBuilder {
     system: String,
     config: FlotillaConfig,
     registrations: Vec<Register>,
+    backend: Option<Arc<dyn LeaseBackend>>,
 }
 
 impl TestClusterBuilder {
+    /// Shares this lease backend instead of a fresh in-memory one (a real etcd, say).
+    pub fn lease_backend(mut self, backend: Arc<dyn LeaseBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
     /// The actor system name (default `test`).
     pub fn system(mut self, name: &str) -> Self {
         self.system = name.to_owned();
@@ -116,7 +123,9 @@ impl TestClusterBuilder {
     /// Starts the nodes: the first forms the cluster, the others join it. Call
     /// [`TestCluster::wait_up`] to wait until every member is Up.
     pub async fn start(self) -> Result<TestCluster, TestClusterError> {
-        let backend = MemoryBackend::new();
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(MemoryBackend::new()));
         let mut cluster = TestCluster {
             system: self.system,
             config: self.config,
@@ -133,7 +142,7 @@ impl TestClusterBuilder {
 
 /// A node's lease backend: the cluster's shared one, until the node crashes.
 struct NodeBackend {
-    shared: MemoryBackend,
+    shared: Arc<dyn LeaseBackend>,
     cut: Arc<AtomicBool>,
 }
 
@@ -236,7 +245,7 @@ pub struct TestCluster {
     system: String,
     config: FlotillaConfig,
     registrations: Vec<Register>,
-    backend: MemoryBackend,
+    backend: Arc<dyn LeaseBackend>,
     nodes: Vec<TestNode>,
 }
 
@@ -285,6 +294,7 @@ impl TestCluster {
             system: "test".into(),
             config: fast_config(),
             registrations: Vec::new(),
+            backend: None,
         }
     }
 
@@ -293,7 +303,7 @@ impl TestCluster {
         let faults = FaultInjector::new();
         let cut = Arc::new(AtomicBool::new(false));
         let backend = NodeBackend {
-            shared: self.backend.clone(),
+            shared: Arc::clone(&self.backend),
             cut: Arc::clone(&cut),
         };
         let hook = faults.clone();
@@ -340,7 +350,7 @@ impl TestCluster {
     }
 
     /// The shared lease backend (to look at the leases).
-    pub fn lease_backend(&self) -> &MemoryBackend {
+    pub fn lease_backend(&self) -> &Arc<dyn LeaseBackend> {
         &self.backend
     }
 

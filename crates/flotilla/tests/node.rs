@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla::cluster::ClusterSingleton;
-use flotilla::core::{FlotillaConfig, LeaseSettings, ShardingSettings};
+use flotilla::core::FlotillaConfig;
 use flotilla::lease::{LeaseBackend as _, MemoryBackend};
 use flotilla::sharding::Entity;
 use flotilla::{Actor, ActorError, Context, Node, NodeError, Props, RemoteMessage, ReplyTo};
@@ -73,25 +73,8 @@ impl Actor for Clock {
 }
 
 fn config() -> FlotillaConfig {
-    let mut config = FlotillaConfig {
-        remote: flotilla::remote::testing::fast_settings(),
-        cluster: flotilla::cluster::testing::fast_settings(),
-        lease: LeaseSettings {
-            heartbeat_timeout: Duration::from_secs(3),
-            heartbeat_interval: Duration::from_millis(300),
-            ..LeaseSettings::default()
-        },
-        sharding: ShardingSettings {
-            number_of_shards: 10,
-            retry_interval: Duration::from_millis(200),
-            lease_retry_interval: Duration::from_millis(300),
-            use_lease: true,
-            ..ShardingSettings::default()
-        },
-        ..FlotillaConfig::default()
-    };
-    config.management.enabled = false;
-    config
+    // The test cluster's fast timings, with shards guarded by leases.
+    flotilla::testkit::fast_config()
 }
 
 async fn start(backend: &MemoryBackend, seed: Option<flotilla::core::Address>) -> Node {
