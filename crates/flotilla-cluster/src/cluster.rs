@@ -213,6 +213,28 @@ struct Inner {
 }
 
 /// This node's membership in a cluster. Cheap to clone: clones are handles to the same driver.
+///
+/// ```no_run
+/// use flotilla_actor::ActorSystem;
+/// use flotilla_cluster::{Cluster, ClusterEvent};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let system = ActorSystem::builder("orders").remote("10.0.0.2", 2552).build()?;
+/// let cluster = Cluster::start(&system)?;
+/// let mut events = cluster.subscribe().await;
+/// cluster.join_seed_nodes(vec!["flotilla://orders@10.0.0.1:2552".parse()?]);
+/// if cluster.when_up().await {
+///     println!("Up among {} members", cluster.state().members.len());
+/// }
+/// while let Some(event) = events.recv().await {
+///     if let ClusterEvent::MemberRemoved { member, .. } = event {
+///         println!("{} left", member.node);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,

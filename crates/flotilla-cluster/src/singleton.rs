@@ -87,6 +87,31 @@ impl<A: Actor> std::fmt::Debug for SingletonBuilder<A> {
 }
 
 /// One cluster singleton as this node sees it: the proxy, and whether the instance runs here.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props, ReplyTo, RemoteMessage};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # enum Seq { Next(ReplyTo<u64>) }
+/// # impl RemoteMessage for Seq { const MANIFEST: &'static str = "doc.Seq"; }
+/// # #[derive(Default)] struct Sequencer(u64);
+/// # impl Actor for Sequencer { type Msg = Seq;
+/// #   async fn handle(&mut self, m: Seq, _: &mut Context<Seq>) -> Result<(), ActorError> {
+/// #     let Seq::Next(r) = m; self.0 += 1; let _ = r.send(self.0); Ok(()) } }
+/// # async fn run(system: ActorSystem, cluster: flotilla_cluster::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+/// use flotilla_cluster::ClusterSingleton;
+///
+/// // Every node starts it; one instance runs, on the oldest member (with the role, if any).
+/// let sequencer = ClusterSingleton::builder("sequencer", || Props::new(Sequencer::default))
+///     .start(&system, &cluster)?;
+/// let next = sequencer
+///     .proxy()
+///     .ask(Seq::Next, Duration::from_secs(5))
+///     .await?;
+/// # let _ = next;
+/// # Ok(())
+/// # }
+/// ```
 pub struct ClusterSingleton<M: Send + 'static> {
     name: String,
     proxy: ActorRef<M>,

@@ -35,6 +35,32 @@ struct Inner {
 
 /// Hands out [`Lease`]s of one backend for one owner identity, and releases them all when it
 /// shuts down. Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flotilla_lease::{AcquireOutcome, LeaseClient, LeaseName, MemoryBackend, OwnerId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = LeaseClient::new(
+///     Arc::new(MemoryBackend::new()),
+///     flotilla_core::LeaseSettings::default(),
+///     OwnerId::new("flotilla://orders@10.0.0.2:2552")?,
+/// )?;
+/// let lease = client.lease(LeaseName::new("orders-shard-7")?)?;
+/// // The callback runs if the lease is lost while held (expired, taken over).
+/// match lease.acquire(|event| eprintln!("lost: {event:?}")).await {
+///     AcquireOutcome::Granted { token } => {
+///         // Work only while `lease.check_lease()`; write `token` with every change.
+///         assert!(lease.check_lease());
+///         # let _ = token;
+///     }
+///     other => eprintln!("not granted: {other:?}"),
+/// }
+/// client.shutdown().await; // releases every lease, awaited
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct LeaseClient {
     inner: Arc<Inner>,

@@ -134,6 +134,33 @@ impl<M: Send + 'static> Passivator<M> {
 }
 
 /// One entity type: its name, how its entities are made, and options.
+///
+/// ```no_run
+/// # use flotilla_actor::{Actor, ActorError, Context, Props, ReplyTo, RemoteMessage};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Msg;
+/// # impl RemoteMessage for Msg { const MANIFEST: &'static str = "doc.Msg"; }
+/// # struct Account(u64);
+/// # impl Actor for Account { type Msg = Msg;
+/// #   async fn handle(&mut self, _: Msg, _: &mut Context<Msg>) -> Result<(), ActorError> { Ok(()) } }
+/// # fn run(leases: flotilla_lease::LeaseClient) {
+/// use flotilla_core::ShardingSettings;
+/// use flotilla_sharding::Entity;
+///
+/// let accounts = Entity::new("account", |ctx| {
+///     // The shard's fencing token: write it with every change to an external store.
+///     let token = ctx.fencing_token();
+///     # let _ = token;
+///     Props::new(|| Account(0))
+/// })
+/// .settings(ShardingSettings {
+///     number_of_shards: 100,
+///     use_lease: true, // a shard runs only while it holds its lease
+///     ..ShardingSettings::default()
+/// })
+/// .lease_client(leases);
+/// # let _ = accounts;
+/// # }
+/// ```
 pub struct Entity<A: Actor> {
     type_name: String,
     factory: Factory<A>,
@@ -203,6 +230,54 @@ where
 }
 
 /// Cluster sharding's entry point.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flotilla_actor::{Actor, ActorError, ActorSystem, Context, Props, RemoteMessage, ReplyTo};
+/// use flotilla_cluster::Cluster;
+/// use flotilla_sharding::{ClusterSharding, Entity};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Cart {
+///     Add(String),
+///     Items(ReplyTo<Vec<String>>),
+/// }
+/// impl RemoteMessage for Cart {
+///     const MANIFEST: &'static str = "shop.Cart";
+/// }
+///
+/// #[derive(Default)]
+/// struct Items(Vec<String>);
+/// impl Actor for Items {
+///     type Msg = Cart;
+///     async fn handle(&mut self, msg: Cart, _: &mut Context<Cart>) -> Result<(), ActorError> {
+///         match msg {
+///             Cart::Add(item) => self.0.push(item),
+///             Cart::Items(reply) => drop(reply.send(self.0.clone())),
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let system = ActorSystem::builder("shop").remote("127.0.0.1", 2552).build()?;
+/// let cluster = Cluster::start(&system)?;
+/// cluster.join(cluster.self_address().clone());
+/// // Every node starts the same entity type; each entity runs on one node at a time.
+/// let carts = ClusterSharding::start(
+///     &system,
+///     &cluster,
+///     Entity::new("cart", |_| Props::new(Items::default)),
+/// )?;
+/// let cart = carts.entity_ref("cart-17");
+/// cart.tell(Cart::Add("tea".into()));
+/// let items = cart.ask(Cart::Items, Duration::from_secs(5)).await?;
+/// # let _ = items;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterSharding;
 
@@ -511,6 +586,21 @@ impl<M: RemoteMessage> RegionQueries for ShardRegion<M> {
 }
 
 /// One entity, addressed by id: messages go through this node's region to wherever it runs.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use flotilla_actor::{ReplyTo, RemoteMessage};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # enum Account { Deposit(u64), Balance(ReplyTo<u64>) }
+/// # impl RemoteMessage for Account { const MANIFEST: &'static str = "doc.Account"; }
+/// # async fn run(accounts: flotilla_sharding::ShardRegion<Account>) -> Result<(), Box<dyn std::error::Error>> {
+/// let alice = accounts.entity_ref("alice");
+/// alice.tell(Account::Deposit(10)); // started where its shard lives, if it is not running
+/// let balance = alice.ask(Account::Balance, Duration::from_secs(5)).await?;
+/// # let _ = balance;
+/// # Ok(())
+/// # }
+/// ```
 pub struct EntityRef<M: Send + 'static> {
     id: String,
     region: ActorRef<RegionMsg<M>>,

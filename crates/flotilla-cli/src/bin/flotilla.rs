@@ -165,7 +165,7 @@ struct NodeArgs {
     /// Additions per second this node asks the ledger for.
     #[arg(long, default_value_t = 20)]
     ledger_rate: u32,
-    /// Take fault-injection commands on stdin (blackhole/heal <address>), for the chaos
+    /// Take fault-injection commands on stdin (blackhole/heal ADDRESS), for the chaos
     /// harness.
     #[arg(long, hide = true)]
     chaos_control: bool,
@@ -199,7 +199,7 @@ struct ChaosArgs {
     /// faults.
     #[arg(long, default_value_t = 120)]
     settle_secs: u64,
-    /// A directory for each node process's log (node-<n>-<process>.log).
+    /// A directory for each node process's log (node-N-PROCESS.log).
     #[arg(long, value_name = "DIR")]
     logs: Option<std::path::PathBuf>,
     /// How partitions are made: `netns` puts every node in a network namespace of its own and
