@@ -29,6 +29,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --document-private-items --locked --quiet
 
+step "the library crates package for publishing"
+cargo package --workspace --exclude flotilla-cli --exclude flotilla-bench --locked --no-verify --quiet
+
 step "flotilla-proto depends on no runtime"
 scripts/check-proto-deps.sh
 
