@@ -1,7 +1,7 @@
 //! Sharding across `flotilla node` processes on 127.0.0.1 with shard leases in a real backend:
 //! three nodes, 100 shards, 10 000 entities under traffic.
 //!
-//! - With etcd: one node shuts down gracefully, and when its process has exited no lease is
+//! - With etcd (chosen in the configuration file, `[lease] backend = "etcd"`): one node shuts down gracefully, and when its process has exited no lease is
 //!   owned by it and every entity it ran runs again on another node; in a fresh cluster, one
 //!   node is killed with SIGKILL, and its entities run elsewhere but never before its leases
 //!   could have expired; in a fresh cluster, every node is restarted in turn at its own address
@@ -35,8 +35,11 @@ const ENTITIES: u32 = 10_000;
 
 /// Where the shards' leases live, and how to read them back.
 struct Leases {
-    /// The node's option that names the backend: `--lease-etcd <url>` or `--lease-azure <cs>`.
-    arg: [String; 2],
+    /// The node's option that names the backend: `--lease-etcd <url>` or `--lease-azure <cs>`
+    /// (none when the configuration file names it).
+    arg: Vec<String>,
+    /// Lines appended to the nodes' configuration file, after its `[lease]` keys.
+    config: String,
     backend: Arc<dyn LeaseBackend>,
     /// Keeps the server running.
     _server: Box<dyn std::any::Any>,
@@ -52,10 +55,23 @@ impl Leases {
             .block_on(EtcdBackend::connect(EtcdSettings::new([endpoint.clone()])))
             .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            arg: ["--lease-etcd".into(), endpoint],
+            arg: vec!["--lease-etcd".into(), endpoint],
+            config: String::new(),
             backend: Arc::new(backend),
             _server: Box::new(etcd),
         }
+    }
+
+    /// etcd, chosen and configured in the nodes' configuration file as an operator would
+    /// (`[lease] backend = "etcd"`, `[lease.etcd]`), not by a command-line option.
+    fn etcd_in_config(runtime: &tokio::runtime::Runtime) -> Self {
+        let mut leases = Self::etcd(runtime);
+        leases.config = format!(
+            "backend = \"etcd\"\n[lease.etcd]\nendpoints = [\"{}\"]\n[sharding]\nuse-lease = true\n",
+            leases.arg[1]
+        );
+        leases.arg.clear();
+        leases
     }
 
     fn azurite(runtime: &tokio::runtime::Runtime) -> Self {
@@ -70,7 +86,8 @@ impl Leases {
             }))
             .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            arg: ["--lease-azure".into(), connection_string],
+            arg: vec!["--lease-azure".into(), connection_string],
+            config: String::new(),
             backend: Arc::new(backend),
             _server: Box::new(azurite),
         }
@@ -285,7 +302,10 @@ fn three_nodes(leases: &Leases) -> (tempfile::TempDir, Vec<NodeProcess>) {
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
-        "[cluster]\nmin-nr-of-members = 3\n[lease]\nheartbeat-timeout = \"6s\"\nheartbeat-interval = \"1s\"\n",
+        format!(
+            "[cluster]\nmin-nr-of-members = 3\n[lease]\nheartbeat-timeout = \"6s\"\nheartbeat-interval = \"1s\"\n{}",
+            leases.config
+        ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut nodes = vec![start(None, 0, leases, &config)];
@@ -322,7 +342,8 @@ fn end(nodes: &mut [NodeProcess]) {
 fn with_etcd_a_node_that_shuts_down_leaves_no_lease_and_its_entities_run_elsewhere() {
     let _one = one_at_a_time();
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    graceful_shutdown(&runtime, &Leases::etcd(&runtime));
+    // Here the backend is chosen in the configuration file, not on the command line.
+    graceful_shutdown(&runtime, &Leases::etcd_in_config(&runtime));
 }
 
 #[test]
