@@ -117,6 +117,12 @@ pub(crate) async fn follow(
     stop: &CancellationToken,
 ) {
     let mut events = cluster.subscribe().await;
+    // What happened before the endpoint started (the node may have joined already) comes
+    // first, as events.
+    for e in events.initial_state().as_events() {
+        let (kind, text) = describe(&e);
+        log.push(kind, text);
+    }
     {
         let (log, stop, system) = (log.clone(), stop.clone(), system.clone());
         tokio::spawn(async move {

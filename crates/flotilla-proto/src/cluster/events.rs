@@ -265,6 +265,30 @@ mod tests {
     }
 
     #[test]
+    fn a_state_as_events_names_each_member_the_unreachable_and_the_leader() {
+        let g = gossip(
+            &[
+                member(1, Up, &[]),
+                member(2, Joining, &[]),
+                member(3, Up, &[]),
+            ],
+            &[(1, 3)],
+        );
+        let state = CurrentClusterState::of(&g, &node(1));
+        let kinds: Vec<&str> = state.as_events().iter().map(ClusterEvent::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "MemberUp",
+                "MemberJoined",
+                "MemberUp",
+                "UnreachableMember",
+                "LeaderChanged"
+            ]
+        );
+    }
+
+    #[test]
     fn diff_names_every_change_and_replays_to_the_same_state() {
         let old = gossip(
             &[
