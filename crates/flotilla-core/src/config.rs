@@ -164,7 +164,7 @@ impl FlotillaConfig {
 /// # The port (0 picks a free one; the node prints the one it got).
 /// port = 8558
 /// # A bearer token the mutating endpoints (leave, down) require; none by default, which leaves
-/// # them open to whoever reaches the endpoint. Environment: FLOTILLA_MANAGEMENT__TOKEN.
+/// # them open to whoever reaches the endpoint. Environment: FLOTILLA__MANAGEMENT__TOKEN.
 /// # token = "…"
 /// # Serve HTTPS with this certificate chain and key (PEM).
 /// # tls = { certificate = "mgmt.pem", private-key = "mgmt.key" }

@@ -87,8 +87,9 @@ struct ClientArgs {
         default_value = "http://127.0.0.1:8558"
     )]
     endpoint: String,
-    /// The bearer token for leave and down (management.token).
-    #[arg(long, env = "FLOTILLA_MANAGEMENT_TOKEN", hide_env_values = true)]
+    /// The bearer token for leave and down (the node's management.token; the same variable
+    /// sets both).
+    #[arg(long, env = "FLOTILLA__MANAGEMENT__TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A CA certificate (PEM) to trust for an HTTPS endpoint.
     #[arg(long, value_name = "PEM")]
