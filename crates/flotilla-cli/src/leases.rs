@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use flotilla_lease::{DeferredBackend, LeaseBackend, LeaseRecord};
-use flotilla_lease_azure::{AzureBackend, AzureSettings};
-use flotilla_lease_etcd::{EtcdBackend, EtcdSettings};
-use flotilla_lease_kubernetes::{KubernetesBackend, KubernetesSettings};
+use flotilla_core::{LeaseBackendKind, LeaseSettings};
+use flotilla_lease::{LeaseBackend, LeaseRecord};
+use flotilla_lease_azure::AzureSettings;
+use flotilla_lease_etcd::EtcdSettings;
+use flotilla_lease_kubernetes::KubernetesSettings;
 
 /// A backend to connect to, with its settings.
 #[derive(Debug, Clone)]
@@ -20,95 +21,38 @@ pub enum BackendChoice {
     Kubernetes(KubernetesSettings),
 }
 
-/// Connects to the chosen backend; errors say which backend and why.
-pub async fn connect(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBackend>> {
-    try_connect(&choice).await.map_err(|f| f.error)
-}
-
-/// Why a connection attempt failed, and whether trying again later can help.
-struct Failed {
-    unreachable: bool,
-    /// The backend's own words (without the chain of sources, which it already includes).
-    message: String,
-    error: anyhow::Error,
-}
-
-fn failed<E>(unreachable: fn(&E) -> bool, what: &'static str) -> impl FnOnce(E) -> Failed
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    move |e| Failed {
-        unreachable: unreachable(&e),
-        message: e.to_string(),
-        error: anyhow::Error::new(e).context(what),
+impl BackendChoice {
+    /// The `[lease]` settings that name this backend.
+    fn settings(&self) -> LeaseSettings {
+        let mut settings = LeaseSettings::default();
+        match self {
+            Self::Etcd(s) => {
+                settings.backend = LeaseBackendKind::Etcd;
+                settings.etcd = s.clone();
+            }
+            Self::Azure(s) => {
+                settings.backend = LeaseBackendKind::Azure;
+                settings.azure = s.clone();
+            }
+            Self::Kubernetes(s) => {
+                settings.backend = LeaseBackendKind::Kubernetes;
+                settings.kubernetes = s.clone();
+            }
+        }
+        settings
     }
 }
 
-async fn try_connect(choice: &BackendChoice) -> Result<Arc<dyn LeaseBackend>, Failed> {
-    Ok(match choice {
-        BackendChoice::Etcd(s) => {
-            Arc::new(EtcdBackend::connect(s.clone()).await.map_err(failed(
-                flotilla_lease_etcd::EtcdError::is_unreachable,
-                "cannot use the etcd lease backend",
-            ))?)
-        }
-        BackendChoice::Azure(s) => {
-            Arc::new(AzureBackend::connect(s.clone()).await.map_err(failed(
-                flotilla_lease_azure::AzureError::is_unreachable,
-                "cannot use the Azure lease backend",
-            ))?)
-        }
-        BackendChoice::Kubernetes(s) => {
-            Arc::new(KubernetesBackend::connect(s.clone()).await.map_err(failed(
-                flotilla_lease_kubernetes::KubernetesError::is_unreachable,
-                "cannot use the Kubernetes lease backend",
-            ))?)
-        }
-    })
+/// Connects to the chosen backend now; errors say which backend and why.
+pub async fn connect(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBackend>> {
+    Ok(flotilla::connect_lease_backend_now(&choice.settings()).await?)
 }
 
-/// Connects a node to the chosen backend. Unusable settings or refused credentials fail here;
-/// a backend that cannot be reached yet does not keep the node from starting: it gets a
-/// [`DeferredBackend`] that connects in the background, and its shards take their leases once
-/// the backend answers.
+/// Connects a node to the chosen backend, as a node configured with it would
+/// ([`flotilla::connect_lease_backend`]): unusable settings or refused credentials fail here; a
+/// backend that cannot be reached yet is connected to in the background.
 pub async fn connect_for_node(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBackend>> {
-    let first = match try_connect(&choice).await {
-        Ok(backend) => return Ok(backend),
-        Err(Failed {
-            unreachable: true,
-            message,
-            ..
-        }) => message,
-        Err(Failed { error, .. }) => return Err(error),
-    };
-    let (kind, request_timeout, operation_timeout) = match &choice {
-        BackendChoice::Etcd(s) => (
-            EtcdBackend::KIND,
-            s.request_timeout,
-            flotilla_core::LeaseSettings::DEFAULT_OPERATION_TIMEOUT,
-        ),
-        BackendChoice::Azure(s) => (
-            AzureBackend::KIND,
-            s.request_timeout,
-            flotilla_lease_azure::DEFAULT_OPERATION_TIMEOUT,
-        ),
-        BackendChoice::Kubernetes(s) => (
-            KubernetesBackend::KIND,
-            s.call_timeout(),
-            flotilla_core::LeaseSettings::DEFAULT_OPERATION_TIMEOUT,
-        ),
-    };
-    let connect: flotilla_lease::deferred::Connect = Arc::new(move || {
-        let choice = choice.clone();
-        Box::pin(async move { try_connect(&choice).await.map_err(|f| f.message) })
-    });
-    Ok(Arc::new(DeferredBackend::new(
-        kind,
-        request_timeout,
-        operation_timeout,
-        first,
-        connect,
-    )))
+    Ok(flotilla::connect_lease_backend(&choice.settings()).await?)
 }
 
 fn human(d: Duration) -> String {

@@ -67,14 +67,19 @@ fn timeouts(settings: &LeaseSettings) -> (Duration, Duration) {
     }
 }
 
-/// Connects to the backend `settings` names (`[lease] backend`, and its table).
-///
-/// Unusable settings or refused credentials are an error. A backend that cannot be reached yet
-/// does not keep a node from starting: it gets a [`DeferredBackend`] that keeps connecting in
-/// the background, and shards take their leases once the backend answers. A backend whose cargo
-/// feature is off is an error that names the feature.
-pub async fn connect(settings: &LeaseSettings) -> Result<Arc<dyn LeaseBackend>, NodeError> {
-    let kind = settings.backend;
+/// Connects to the backend `settings` names now: an error if it cannot be reached, refuses the
+/// settings or credentials, or is not compiled in (for tools that need an answer at once).
+pub async fn connect_now(settings: &LeaseSettings) -> Result<Arc<dyn LeaseBackend>, NodeError> {
+    compiled(settings.backend)?;
+    try_connect(settings)
+        .await
+        .map_err(|f| NodeError::LeaseBackend {
+            kind: settings.backend.as_str(),
+            reason: f.message,
+        })
+}
+
+fn compiled(kind: LeaseBackendKind) -> Result<(), NodeError> {
     // reason: which arms are true depends on the features compiled in
     #[allow(clippy::match_like_matches_macro)]
     let compiled = match kind {
@@ -83,9 +88,18 @@ pub async fn connect(settings: &LeaseSettings) -> Result<Arc<dyn LeaseBackend>, 
         LeaseBackendKind::Kubernetes => cfg!(feature = "kubernetes"),
         _ => true,
     };
-    if !compiled {
-        return Err(missing(kind));
-    }
+    if compiled { Ok(()) } else { Err(missing(kind)) }
+}
+
+/// Connects to the backend `settings` names (`[lease] backend`, and its table).
+///
+/// Unusable settings or refused credentials are an error. A backend that cannot be reached yet
+/// does not keep a node from starting: it gets a [`DeferredBackend`] that keeps connecting in
+/// the background, and shards take their leases once the backend answers. A backend whose cargo
+/// feature is off is an error that names the feature.
+pub async fn connect(settings: &LeaseSettings) -> Result<Arc<dyn LeaseBackend>, NodeError> {
+    let kind = settings.backend;
+    compiled(kind)?;
     let first = match try_connect(settings).await {
         Ok(backend) => return Ok(backend),
         Err(Failed {

@@ -50,5 +50,7 @@ pub use flotilla_management as management;
 pub use flotilla_proto as proto;
 pub use flotilla_remote as remote;
 pub use flotilla_sharding as sharding;
-pub use lease_backend::connect as connect_lease_backend;
+pub use lease_backend::{
+    connect as connect_lease_backend, connect_now as connect_lease_backend_now,
+};
 pub use node::{Node, NodeBuilder, NodeError};
