@@ -2,7 +2,7 @@
 """Writes hand-made seed inputs for the `frames` fuzz target into fuzz/corpus/frames.
 
 Each seed is one byte (the piece size the target feeds the decoder with) followed by real
-frames of the current wire format (version 3), encoded here by hand in postcard's format (LEB128 varints, length-prefixed
+frames of the current wire format (version 4), encoded here by hand in postcard's format (LEB128 varints, length-prefixed
 strings and byte vectors, 0/1 option tags, varint enum variant indices), so the fuzzer starts
 deep inside the PDU decoders. `crates/flotilla-wire/tests/corpus.rs` checks that they decode.
 """
@@ -41,14 +41,23 @@ def frame(kind, body):
     return struct.pack(">I", len(body) + 1) + bytes([kind]) + body
 
 
-VERSION = 3
+VERSION = 4
 
 
-def handshake(version=VERSION, system="fuzz", secret=None):
-    proof = b"\x00" if secret is None else b"\x01" + varint(len(secret)) + secret
+def hello(version=VERSION):
+    return b"FLTL" + varint(version) + bytes(range(32))
+
+
+def claim(system="fuzz", proof=None):
     lane, link = varint(0), varint(42)  # the control connection of link 42
-    return (b"FLTL" + varint(version) + uaddr(system, "127.0.0.1", 2551, 7)
-            + addr(system, "127.0.0.1", 2552) + proof + lane + link)
+    proof = b"\x00" if proof is None else b"\x01" + proof  # a fixed 32-byte array: no length
+    return (uaddr(system, "127.0.0.1", 2551, 7) + addr(system, "127.0.0.1", 2552)
+            + lane + link + proof)
+
+
+def challenge(proof=None):
+    proof = b"\x00" if proof is None else b"\x01" + proof
+    return varint(0) + bytes(range(32, 64)) + proof
 
 
 hb = varint(7) + varint(1)
@@ -58,11 +67,14 @@ notice = uaddr("fuzz", "127.0.0.1", 2552, 9) + varint(7) + s("failure detector")
 user = s("/user/counter") + b"\x01" + s("/user/client") + s("demo.Add") + varint(100) + bytes(100)
 
 SEEDS = {
-    "handshake": frame(1, handshake()),
-    "handshake-secret": frame(1, handshake(secret=bytes(range(32)))),
-    "handshake-wrong-system": frame(1, handshake(system="other")),
-    "handshake-old-version": frame(1, handshake(version=0)),
-    "reply-accepted": frame(2, varint(0) + uaddr("fuzz", "127.0.0.1", 2552, 9)),
+    "hello": frame(1, hello()),
+    "hello-old-version": frame(1, hello(version=3)),
+    "claim": frame(1, claim()),
+    "claim-secret": frame(1, claim(proof=bytes(range(32)))),
+    "claim-wrong-system": frame(1, claim(system="other")),
+    "challenge": frame(2, challenge()),
+    "challenge-secret": frame(2, challenge(proof=bytes(range(32)))),
+    "reply-accepted": frame(2, varint(0) + uaddr("fuzz", "127.0.0.1", 2552, 9) + b"\x00"),
     "reply-refused": frame(2, varint(1) + varint(6) + varint(7)),
     "heartbeat": frame(3, hb),
     "heartbeat-reply": frame(4, hb),
@@ -71,7 +83,7 @@ SEEDS = {
     "quarantine-notice": frame(7, notice),
     "user": frame(0x10, user),
     "cluster-init-join": frame(8, varint(0) + uaddr("fuzz", "127.0.0.1", 2551, 7)),
-    "conversation": frame(1, handshake()) + frame(3, hb) + frame(5, sysenv) + frame(0x10, user) + frame(6, ack),
+    "conversation": frame(1, hello()) + frame(1, claim()) + frame(3, hb) + frame(5, sysenv) + frame(0x10, user) + frame(6, ack),
     "oversized-prefix": b"\xff\xff\xff\xff\x01",
     "empty-frame": b"\x00\x00\x00\x00",
     "unknown-kind": frame(0xEE, b"x"),

@@ -102,6 +102,8 @@ fn main() -> anyhow::Result<()> {
             management_port: Some(0),
             ledger: None,
             chaos_control: false,
+            insecure: false,
+            lease_azure: None,
             system: "failover".into(),
             host: "127.0.0.1".into(),
             port: 0,
@@ -128,6 +130,7 @@ fn main() -> anyhow::Result<()> {
     let start = |seed: Option<&str>| {
         let mut cmd = Command::new(&exe);
         cmd.arg("node");
+        flotilla_cli::node::with_test_secret(&mut cmd);
         if let Some(seed) = seed {
             cmd.args(["--seed", seed]);
         }
@@ -187,6 +190,8 @@ fn main() -> anyhow::Result<()> {
         counters: None,
         ledger: None,
         chaos_control: false,
+        insecure: false,
+        lease_azure: None,
     })?;
     let fd = &config.cluster.failure_detector;
     let stable = config
@@ -281,6 +286,8 @@ fn sharding(cli: &Cli) -> anyhow::Result<()> {
         counters: None,
         ledger: None,
         chaos_control: false,
+        insecure: false,
+        lease_azure: None,
     })?;
     let lease = &config.lease;
     let stable = config
@@ -315,6 +322,7 @@ fn sharding(cli: &Cli) -> anyhow::Result<()> {
         let start = |seed: Option<&str>| {
             let mut cmd = Command::new(&exe);
             cmd.arg("node").arg("--config").arg(&node_toml);
+            flotilla_cli::node::with_test_secret(&mut cmd);
             cmd.args(["--lease-etcd", &etcd.endpoint()]);
             if let Some(seed) = seed {
                 cmd.args(["--seed", seed]);

@@ -9,7 +9,13 @@
 //!   `send_user_ref` would drop the message to dead letters).
 //! - **request-reply**: M sequential 100-byte requests, each answered by an echo; p50 and p99.
 //!
-//! Subjects: Flotilla remoting over TCP, Flotilla remoting over mutual TLS, and two references:
+//! - **first message**: from a new node's first send to the peer's echo: two TCP connections,
+//!   each with its (TLS and) Flotilla handshake, then one round trip — what authentication adds
+//!   happens here, once per link.
+//!
+//! Subjects: Flotilla remoting without credentials (`insecure`), with the cluster secret
+//! (`secret`: every connection's handshake proves it, both ways), over mutual TLS with the secret
+//! (`tls`), and two references:
 //! - the baseline — length-prefixed 100-byte frames over one tokio `TcpStream`, written and read
 //!   through 64 KiB buffers (batched both ways) by a counting or echoing server;
 //! - Erlang/OTP distribution between two `erl` nodes (Debian's `erlang-base`), with the same
@@ -41,8 +47,9 @@ struct Opts {
     /// Sequential request-reply rounds.
     #[arg(long, default_value_t = 20_000)]
     rounds: u32,
-    /// Run as the peer process: `flotilla <port> [tls-dir]` or `raw <port>`.
-    #[arg(long, num_args = 2..=3, value_names = ["KIND", "PORT", "TLS_DIR"])]
+    /// Run as the peer process: `flotilla <port> <insecure|secret|tls> [tls-dir]` (the secret
+    /// in `FLOTILLA_BENCH_SECRET`) or `raw <port>`.
+    #[arg(long, num_args = 2..=4, value_names = ["KIND", "PORT", "MODE", "TLS_DIR"])]
     peer: Vec<String>,
     /// Leave out the Erlang distribution comparison (when `erl` is not installed).
     #[arg(long)]
@@ -51,7 +58,7 @@ struct Opts {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Runs one subject alone and prints each run's figures, without ratios (for profiling):
-    /// `raw`, `tcp`, `tls` or `erlang`.
+    /// `raw`, `insecure`, `secret`, `tls` or `erlang`.
     #[arg(long, value_name = "SUBJECT")]
     only: Option<String>,
 }
@@ -88,20 +95,48 @@ fn make_certificates(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Default settings (two remoting threads), with or without TLS.
-fn settings(tls: Option<TlsSettings>) -> RemoteSettings {
-    RemoteSettings {
-        tls,
-        ..RemoteSettings::default()
-    }
+/// The environment variable that hands the run's secret to the peer process.
+const SECRET_VAR: &str = "FLOTILLA_BENCH_SECRET";
+
+/// This run's cluster secret: drawn by the bench, handed to its peers in their environment
+/// (never on a command line).
+fn run_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        std::env::var(SECRET_VAR).unwrap_or_else(|_| flotilla_remote::testing::random_secret())
+    })
+}
+
+/// Default settings (two remoting threads): without credentials, with the run's secret, or with
+/// the secret and mutual TLS.
+fn settings(mode: &str, tls: Option<TlsSettings>) -> anyhow::Result<RemoteSettings> {
+    let secret = || Ok::<_, anyhow::Error>(run_secret().to_owned());
+    Ok(match mode {
+        "insecure" => RemoteSettings {
+            insecure: true,
+            ..RemoteSettings::default()
+        },
+        "secret" => RemoteSettings {
+            secret: Some(secret()?),
+            ..RemoteSettings::default()
+        },
+        "tls" => RemoteSettings {
+            secret: Some(secret()?),
+            tls,
+            ..RemoteSettings::default()
+        },
+        other => anyhow::bail!("unknown mode {other:?}: insecure, secret or tls"),
+    })
 }
 
 /// The Flotilla peer: a message with manifest "count" is counted; "total" is answered with the
 /// count; anything else is echoed.
-async fn flotilla_peer(port: u16, tls_dir: Option<String>) -> anyhow::Result<()> {
+async fn flotilla_peer(port: u16, mode: &str, tls_dir: Option<String>) -> anyhow::Result<()> {
     let tls = tls_dir.map(|d| tls_settings(std::path::Path::new(&d), "peer"));
-    let (node, mut inbound) =
-        RemoteNode::start(&Address::remote("bench", "127.0.0.1", port)?, settings(tls))?;
+    let (node, mut inbound) = RemoteNode::start(
+        &Address::remote("bench", "127.0.0.1", port)?,
+        settings(mode, tls)?,
+    )?;
     println!("ready");
     let mut counted: u64 = 0;
     while let Some(item) = inbound.recv().await {
@@ -199,6 +234,7 @@ fn spawn_peer(args: &[&str]) -> anyhow::Result<Peer> {
         Command::new(std::env::current_exe()?)
             .arg("--peer")
             .args(args)
+            .env(SECRET_VAR, run_secret())
             .stderr(Stdio::inherit()),
     )
 }
@@ -214,6 +250,8 @@ struct Figures {
     throughput: f64,
     p50: Duration,
     p99: Duration,
+    /// From a new node's first send to its answer (connections, handshakes, one round trip).
+    first: Option<Duration>,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -224,11 +262,12 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 async fn bench_flotilla(
     name: &'static str,
     opts: &Opts,
+    mode: &str,
     tls: Option<&std::path::Path>,
 ) -> anyhow::Result<Figures> {
     let port = free_port()?;
     let port_s = port.to_string();
-    let mut args = vec!["flotilla", port_s.as_str()];
+    let mut args = vec!["flotilla", port_s.as_str(), mode];
     let dir_s;
     if let Some(d) = tls {
         dir_s = d.display().to_string();
@@ -237,7 +276,7 @@ async fn bench_flotilla(
     let _peer = spawn_peer(&args)?;
     let (node, mut inbound) = RemoteNode::start(
         &Address::remote("bench", "127.0.0.1", 0)?,
-        settings(tls.map(|d| tls_settings(d, "client"))),
+        settings(mode, tls.map(|d| tls_settings(d, "client")))?,
     )?;
     let to = node.outbound(&Address::remote("bench", "127.0.0.1", port)?)?;
     // Borrowed envelopes: the caller allocates nothing per message.
@@ -261,9 +300,11 @@ async fn bench_flotilla(
             }
         }
     };
-    // Warm up: associate.
+    // Warm up: associate (both connections and their handshakes), timed.
+    let first = Instant::now();
     to.send_user_ref(env("echo", &[0; PAYLOAD]))?;
     reply().await?;
+    let first = first.elapsed();
 
     let started = Instant::now();
     for _ in 0..opts.messages {
@@ -294,6 +335,7 @@ async fn bench_flotilla(
         throughput: f64::from(opts.messages) / took.as_secs_f64(),
         p50: percentile(&rtts, 0.5),
         p99: percentile(&rtts, 0.99),
+        first: Some(first),
     })
 }
 
@@ -338,6 +380,7 @@ async fn bench_raw(opts: &Opts) -> anyhow::Result<Figures> {
         throughput: f64::from(opts.messages) / took.as_secs_f64(),
         p50: percentile(&rtts, 0.5),
         p99: percentile(&rtts, 0.99),
+        first: None,
     })
 }
 
@@ -411,6 +454,7 @@ fn bench_erlang(opts: &Opts) -> anyhow::Result<Figures> {
         throughput: n as f64 / (nanos as f64 / 1e9),
         p50: Duration::from_nanos(p50),
         p99: Duration::from_nanos(p99),
+        first: None,
     })
 }
 
@@ -423,7 +467,10 @@ fn main() -> anyhow::Result<()> {
         let port: u16 = opts.peer[1].parse()?;
         return runtime.block_on(async {
             match opts.peer[0].as_str() {
-                "flotilla" => flotilla_peer(port, opts.peer.get(2).cloned()).await,
+                "flotilla" => {
+                    let mode = opts.peer.get(2).context("no mode")?;
+                    flotilla_peer(port, mode, opts.peer.get(3).cloned()).await
+                }
                 "raw" => raw_peer(port).await,
                 other => anyhow::bail!("unknown peer kind {other}"),
             }
@@ -431,24 +478,37 @@ fn main() -> anyhow::Result<()> {
     }
     let certs = tempfile::tempdir()?;
     make_certificates(certs.path())?;
+    let all = ["raw", "insecure", "secret", "tls", "erlang"];
     let subjects: Vec<&str> = match &opts.only {
         Some(one) => {
             anyhow::ensure!(
-                ["raw", "tcp", "tls", "erlang"].contains(&one.as_str()),
-                "unknown subject {one:?}: raw, tcp, tls or erlang"
+                all.contains(&one.as_str()),
+                "unknown subject {one:?}: raw, insecure, secret, tls or erlang"
             );
             vec![one.as_str()]
         }
-        None if opts.skip_erlang => vec!["raw", "tcp", "tls"],
-        None => vec!["raw", "tcp", "tls", "erlang"],
+        None if opts.skip_erlang => all[..4].to_vec(),
+        None => all.to_vec(),
     };
     let run = |subject: &str| -> anyhow::Result<Figures> {
         match subject {
             "raw" => runtime.block_on(bench_raw(&opts)),
-            "tcp" => runtime.block_on(bench_flotilla("flotilla (TCP)", &opts, None)),
-            "tls" => runtime.block_on(bench_flotilla(
-                "flotilla (mutual TLS)",
+            "insecure" => runtime.block_on(bench_flotilla(
+                "flotilla (TCP, insecure)",
                 &opts,
+                "insecure",
+                None,
+            )),
+            "secret" => runtime.block_on(bench_flotilla(
+                "flotilla (TCP, secret)",
+                &opts,
+                "secret",
+                None,
+            )),
+            "tls" => runtime.block_on(bench_flotilla(
+                "flotilla (mutual TLS, secret)",
+                &opts,
+                "tls",
                 Some(certs.path()),
             )),
             _ => bench_erlang(&opts),
@@ -474,7 +534,14 @@ fn main() -> anyhow::Result<()> {
     }
     let medians: Vec<Median> = runs.iter().map(|r| Median::of(r)).collect();
     let base = &medians[0];
-    let erlang = medians.get(3).map(|e| (e.throughput, e.p50));
+    let erlang = subjects
+        .iter()
+        .position(|s| *s == "erlang")
+        .map(|i| (medians[i].throughput, medians[i].p50));
+    let insecure = subjects
+        .iter()
+        .position(|s| *s == "insecure")
+        .map(|i| (medians[i].throughput, medians[i].p50));
     println!(
         "# Remoting between two processes on 127.0.0.1: {} x {PAYLOAD}-byte tells, {} sequential request-replies; medians of {} runs\n",
         opts.messages,
@@ -482,9 +549,11 @@ fn main() -> anyhow::Result<()> {
         opts.repeat.max(1)
     );
     println!(
-        "| subject | tell msgs/s | (range) | vs raw TCP | vs Erlang | rtt p50 | rtt p99 | p50 vs raw TCP | p50 vs Erlang |"
+        "| subject | tell msgs/s | (range) | vs raw TCP | vs insecure | vs Erlang | rtt p50 | rtt p99 | p50 vs raw TCP | p50 vs insecure | p50 vs Erlang | first message |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for f in &medians {
         let (vs_erlang, p50_vs_erlang) = match erlang {
             Some((tput, p50)) => (
@@ -493,8 +562,19 @@ fn main() -> anyhow::Result<()> {
             ),
             None => ("-".to_owned(), "-".to_owned()),
         };
+        let (vs_insecure, p50_vs_insecure) = match insecure {
+            Some((tput, p50)) => (
+                format!("{:.3}x", f.throughput / tput),
+                format!("{:.3}x", f.p50.as_secs_f64() / p50.as_secs_f64()),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let first = f.first.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+        );
         println!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2}x | {vs_erlang} | {:.1} µs | {:.1} µs | {:.2}x | {p50_vs_erlang} |",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2}x | {vs_insecure} | {vs_erlang} | {:.1} µs | {:.1} µs | {:.2}x | {p50_vs_insecure} | {p50_vs_erlang} | {first} |",
             f.name,
             f.throughput,
             f.throughput_min,
@@ -516,6 +596,7 @@ struct Median {
     throughput_max: f64,
     p50: Duration,
     p99: Duration,
+    first: Option<Duration>,
 }
 
 impl Median {
@@ -532,6 +613,11 @@ impl Median {
             throughput_max: tputs.iter().copied().fold(0.0, f64::max),
             p50: mid(runs.iter().map(|f| f.p50).collect()),
             p99: mid(runs.iter().map(|f| f.p99).collect()),
+            first: runs
+                .iter()
+                .map(|f| f.first)
+                .collect::<Option<Vec<_>>>()
+                .map(mid),
         }
     }
 }

@@ -142,6 +142,9 @@ trait PendingAsk: Send {
     fn abandoned(&self) -> bool;
 }
 
+/// An ask waiting for its answer, and the node that was asked.
+type AskedOf = (Address, Box<dyn PendingAsk>);
+
 struct Waiting<R>(oneshot::Sender<R>);
 
 impl<R: DeserializeOwned + Send> PendingAsk for Waiting<R> {
@@ -160,7 +163,8 @@ impl<R: DeserializeOwned + Send> PendingAsk for Waiting<R> {
 pub(crate) struct RemoteSupport {
     pub(crate) node: RemoteNode,
     exposed: RwLock<HashMap<String, Exposed>>,
-    asks: Mutex<HashMap<u64, Box<dyn PendingAsk>>>,
+    /// Asks waiting for their answer, with the node that was asked: only it may answer.
+    asks: Mutex<HashMap<u64, AskedOf>>,
     next_ask: AtomicU64,
     /// The ids this node gives remote actor paths, and their watch state.
     remotes: Mutex<HashMap<ActorPath, Arc<Watchee>>>,
@@ -194,7 +198,7 @@ impl<R: DeserializeOwned + Send + 'static> Serialize for ReplyTo<R> {
                 "a reply handle from another node cannot be forwarded to a third",
             ));
         };
-        let Some((support, _)) = context() else {
+        let Some((support, asked)) = context() else {
             return Err(S::Error::custom(
                 "a reply handle is serialized only when sent to a remote actor",
             ));
@@ -204,7 +208,7 @@ impl<R: DeserializeOwned + Send + 'static> Serialize for ReplyTo<R> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .ok_or_else(|| S::Error::custom("this reply handle was already sent"))?;
-        let id = support.register_ask(Box::new(Waiting(tx)));
+        let id = support.register_ask(asked, Box::new(Waiting(tx)));
         s.serialize_u64(id)
     }
 }
@@ -222,17 +226,13 @@ impl<'de, R: Serialize + Send + 'static> Deserialize<'de> for ReplyTo<R> {
     }
 }
 
-/// Where an incarnation's ask ids start. Answers are addressed to the asker's address, and a
-/// late one may reach the next incarnation there: ids counted from one in every incarnation
-/// would hand it to whichever ask of the new one has the same id (the wrong answer, seen by the
-/// chaos harness after a restart). Started at a point drawn from the incarnation's random UID,
-/// two incarnations' ids never meet in practice, and a late answer finds no ask.
-fn first_ask_id(uid: u64) -> u64 {
-    // splitmix64's finaliser: UIDs that differ a little start far apart.
-    let mut z = uid.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// Where an incarnation's ask ids start: a random point. Answers are addressed to the asker's
+/// address, and a late one may reach the next incarnation there: ids counted from one in every
+/// incarnation would hand it to whichever ask of the new one has the same id (the wrong answer,
+/// seen by the chaos harness after a restart). From a random start two incarnations' ids never
+/// meet in practice, and nothing another node knows (the UID, say) tells it the ids in use.
+fn first_ask_id() -> u64 {
+    rand::random()
 }
 
 impl RemoteSupport {
@@ -241,7 +241,7 @@ impl RemoteSupport {
         node: RemoteNode,
         inbound: flotilla_remote::InboundReceiver,
     ) -> Arc<Self> {
-        let first_ask = first_ask_id(node.local().uid);
+        let first_ask = first_ask_id();
         let support = Arc::new(Self {
             node,
             exposed: RwLock::default(),
@@ -275,11 +275,11 @@ impl RemoteSupport {
         self.node.shutdown();
     }
 
-    fn register_ask(&self, pending: Box<dyn PendingAsk>) -> u64 {
+    fn register_ask(&self, asked: Address, pending: Box<dyn PendingAsk>) -> u64 {
         let id = self.next_ask.fetch_add(1, Ordering::Relaxed);
         let mut asks = lock(&self.asks);
-        asks.retain(|_, p| !p.abandoned()); // askers that timed out
-        asks.insert(id, pending);
+        asks.retain(|_, (_, p)| !p.abandoned()); // askers that timed out
+        asks.insert(id, (asked, pending));
         id
     }
 
@@ -385,7 +385,21 @@ impl RemoteSupport {
 
     fn on_user(self: &Arc<Self>, from: &UniqueAddress, env: &UserEnvelopeRef<'_>) {
         if let Some(id) = env.recipient.strip_prefix(ASK_PREFIX) {
-            let pending = id.parse().ok().and_then(|id| lock(&self.asks).remove(&id));
+            let pending = {
+                let mut asks = lock(&self.asks);
+                let id = id.parse::<u64>().ok();
+                match id.and_then(|id| asks.get(&id)) {
+                    // Only the node that was asked answers; an answer from any other is
+                    // dropped and the ask still waits for the real one.
+                    Some((asked, _)) if *asked != from.address => {
+                        metrics::counter!("flotilla_remote_inbound_dropped_total", "reason" => "answer-from-another-node").increment(1);
+                        tracing::warn!(%from, "dropped an answer from {from} to an ask sent to {asked}");
+                        return;
+                    }
+                    Some(_) => id.and_then(|id| asks.remove(&id)).map(|(_, p)| p),
+                    None => None,
+                }
+            };
             match pending.map(|p| p.answer(env.payload)) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => dropped(from, env, &Refusal::Undecodable(e)),

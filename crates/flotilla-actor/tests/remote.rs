@@ -415,3 +415,63 @@ async fn a_late_answer_to_a_previous_incarnation_never_answers_the_next_ones_ask
     a2.terminate().await;
     b.terminate().await;
 }
+
+/// What a `CounterMsg` looks like on the wire, a reply handle being its ask id (only `Hold` is
+/// read; the others keep the variant indices).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // reason: the variants before Hold only position it
+enum CounterWire {
+    Add(u64),
+    Get(u64),
+    Ignore(u64),
+    Hold(u64),
+}
+
+/// An ask's answer counts only from the node that was asked: a third node of the same cluster
+/// that learns the ask id and answers first is dropped, and the real answer still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_from_a_node_that_was_not_asked_is_dropped() {
+    use flotilla_remote::{Inbound, RemoteNode};
+    let a = node("app");
+    let raw = || {
+        RemoteNode::start(
+            &flotilla_core::Address::remote("app", "127.0.0.1", 0).unwrap(),
+            flotilla_remote::testing::fast_settings(),
+        )
+        .unwrap()
+    };
+    let ((asked, mut asked_in), (other, _other_in)) = (raw(), raw());
+    let remote = a
+        .remote_ref::<CounterMsg>(&format!("{}/user/counter", asked.local().address))
+        .unwrap();
+    let asking = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote.ask(CounterMsg::Hold, Duration::from_secs(10)).await }
+    });
+    // The asked node reads the ask id from the question.
+    let id = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(Inbound::User { messages, .. }) = asked_in.recv_one().await
+                && let Some(env) = messages.first()
+                && let Ok(CounterWire::Hold(id)) = postcard::from_bytes(env.payload)
+            {
+                return id;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let answer = |n: u64| flotilla_wire::UserEnvelope {
+        recipient: format!("/temp/ask/{id}"),
+        sender: None,
+        manifest: "flotilla.AskReply".into(),
+        payload: postcard::to_stdvec(&n).unwrap(),
+    };
+    // Another node answers first; then the asked one.
+    other.send_user(a.address(), answer(666)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!asking.is_finished(), "the spoofed answer was not taken");
+    asked.send_user(a.address(), answer(42)).unwrap();
+    assert_eq!(asking.await.unwrap().unwrap(), 42);
+    a.terminate().await;
+}

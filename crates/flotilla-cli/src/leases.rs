@@ -1,9 +1,11 @@
 //! Listing the leases a backend holds: `flotilla leases`.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use flotilla_core::{LeaseBackendKind, LeaseSettings};
 use flotilla_lease::{LeaseBackend, LeaseRecord};
 use flotilla_lease_azure::AzureSettings;
@@ -53,6 +55,40 @@ pub async fn connect(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBacke
 /// backend that cannot be reached yet is connected to in the background.
 pub async fn connect_for_node(choice: BackendChoice) -> anyhow::Result<Arc<dyn LeaseBackend>> {
     Ok(flotilla::connect_lease_backend(&choice.settings()).await?)
+}
+
+/// The environment variables an Azure connection string is read from, first found first: the
+/// one that sets `[lease.azure] connection-string` for `flotilla node`, then the Azure tools' own.
+pub const AZURE_CONNECTION_STRING_VARS: [&str; 2] = [
+    "FLOTILLA__LEASE__AZURE__CONNECTION_STRING",
+    "AZURE_STORAGE_CONNECTION_STRING",
+];
+
+/// A secret kept in a file (a connection string, a password): the file's text without the
+/// whitespace around it. Errors name the file, never its text.
+pub fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} from {}", path.display()))?;
+    let secret = text.trim();
+    anyhow::ensure!(!secret.is_empty(), "{} holds no {what}", path.display());
+    Ok(secret.to_owned())
+}
+
+/// The Azure connection string of `flotilla leases --backend azure`: from `file` when one is
+/// named, else from the first of [`AZURE_CONNECTION_STRING_VARS`] that `var` finds, else
+/// Azurite's (`UseDevelopmentStorage=true`). Never from the command line: every user of the
+/// machine can read a process's arguments.
+pub fn azure_connection_string(
+    file: Option<&Path>,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(path) = file {
+        return read_secret_file("Azure connection string", path);
+    }
+    Ok(AZURE_CONNECTION_STRING_VARS
+        .iter()
+        .find_map(|name| var(name).filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| AzureSettings::default().connection_string))
 }
 
 fn human(d: Duration) -> String {
@@ -119,6 +155,44 @@ pub fn table(records: &[LeaseRecord], now: SystemTime) -> String {
 mod tests {
     use super::*;
     use flotilla_lease::{FencingToken, LeaseName};
+
+    #[test]
+    fn the_azure_connection_string_comes_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("azure");
+        std::fs::write(&file, "AccountName=a;AccountKey=Zm9v\n").unwrap_or_else(|e| panic!("{e}"));
+        let none = |_: &str| None;
+        let from_file = azure_connection_string(Some(&file), none);
+        assert_eq!(
+            from_file.ok().as_deref(),
+            Some("AccountName=a;AccountKey=Zm9v")
+        );
+        let both = |name: &str| Some(format!("from {name}"));
+        assert_eq!(
+            azure_connection_string(None, both).ok().as_deref(),
+            Some("from FLOTILLA__LEASE__AZURE__CONNECTION_STRING")
+        );
+        let azure_only = |name: &str| {
+            (name == "AZURE_STORAGE_CONNECTION_STRING").then(|| "AccountName=b".to_owned())
+        };
+        assert_eq!(
+            azure_connection_string(None, azure_only).ok().as_deref(),
+            Some("AccountName=b")
+        );
+        assert_eq!(
+            azure_connection_string(None, none).ok().as_deref(),
+            Some("UseDevelopmentStorage=true")
+        );
+        // An empty or missing file is an error that names the file, not its text.
+        std::fs::write(&file, " \n").unwrap_or_else(|e| panic!("{e}"));
+        let err = format!("{:#}", read_secret_file("secret", &file).unwrap_err());
+        assert!(err.contains("holds no secret"), "{err}");
+        let err = format!(
+            "{:#}",
+            read_secret_file("secret", &dir.path().join("missing")).unwrap_err()
+        );
+        assert!(err.contains("cannot read the secret from"), "{err}");
+    }
 
     #[test]
     fn the_table_aligns_columns_and_says_when_nothing_is_held() {

@@ -9,11 +9,15 @@
 //!   against a node's management endpoint.
 //! - [`ledger`]: a durable sharded entity (records in etcd, written under the shard's fencing
 //!   token); [`chaos`]: the real-process chaos harness behind `flotilla chaos`.
+//! - [`certs`]: a cluster's credentials (CA, host certificates, secret), behind `flotilla certs`.
+//! - [`panics`]: every panic logged as an error.
 
+pub mod certs;
 pub mod chaos;
 pub mod demo;
 pub mod leases;
 pub mod ledger;
 pub mod node;
 pub mod ops;
+pub mod panics;
 pub mod pipeline;

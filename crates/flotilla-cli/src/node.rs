@@ -37,18 +37,35 @@ pub struct NodeOptions {
     pub seeds: Vec<Address>,
     /// A TOML configuration file.
     pub config: Option<PathBuf>,
-    /// Use the fast settings of tests and demos (failures noticed within seconds) instead of
-    /// the configured ones.
+    /// Use the fast timings of tests and demos (failures noticed within seconds) instead of
+    /// the configured ones; everything else, the security settings first, stays as configured
+    /// (see [`fast_remote`]).
     pub fast: bool,
     /// Run sharded counters too (see [`ShardedCounters`]).
     pub counters: Option<ShardedCounters>,
     /// The management endpoint's port, instead of `management.port` (0 picks a free one).
     pub management_port: Option<u16>,
+    /// Azure Blob Storage for the node's leases, the counters' among them (see [`AzureLease`]).
+    pub lease_azure: Option<AzureLease>,
     /// Run the durable `ledger` entity type and its workload too (see [`crate::ledger`]).
     pub ledger: Option<LedgerOptions>,
     /// Take fault-injection commands on stdin (see [`crate::chaos::control`]): for the chaos
     /// harness only.
     pub chaos_control: bool,
+    /// Allow remoting without credentials (`remote.insecure = true`): anyone who can reach the
+    /// port can join, quarantine or down nodes. For a trusted network or a test only.
+    pub insecure: bool,
+}
+
+/// Azure Blob Storage for a node's leases (`--lease-azure`, `--lease-azure-file`): the
+/// `[lease.azure]` settings of the configuration, with `[lease] backend = "azure"`. The connection
+/// string is never an argument, which every user of the machine can read: it comes from the
+/// configuration (`[lease.azure] connection-string`, or the environment variable
+/// `FLOTILLA__LEASE__AZURE__CONNECTION_STRING`) or from a file.
+#[derive(Debug, Clone, Default)]
+pub struct AzureLease {
+    /// A file holding the connection string, instead of the configuration's.
+    pub connection_string_file: Option<PathBuf>,
 }
 
 /// The durable ledger entities on a node, with their leases and records in etcd.
@@ -80,6 +97,8 @@ pub struct ShardedCounters {
     /// How many shards (`sharding.number-of-shards`).
     pub shards: u32,
     /// A lease backend: each shard then holds the lease `<system>-shard-counter-<shard>` there.
+    /// Without one, the shards hold leases in the configured backend when `--lease-azure` names
+    /// it ([`NodeOptions::lease_azure`]) or `sharding.use-lease` asks for them.
     pub lease: Option<crate::leases::BackendChoice>,
 }
 
@@ -104,8 +123,22 @@ pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
     if let Some(port) = options.management_port {
         config.management.port = port;
     }
+    if let Some(azure) = &options.lease_azure {
+        config.lease.backend = flotilla_core::LeaseBackendKind::Azure;
+        if let Some(path) = &azure.connection_string_file {
+            config.lease.azure.connection_string =
+                crate::leases::read_secret_file("Azure connection string", path)?;
+        }
+        config
+            .lease
+            .validate()
+            .context("invalid Azure lease settings")?;
+    }
+    if options.insecure {
+        config.remote.insecure = true;
+    }
     if options.fast {
-        config.remote = flotilla_remote::testing::fast_settings();
+        config.remote = fast_remote(config.remote);
         // Fast timings; how the node finds the cluster stays as configured.
         let configured = std::mem::replace(
             &mut config.cluster,
@@ -117,6 +150,22 @@ pub fn config(options: &NodeOptions) -> anyhow::Result<FlotillaConfig> {
         config.cluster.min_nr_of_members = configured.min_nr_of_members;
     }
     Ok(config)
+}
+
+/// The remoting settings of `--fast`: the fast timings of tests and demos
+/// ([`flotilla_remote::testing::fast_settings`]) laid over the configured settings. Only the
+/// timings change: the shared secret, mutual TLS and every other setting stay as configured, so
+/// that `--fast` never turns security off (nor gives a node the secret the tests of one process
+/// share, which another node process would not know).
+pub fn fast_remote(configured: flotilla_core::RemoteSettings) -> flotilla_core::RemoteSettings {
+    let fast = flotilla_remote::testing::fast_settings();
+    flotilla_core::RemoteSettings {
+        retry_gate_closed_for: fast.retry_gate_closed_for,
+        handshake_timeout: fast.handshake_timeout,
+        threads: fast.threads,
+        watch_failure_detector: fast.watch_failure_detector,
+        ..configured
+    }
 }
 
 pub(crate) fn say(line: &str) {
@@ -163,7 +212,8 @@ pub async fn run(options: NodeOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(c) = &options.counters {
-        builder = builder.entity(counters(c, &sharding));
+        let leased = c.lease.is_some() || options.lease_azure.is_some();
+        builder = builder.entity(counters(c, &sharding, leased));
     }
     if let Some(l) = &options.ledger {
         builder = builder.entity(ledger(l, &sharding).await?);
@@ -302,10 +352,11 @@ async fn ledger(
 fn counters(
     c: &ShardedCounters,
     configured: &flotilla_core::ShardingSettings,
+    leased: bool,
 ) -> flotilla_sharding::Entity<Counter> {
     let mut settings = configured.clone();
     settings.number_of_shards = c.shards;
-    if c.lease.is_some() {
+    if leased {
         settings.use_lease = true;
     }
     flotilla_sharding::Entity::new("counter", |ctx| {
@@ -368,6 +419,16 @@ pub(crate) fn subject(e: &ClusterEvent) -> String {
             .as_ref()
             .map_or_else(|| "none".to_owned(), ToString::to_string),
     }
+}
+
+/// Gives a node process started by a test or benchmark this process's cluster secret
+/// ([`flotilla_remote::testing::secret`]) in its environment (`FLOTILLA__REMOTE__SECRET`; never
+/// on the command line), so that every node this process starts joins the others.
+pub fn with_test_secret(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env(
+        "FLOTILLA__REMOTE__SECRET",
+        flotilla_remote::testing::secret(),
+    )
 }
 
 /// A node process started by this one (tests, benchmarks): its output lines as they come, with
@@ -437,6 +498,7 @@ impl NodeProcess {
     ) -> anyhow::Result<Self> {
         let mut cmd = std::process::Command::new(binary);
         cmd.args(["node", "--system", system, "--port", "0", "--fast"]);
+        with_test_secret(&mut cmd);
         cmd.args(["--management-port", "0"]);
         cmd.args(extra);
         if let Some(seed) = seed {
@@ -574,5 +636,107 @@ impl Drop for NodeProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(config: PathBuf, fast: bool) -> NodeOptions {
+        NodeOptions {
+            system: "fast".into(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            seeds: Vec::new(),
+            config: Some(config),
+            fast,
+            counters: None,
+            management_port: None,
+            lease_azure: None,
+            ledger: None,
+            chaos_control: false,
+            insecure: false,
+        }
+    }
+
+    /// `--fast` changes timings only: the configured shared secret, mutual TLS, management
+    /// token and TLS, and every other setting stay as configured.
+    #[test]
+    fn fast_keeps_the_configured_security_settings() {
+        assert_eq!(
+            fast_remote(flotilla_core::RemoteSettings::default()),
+            flotilla_core::RemoteSettings {
+                secret: None,
+                ..flotilla_remote::testing::fast_settings()
+            },
+            "over the defaults, --fast gives the fast timings of tests (not the secret the \
+             tests of one process share)"
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [remote]
+            secret = "a-shared-secret-of-the-cluster"
+            outbound-message-queue-size = 100
+            [remote.tls]
+            certificate = "/etc/flotilla/node.crt"
+            private-key = "/etc/flotilla/node.key"
+            trusted-ca = "/etc/flotilla/ca.crt"
+            [management]
+            token = "a-management-token"
+            [management.tls]
+            certificate = "/etc/flotilla/management.crt"
+            private-key = "/etc/flotilla/management.key"
+            [cluster]
+            roles = ["backend"]
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let slow = config(&options(path.clone(), false)).unwrap_or_else(|e| panic!("{e:#}"));
+        let fast = config(&options(path, true)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            fast.remote.secret.as_deref(),
+            Some("a-shared-secret-of-the-cluster")
+        );
+        assert!(fast.remote.tls.is_some());
+        assert_eq!(fast.remote.tls, slow.remote.tls);
+        assert_eq!(fast.remote.outbound_message_queue_size, 100);
+        assert_eq!(fast.management, slow.management);
+        assert_eq!(fast.management.token.as_deref(), Some("a-management-token"));
+        assert!(fast.management.tls.is_some());
+        assert_eq!(fast.cluster.roles, ["backend"]);
+        // ... and the timings are the fast ones.
+        let quick = flotilla_remote::testing::fast_settings();
+        assert_eq!(fast.remote.handshake_timeout, quick.handshake_timeout);
+        assert_ne!(slow.remote.handshake_timeout, quick.handshake_timeout);
+        assert_eq!(
+            fast.cluster.gossip_interval,
+            flotilla_cluster::testing::fast_settings().gossip_interval
+        );
+    }
+
+    /// `--lease-azure-file` reads the connection string from the file and chooses Azure.
+    #[test]
+    fn the_azure_connection_string_comes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, secret) = (dir.path().join("node.toml"), dir.path().join("azure"));
+        std::fs::write(&path, "[lease.azure]\ncontainer = \"leases\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&secret, "AccountName=acme;AccountKey=Zm9v\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut o = options(path, false);
+        o.lease_azure = Some(AzureLease {
+            connection_string_file: Some(secret),
+        });
+        let c = config(&o).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.lease.backend, flotilla_core::LeaseBackendKind::Azure);
+        assert_eq!(
+            c.lease.azure.connection_string,
+            "AccountName=acme;AccountKey=Zm9v"
+        );
+        assert_eq!(c.lease.azure.container, "leases", "the rest as configured");
     }
 }

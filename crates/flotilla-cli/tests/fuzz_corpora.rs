@@ -1,4 +1,4 @@
-//! Replays the fuzz corpora of the gossip, configuration and management targets
+//! Replays the fuzz corpora of the gossip, configuration, management and handshake targets
 //! (`fuzz/corpus/<target>`) through the targets' own code on every test run, and keeps each
 //! corpus's seed inputs (`seed-*`) as the code below writes them (`FLOTILLA_WRITE_SEEDS=1`
 //! rewrites them). The frames corpus is replayed by flotilla-wire's own test.
@@ -47,6 +47,15 @@ fn the_gossip_corpus_replays() {
         "gossip",
         &gossip_seeds(),
         flotilla::cluster::fuzzing::gossip,
+    );
+}
+
+#[test]
+fn the_handshake_corpus_replays() {
+    replay(
+        "handshake",
+        &flotilla::proto::handshake::fuzzing::seed_inputs(),
+        flotilla::proto::handshake::fuzzing::handshake,
     );
 }
 

@@ -38,11 +38,20 @@ async fn hold_two(backend: &dyn LeaseBackend) {
 }
 
 fn flotilla(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
+    flotilla_with_env(args, None)
+}
+
+/// Runs `flotilla <args>`, with `env` (name, value) as the only Azure connection string in the
+/// environment, if given.
+fn flotilla_with_env(args: &[&str], env: Option<(&str, &str)>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    cmd.args(args)
         .env_remove("AZURE_STORAGE_CONNECTION_STRING")
-        .output()
-        .unwrap();
+        .env_remove("FLOTILLA__LEASE__AZURE__CONNECTION_STRING");
+    if let Some((name, value)) = env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -121,14 +130,47 @@ async fn lists_azure_leases() {
     .await
     .unwrap();
     hold_two(&backend).await;
-    let cs = server.connection_string();
+    // The connection string, a secret, is never an argument: it comes from a file or from the
+    // environment.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure");
+    std::fs::write(&file, server.connection_string()).unwrap();
     let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        flotilla(&["leases", "--backend", "azure", "--connection-string", &cs])
+        let file = file.display().to_string();
+        flotilla(&[
+            "leases",
+            "--backend",
+            "azure",
+            "--connection-string-file",
+            &file,
+        ])
     })
     .await
     .unwrap();
     assert!(ok, "{stderr}");
     assert_listed(&stdout);
+    for var in [
+        "FLOTILLA__LEASE__AZURE__CONNECTION_STRING",
+        "AZURE_STORAGE_CONNECTION_STRING",
+    ] {
+        let cs = server.connection_string();
+        let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            flotilla_with_env(&["leases", "--backend", "azure"], Some((var, &cs)))
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{var}: {stderr}");
+        assert_listed(&stdout);
+    }
+    // The old option that took it as an argument is gone.
+    let (ok, _, _) = flotilla(&[
+        "leases",
+        "--backend",
+        "azure",
+        "--connection-string",
+        "UseDevelopmentStorage=true",
+    ]);
+    assert!(!ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,13 +217,19 @@ fn an_unreachable_backend_is_a_clear_error_not_a_panic() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    let (ok, _, stderr) = flotilla_with_env(
+        &["leases", "--backend", "azure"],
+        Some(("AZURE_STORAGE_CONNECTION_STRING", "AccountName=x")),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("has no AccountKey"), "{stderr}");
     let (ok, _, stderr) = flotilla(&[
         "leases",
         "--backend",
         "azure",
-        "--connection-string",
-        "AccountName=x",
+        "--connection-string-file",
+        "/nonexistent/azure",
     ]);
     assert!(!ok);
-    assert!(stderr.contains("has no AccountKey"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/azure"), "{stderr}");
 }

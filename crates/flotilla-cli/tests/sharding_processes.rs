@@ -35,8 +35,8 @@ const ENTITIES: u32 = 10_000;
 
 /// Where the shards' leases live, and how to read them back.
 struct Leases {
-    /// The node's option that names the backend: `--lease-etcd <url>` or `--lease-azure <cs>`
-    /// (none when the configuration file names it).
+    /// The node's option that names the backend: `--lease-etcd <url>` or `--lease-azure-file
+    /// <file holding the connection string>` (none when the configuration file names it).
     arg: Vec<String>,
     /// Lines appended to the nodes' configuration file, after its `[lease]` keys.
     config: String,
@@ -85,11 +85,15 @@ impl Leases {
                 ..AzureSettings::default()
             }))
             .unwrap_or_else(|e| panic!("{e}"));
+        // The connection string is a secret: in a file, never an argument.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("azure-connection-string");
+        std::fs::write(&file, connection_string).unwrap_or_else(|e| panic!("{e}"));
         Self {
-            arg: vec!["--lease-azure".into(), connection_string],
+            arg: vec!["--lease-azure-file".into(), file.display().to_string()],
             config: String::new(),
             backend: Arc::new(backend),
-            _server: Box::new(azurite),
+            _server: Box::new((azurite, dir)),
         }
     }
 
@@ -139,6 +143,7 @@ fn start_with(
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
     }
+    flotilla_cli::node::with_test_secret(&mut cmd);
     NodeProcess::spawn(cmd, LIMIT).unwrap_or_else(|e| panic!("{e:#}"))
 }
 

@@ -443,7 +443,7 @@ impl Driver {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut inbound: mpsc::UnboundedReceiver<ClusterInbound>,
+        mut inbound: flotilla_remote::ClusterInboundReceiver,
         mut lease_answers: mpsc::UnboundedReceiver<bool>,
     ) {
         loop {

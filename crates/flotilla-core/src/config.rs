@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::LeaseSettings;
+use crate::{LeaseSettings, ManagementSettings};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,9 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// The keys whose values are secrets: given in the environment, they are always strings.
+const SECRET_KEYS: [&str; 4] = ["password", "secret", "token", "connection-string"];
 
 /// The root of Flotilla's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -113,8 +116,14 @@ impl FlotillaConfig {
             }
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(value));
+                .and_then(|mut t| t.remove("v"));
+            // A secret is a string even when it looks like a number or a boolean: read as one,
+            // it would be refused with its value quoted in the error.
+            let secret = SECRET_KEYS.contains(&keys[keys.len() - 1].as_str());
+            let parsed = match parsed {
+                Some(v) if !secret || v.is_str() => v,
+                _ => toml::Value::String(value),
+            };
             let mut at = &mut table;
             for key in &keys[..keys.len() - 1] {
                 let entry = at
@@ -146,79 +155,6 @@ impl FlotillaConfig {
                     reason: "must be greater than zero".into(),
                 });
             }
-        }
-        Ok(())
-    }
-}
-
-/// The management HTTP endpoint: the API behind `flotilla status`, `/metrics` for Prometheus
-/// and the dashboard.
-///
-/// ```toml
-/// [management]
-/// # Whether `flotilla node` serves it.
-/// enabled = true
-/// # The interface to listen on: loopback by default, so nothing outside the machine can reach
-/// # it unless asked for.
-/// hostname = "127.0.0.1"
-/// # The port (0 picks a free one; the node prints the one it got).
-/// port = 8558
-/// # A bearer token the mutating endpoints (leave, down) require; none by default, which leaves
-/// # them open to whoever reaches the endpoint. Environment: FLOTILLA__MANAGEMENT__TOKEN.
-/// # token = "…"
-/// # Serve HTTPS with this certificate chain and key (PEM).
-/// # tls = { certificate = "mgmt.pem", private-key = "mgmt.key" }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ManagementSettings {
-    /// Whether `flotilla node` serves the endpoint (default true).
-    pub enabled: bool,
-    /// The interface to listen on (default 127.0.0.1).
-    pub hostname: String,
-    /// The port (default 8558; 0 picks a free one).
-    pub port: u16,
-    /// The bearer token mutating endpoints require (default none).
-    pub token: Option<String>,
-    /// HTTPS instead of HTTP (default none).
-    pub tls: Option<ManagementTls>,
-}
-
-/// The certificate and key of an HTTPS management endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ManagementTls {
-    /// The certificate chain, PEM.
-    pub certificate: std::path::PathBuf,
-    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: std::path::PathBuf,
-}
-
-impl Default for ManagementSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            hostname: "127.0.0.1".into(),
-            port: 8558,
-            token: None,
-            tls: None,
-        }
-    }
-}
-
-impl ManagementSettings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.hostname.trim().is_empty() {
-            return Err(ConfigError::Value {
-                key: "management.hostname".into(),
-                reason: "must not be empty".into(),
-            });
-        }
-        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            return Err(ConfigError::Value {
-                key: "management.token".into(),
-                reason: "must not be empty when set (leave it out for no token)".into(),
-            });
         }
         Ok(())
     }
@@ -438,15 +374,6 @@ mod tests {
                 .unwrap_err();
         assert!(e.to_string().contains("no-such"), "{e}");
         assert!(FlotillaConfig::from_toml_and_env("", vars(&[("FLOTILLA____X", "1")])).is_err());
-    }
-
-    #[test]
-    fn the_management_endpoint_defaults_to_loopback() {
-        let m = FlotillaConfig::default().management;
-        assert!(m.enabled);
-        assert_eq!((m.hostname.as_str(), m.port), ("127.0.0.1", 8558));
-        assert!(m.token.is_none() && m.tls.is_none());
-        assert!(FlotillaConfig::from_toml_str("[management]\ntoken = \"\"").is_err());
     }
 
     #[test]
@@ -708,12 +635,28 @@ pub struct RemoteSettings {
     pub maximum_frame_size: usize,
     /// The failure detector of remote deathwatch.
     pub watch_failure_detector: FailureDetectorSettings,
-    /// A secret shared by every node of the cluster; a peer that cannot prove it knows the same
-    /// secret cannot associate (default: none). It keeps clusters apart; it does not encrypt —
-    /// use mutual TLS for that. Never logged.
+    /// A secret shared by every node of the cluster, given inline (default: none); prefer
+    /// `secret-file`. Every connection's two sides prove to each other that they know it, over
+    /// fresh nonces; a peer that cannot is refused before either side names itself. It does
+    /// not encrypt — use mutual TLS for that (or as well). At least 16 bytes. Never logged.
     pub secret: Option<String>,
-    /// Mutual TLS for every connection (default: off).
+    /// A file holding the cluster secret (default: none): one per line, the first is proved and
+    /// every one is accepted (two during a rotation); blank lines and `#` comments are skipped.
+    /// Re-read when it changes. `flotilla certs` writes one.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Mutual TLS for every connection (default: off). A peer's certificate must chain to the
+    /// trusted CA and be valid for the host the peer claims as its address.
     pub tls: Option<TlsSettings>,
+    /// Allow remoting without any credentials (no secret and no TLS): anyone who can reach the
+    /// port can then join, quarantine or down nodes. For a trusted network or a test only
+    /// (default false: a node without credentials refuses to start).
+    pub insecure: bool,
+    /// Inbound connections open at once, authenticated or not (default 1024); more are closed
+    /// as they arrive.
+    pub max_inbound_connections: usize,
+    /// Inbound connections still in their handshake at once (default 64); a new one beyond
+    /// that closes the oldest, so idle connections cannot keep peers out.
+    pub max_handshakes_in_progress: usize,
     /// Worker threads of remoting's own runtime, apart from the actors' (default 2): connections,
     /// heartbeats and failure detection run there, so busy actors cannot delay them.
     pub threads: usize,
@@ -773,7 +716,14 @@ impl fmt::Debug for RemoteSettings {
             .field("maximum_frame_size", &self.maximum_frame_size)
             .field("watch_failure_detector", &self.watch_failure_detector)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
             .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
+            .field("max_inbound_connections", &self.max_inbound_connections)
+            .field(
+                "max_handshakes_in_progress",
+                &self.max_handshakes_in_progress,
+            )
             .field("threads", &self.threads)
             .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
             .finish()
@@ -796,6 +746,10 @@ impl Default for RemoteSettings {
             tls: None,
             threads: 2,
             shutdown_flush_timeout: Duration::from_secs(1),
+            secret_file: None,
+            insecure: false,
+            max_inbound_connections: 1024,
+            max_handshakes_in_progress: 64,
         }
     }
 }
@@ -829,8 +783,23 @@ impl RemoteSettings {
         if self.system_message_buffer_size == 0 {
             return bad("system-message-buffer-size", "must be at least 1");
         }
-        if self.secret.as_ref().is_some_and(String::is_empty) {
-            return bad("secret", "must not be empty (leave it out for no secret)");
+        if self.secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad(
+                "secret",
+                "must be at least 16 bytes long (`flotilla certs` writes a random one)",
+            );
+        }
+        if self.secret.is_some() && self.secret_file.is_some() {
+            return bad(
+                "secret-file",
+                "give the secret inline or in a file, not both",
+            );
+        }
+        if self.max_inbound_connections == 0 {
+            return bad("max-inbound-connections", "must be at least 1");
+        }
+        if self.max_handshakes_in_progress == 0 {
+            return bad("max-handshakes-in-progress", "must be at least 1");
         }
         if self.maximum_frame_size < 1024 {
             return bad("maximum-frame-size", "must be at least 1024 bytes");
@@ -860,10 +829,18 @@ mod remote_tests {
             c.remote.quarantine_after_silence,
             Duration::from_secs(172_800)
         );
-        let secret = FlotillaConfig::from_toml_str("[remote]\nsecret = \"hunter2\"\n").unwrap();
+        let secret =
+            FlotillaConfig::from_toml_str("[remote]\nsecret = \"hunter2-hunter2-hunter2\"\n")
+                .unwrap();
         assert!(
             !format!("{:?}", secret.remote).contains("hunter2"),
             "never printed"
+        );
+        let err = FlotillaConfig::from_toml_str("[remote]\nsecret = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("at least 16 bytes"), "{err}");
+        assert!(
+            !err.to_string().contains("short\""),
+            "the secret is not quoted: {err}"
         );
         let err = FlotillaConfig::from_toml_str("[remote]\nmaximum-frame-size = 10\n").unwrap_err();
         assert!(

@@ -287,10 +287,28 @@ pub struct EtcdTls {
     pub server_name: Option<String>,
 }
 
+/// Whether an endpoint URL carries credentials (`https://user:password@host:2379`).
+fn has_userinfo(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
+/// An endpoint as it may be shown: without what precedes `@` in its authority.
+fn shown_endpoint(endpoint: &str) -> String {
+    if !has_userinfo(endpoint) {
+        return endpoint.to_owned();
+    }
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://<redacted>@{host}")
+}
+
 impl std::fmt::Debug for EtcdSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoints: Vec<String> = self.endpoints.iter().map(|e| shown_endpoint(e)).collect();
         f.debug_struct("EtcdSettings")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &endpoints)
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -330,6 +348,13 @@ impl EtcdSettings {
             return Err("no endpoints given".into());
         }
         for e in &self.endpoints {
+            if has_userinfo(e) {
+                // Not repeated: what precedes '@' is a user name and password.
+                return Err(format!(
+                    "endpoint {:?} carries credentials: give them as user and password",
+                    shown_endpoint(e)
+                ));
+            }
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 return Err(format!(
                     "endpoint {e:?} must be a URL such as http://127.0.0.1:2379"
@@ -517,11 +542,99 @@ mod etcd_tests {
             "{shown}"
         );
     }
+
+    #[test]
+    fn credentials_in_an_endpoint_are_refused_and_never_shown() {
+        let s = EtcdSettings::new(["https://root:Hunter2Pw@etcd-0:2379/x?y=1"]);
+        let err = s.check().unwrap_err();
+        assert!(
+            err.contains("carries credentials") && !err.contains("Hunter2Pw"),
+            "{err}"
+        );
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("etcd-0:2379")
+                && !shown.contains("Hunter2Pw")
+                && !shown.contains("root"),
+            "{shown}"
+        );
+        // An '@' after the authority is not a credential.
+        assert!(EtcdSettings::new(["http://etcd:2379/a@b"]).check().is_ok());
+    }
+}
+
+#[cfg(test)]
+mod azure_tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_connection_string() {
+        for connection_string in [
+            "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=S3cretKeyBase64==",
+            "BlobEndpoint=https://acme.blob.core.windows.net;SharedAccessSignature=sv=2023-11-03&sig=S3cretSig%3D",
+        ] {
+            let s = AzureSettings {
+                connection_string: connection_string.into(),
+                ..AzureSettings::default()
+            };
+            let shown = format!("{s:?} {s:#?}");
+            assert!(
+                shown.contains("flotilla-leases") && !shown.contains("S3cret"),
+                "{shown}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod kubernetes_tests {
+    use super::*;
+
+    /// The Kubernetes settings hold no credential: the client's (a service account token, a
+    /// kubeconfig) are read by the client and never part of them.
+    #[test]
+    fn the_settings_hold_no_credential() {
+        let s: KubernetesSettings =
+            toml::from_str("namespace = \"orders\"").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            toml::from_str::<KubernetesSettings>("token = \"x\"").is_err(),
+            "no token key"
+        );
+        assert!(format!("{s:?}").contains("orders"));
+    }
 }
 
 #[cfg(test)]
 mod backend_tests {
     use super::*;
+
+    /// Secrets come from the environment as they are: a numeric password stays a string (read
+    /// as a number it would be refused, with its value quoted in the error), and an Azure
+    /// connection string needs no quoting.
+    #[test]
+    fn secrets_from_the_environment_are_strings() {
+        let vars = [
+            ("FLOTILLA__LEASE__BACKEND", "azure"),
+            ("FLOTILLA__LEASE__ETCD__USER", "\"root\""),
+            ("FLOTILLA__LEASE__ETCD__PASSWORD", "20250101"),
+            (
+                "FLOTILLA__LEASE__AZURE__CONNECTION_STRING",
+                "AccountName=acme;AccountKey=S3cret==;EndpointSuffix=core.windows.net",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config = FlotillaConfig::from_toml_and_env("", vars).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.lease.etcd.user.as_deref(),
+            Some("root"),
+            "TOML strings still work"
+        );
+        assert_eq!(config.lease.etcd.password.as_deref(), Some("20250101"));
+        assert_eq!(
+            config.lease.azure.connection_string,
+            "AccountName=acme;AccountKey=S3cret==;EndpointSuffix=core.windows.net"
+        );
+    }
 
     #[test]
     fn the_backend_and_its_settings_come_from_the_lease_section() {

@@ -7,7 +7,8 @@
 //! - [`machine`]: the [`StateMachine`] trait that every sans-IO protocol in `flotilla-proto`
 //!   implements.
 //! - [`config`]: TOML configuration with documented defaults and validated constructors;
-//!   [`cluster_config`] holds the `[cluster]` section, [`lease_config`] the `[lease]` section.
+//!   [`cluster_config`] holds the `[cluster]` section, [`lease_config`] the `[lease]` section,
+//!   [`management_config`] the `[management]` section.
 //! - [`fuzzing`]: the body of the `config` fuzz target.
 //!
 //! # What this crate is not
@@ -17,9 +18,11 @@
 pub mod address;
 pub mod cluster_config;
 pub mod config;
+mod error_text;
 pub mod fuzzing;
 pub mod lease_config;
 pub mod machine;
+pub mod management_config;
 pub mod path;
 pub mod sharding_config;
 
@@ -31,13 +34,14 @@ pub use cluster_config::{
 };
 pub use config::{
     ActorSettings, ConfigError, CoordinatedShutdownSettings, DeadLetterSettings,
-    FailureDetectorSettings, FlotillaConfig, ManagementSettings, ManagementTls, Phase,
-    PhaseSettings, RemoteSettings, TlsSettings,
+    FailureDetectorSettings, FlotillaConfig, Phase, PhaseSettings, RemoteSettings, TlsSettings,
 };
+pub use error_text::error_chain;
 pub use lease_config::{
     AzureSettings, EtcdSettings, EtcdTls, KubernetesSettings, LeaseBackendKind, LeaseSettings,
 };
 pub use machine::StateMachine;
+pub use management_config::{ManagementSettings, ManagementTls};
 pub use path::{ActorPath, InvalidActorName};
 pub use sharding_config::ShardingSettings;
 

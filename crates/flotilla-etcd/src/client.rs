@@ -66,22 +66,6 @@ impl EtcdError {
     }
 }
 
-/// The full text of an error and its causes (a transport error's own text is only "transport
-/// error").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// An etcd client. Cheap to clone: clones share one channel and one token.
 #[derive(Clone)]
 pub struct Client {
@@ -141,7 +125,7 @@ async fn probe(endpoints: &[Endpoint], settings: &EtcdSettings) -> Result<(), Et
     for (endpoint, url) in endpoints.iter().zip(&settings.endpoints) {
         match tokio::time::timeout(settings.connect_timeout, endpoint.connect()).await {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => reasons.push(format!("{url}: {}", chain(&e))),
+            Ok(Err(e)) => reasons.push(format!("{url}: {}", flotilla_core::error_chain(&e))),
             Err(_) => reasons.push(format!(
                 "{url}: no connection within {:?}",
                 settings.connect_timeout
@@ -172,9 +156,12 @@ impl Client {
             if let Some(tls) = &tls
                 && url.starts_with("https://")
             {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| EtcdError::Config(format!("TLS for {url:?}: {}", chain(&e))))?;
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                    EtcdError::Config(format!(
+                        "TLS for {url:?}: {}",
+                        flotilla_core::error_chain(&e)
+                    ))
+                })?;
             }
             endpoints.push(endpoint);
         }
@@ -206,7 +193,7 @@ impl Client {
             // tonic's request timeout as Cancelled.
             Code::Unavailable | Code::Unknown => EtcdError::Unreachable {
                 endpoints: self.inner.endpoints.clone(),
-                reason: chain(&status),
+                reason: flotilla_core::error_chain(&status),
             },
             Code::Cancelled | Code::DeadlineExceeded => EtcdError::Timeout {
                 endpoints: self.inner.endpoints.clone(),

@@ -174,13 +174,16 @@ impl EtcdServer {
                 .arg(format!(
                     "--key-file={}",
                     dir.join("server-key.pem").display()
-                ))
-                .arg(format!(
-                    "--trusted-ca-file={}",
-                    dir.join("ca.pem").display()
                 ));
+            // etcd asks every client for a certificate as soon as it has a trusted authority
+            // for them, with or without --client-cert-auth: both, or neither.
             if self.options.client_cert_auth {
-                command.arg("--client-cert-auth");
+                command
+                    .arg(format!(
+                        "--trusted-ca-file={}",
+                        dir.join("ca.pem").display()
+                    ))
+                    .arg("--client-cert-auth");
             }
         }
         let child = command

@@ -16,17 +16,18 @@ pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 pub const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// Why credentials were refused.
+/// Why credentials were refused. The texts never quote the connection string or the key: a
+/// malformed part is named by its position, a bad key by what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialsError {
-    /// A connection string part is not `key=value`.
-    #[error("malformed connection string part {0:?}: expected Key=Value")]
-    Malformed(String),
+    /// A connection string part (counted from 1, parts separated by `;`) is not `Key=Value`.
+    #[error("malformed connection string part {0}: expected Key=Value")]
+    Malformed(usize),
     /// Something needed is missing.
     #[error("the connection string has no {0}")]
     Missing(&'static str),
-    /// The account key is not base64.
+    /// The account key is not base64; what is wrong with it (never its text).
     #[error("the account key is not valid base64: {0}")]
     Key(String),
 }
@@ -62,7 +63,7 @@ impl Credentials {
     pub fn shared_key(account: &str, key_base64: &str) -> Result<Self, CredentialsError> {
         let key = BASE64
             .decode(key_base64.trim())
-            .map_err(|e| CredentialsError::Key(e.to_string()))?;
+            .map_err(|e| CredentialsError::Key(key_problem(&e)))?;
         if account.is_empty() {
             return Err(CredentialsError::Missing("AccountName"));
         }
@@ -70,6 +71,21 @@ impl Credentials {
             account: account.to_owned(),
             key,
         })
+    }
+}
+
+/// What is wrong with a base64 key, without the offending character (base64's own message
+/// quotes it, and it is part of the key).
+fn key_problem(e: &base64::DecodeError) -> String {
+    match e {
+        base64::DecodeError::InvalidByte(offset, _) => {
+            format!("a character that is not base64 at position {offset}")
+        }
+        base64::DecodeError::InvalidLastSymbol(offset, _) => {
+            format!("an invalid last character at position {offset}")
+        }
+        base64::DecodeError::InvalidLength(_) => "its length is not that of base64".into(),
+        base64::DecodeError::InvalidPadding => "invalid padding".into(),
     }
 }
 
@@ -89,10 +105,11 @@ impl ConnectionString {
     /// `SharedAccessSignature`.
     pub fn parse(s: &str) -> Result<Self, CredentialsError> {
         let mut parts = std::collections::BTreeMap::new();
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let parts_given = s.split(';').map(str::trim).filter(|p| !p.is_empty());
+        for (i, part) in parts_given.enumerate() {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| CredentialsError::Malformed(part.to_owned()))?;
+                .ok_or(CredentialsError::Malformed(i + 1))?;
             parts.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
         let get = |k: &str| parts.get(k).map(String::as_str);
@@ -249,6 +266,34 @@ mod tests {
             ConnectionString::parse("garbage"),
             Err(CredentialsError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn refused_connection_strings_are_not_quoted() {
+        let err = ConnectionString::parse("AccountName=acme;Secretive9Key;AccountKey=x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("part 2") && !err.contains("Secretive9Key"),
+            "{err}"
+        );
+        for key in ["Zm9v!YmFy", "Zm9vYm=Fy", "Zm9vY"] {
+            let err = ConnectionString::parse(&format!("AccountName=acme;AccountKey={key}"))
+                .err()
+                .map(|e| format!("{e} {e:?}"))
+                .unwrap_or_default();
+            assert!(err.contains("not valid base64"), "{err}");
+            assert!(!err.contains(key) && !err.contains('!'), "{err}");
+        }
+        let sas = ConnectionString::parse(
+            "BlobEndpoint=https://acme.blob.core.windows.net;SharedAccessSignature=sv=1&sig=Hush1",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{sas:?}").contains("Hush1"));
+        let key = ConnectionString::parse(&format!("AccountName=acme;AccountKey={DEV_KEY}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{key:?}").contains("Eby8"));
     }
 
     #[test]

@@ -47,6 +47,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+mod redact;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -60,7 +61,8 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub use flotilla_core::AzureSettings;
 
-/// Why the Azure backend could not be set up.
+/// Why the Azure backend could not be set up. No variant carries the connection string, an
+/// account key or a SAS token: endpoints are shown without query strings or user names.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AzureError {
@@ -184,13 +186,21 @@ impl AzureBackend {
                 "request-timeout must be positive".into(),
             ));
         }
-        let endpoint = Url::parse(&format!("{}/", cs.blob_endpoint)).map_err(|e| {
-            AzureError::Config(format!("blob endpoint {:?}: {e}", cs.blob_endpoint))
-        })?;
+        // The endpoint's own text is not repeated in these errors: a SAS URL pasted as the
+        // endpoint would carry its signature into them.
+        let endpoint = Url::parse(&format!("{}/", cs.blob_endpoint))
+            .map_err(|e| AzureError::Config(format!("the blob endpoint is not a URL: {e}")))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(AzureError::Config(format!(
-                "blob endpoint {:?} must be an http or https URL",
-                cs.blob_endpoint
+                "the blob endpoint {} must be an http or https URL",
+                redact::url(&endpoint)
+            )));
+        }
+        if endpoint.query().is_some() || !endpoint.username().is_empty() {
+            return Err(AzureError::Config(format!(
+                "the blob endpoint {} must carry no query string or user name: give a SAS token \
+                 as SharedAccessSignature",
+                redact::url(&endpoint)
             )));
         }
         // The process-wide TLS provider, if none was chosen yet.
@@ -199,7 +209,9 @@ impl AzureBackend {
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout)
             .build()
-            .map_err(|e| AzureError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| {
+                AzureError::Config(format!("HTTP client: {}", redact::reqwest_error(e)))
+            })?;
         let backend = Self {
             http,
             endpoint,
@@ -294,11 +306,24 @@ impl AzureBackend {
         request
             .send()
             .await
-            .map_err(|e| Failure(format!("Azure request failed: {e}")))
+            .map_err(|e| self.failed("Azure request failed", e))
+    }
+
+    /// A failed exchange in words: the request's URL (which carries a SAS token) left out, and
+    /// the SAS token scrubbed from the causes' texts too.
+    fn failed(&self, what: &str, e: reqwest::Error) -> Failure {
+        let sas = match &self.credentials {
+            Credentials::Sas(sas) => sas.as_str(),
+            Credentials::SharedKey { .. } => "",
+        };
+        Failure(redact::scrub(
+            &format!("{what}: {}", redact::reqwest_error(e)),
+            &[sas],
+        ))
     }
 
     async fn create_container(&self) -> Result<(), AzureError> {
-        let endpoint = self.endpoint.to_string();
+        let endpoint = redact::url(&self.endpoint);
         let response = self
             .send(Method::PUT, None, &[("restype", "container")], &[], None)
             .await
@@ -357,7 +382,7 @@ impl AzureBackend {
         let body = response
             .bytes()
             .await
-            .map_err(|e| Failure(format!("Azure read body: {e}")))?;
+            .map_err(|e| self.failed("Azure read body", e))?;
         let record: Record = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
@@ -538,7 +563,7 @@ impl AzureBackend {
             let xml = response
                 .text()
                 .await
-                .map_err(|e| Failure(format!("Azure list body: {e}")))?;
+                .map_err(|e| self.failed("Azure list body", e))?;
             names.extend(xml_values(&xml, "Name"));
             marker = xml_values(&xml, "NextMarker").pop().unwrap_or_default();
             if marker.is_empty() {

@@ -102,11 +102,57 @@ impl AzuriteServer {
         )
     }
 
+    /// A connection string with an account SAS token of the development account (blob
+    /// service; service, container and object; read, write, delete, list, add, create and
+    /// update; valid until 2099), signed with its well-known key, as the Azure portal would
+    /// make one.
+    pub fn sas_connection_string(&self) -> String {
+        format!(
+            "BlobEndpoint={};SharedAccessSignature={}",
+            self.blob_endpoint(),
+            account_sas(DEV_ACCOUNT, DEV_KEY)
+        )
+    }
+
     fn signal(&self, signal: Signal) {
         if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
             let _ = kill(Pid::from_raw(pid), signal);
         }
     }
+}
+
+/// An account SAS token (the query string, without `?`) signed with `key_base64`, as "Create an
+/// account SAS" of the Azure Storage REST API describes it for service versions from 2020-12-06.
+fn account_sas(account: &str, key_base64: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use hmac::{Hmac, Mac};
+    let (permissions, services, resource_types) = ("rwdlacu", "b", "sco");
+    let expiry = "2099-01-01T00:00:00Z";
+    // Account, permissions, services, resource types, start, expiry, IP range, protocol,
+    // version, encryption scope, and a final newline.
+    let to_sign = format!(
+        "{account}\n{permissions}\n{services}\n{resource_types}\n\n{expiry}\n\n\n{}\n\n",
+        crate::API_VERSION
+    );
+    let key = BASE64.decode(key_base64).unwrap_or_default();
+    #[allow(clippy::expect_used)] // reason: HMAC accepts keys of any length; this cannot fail
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(to_sign.as_bytes());
+    let signature = BASE64.encode(mac.finalize().into_bytes());
+    let encode = |s: &str| {
+        s.replace('%', "%25")
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+            .replace(':', "%3A")
+    };
+    format!(
+        "sv={}&ss={services}&srt={resource_types}&sp={permissions}&se={}&sig={}",
+        crate::API_VERSION,
+        encode(expiry),
+        encode(&signature)
+    )
 }
 
 /// SIGSTOP and SIGCONT.

@@ -187,3 +187,104 @@ async fn tokens_listing_and_foreign_blobs() {
         BackendReply::Denied { .. }
     ));
 }
+
+/// No error — of connect, or of a lease operation that failed afterwards — carries the SAS token
+/// or the account key, neither in its text nor in its `Debug`: a request URL carries the SAS
+/// token in its query, and an HTTP error names its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_error_carries_the_sas_token_or_the_account_key() {
+    let server = AzuriteServer::start().await.unwrap();
+    let sas = server.sas_connection_string();
+    let signature = sas.rsplit_once("sig=").unwrap().1.to_owned();
+    let wrong_key = DEV_KEY.replace('E', "F");
+    let clean = |what: &str, text: &str| {
+        for secret in [
+            signature.as_str(),
+            "sig=",
+            DEV_KEY,
+            &wrong_key,
+            "AccountKey=",
+        ] {
+            assert!(!text.contains(secret), "{what} shows {secret:?}: {text}");
+        }
+    };
+    let connect = |connection_string: String| {
+        AzureBackend::connect(AzureSettings {
+            connection_string,
+            request_timeout: Duration::from_millis(500),
+            ..AzureSettings::default()
+        })
+    };
+
+    // A SAS token works: the backend creates its container and takes a lease with it.
+    let backend = connect(sas.clone()).await.unwrap();
+    let owner = OwnerId::new("node-a").unwrap();
+    let reply = backend.acquire(&name("sas"), &owner, TTL).await;
+    assert!(matches!(reply, BackendReply::Granted { .. }), "{reply:?}");
+
+    // Nothing listens: unreachable, with the SAS token in the request URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = sas.replace(
+        &server.blob_endpoint(),
+        &format!("http://127.0.0.1:{port}/x"),
+    );
+    let err = connect(closed).await.unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    clean("unreachable", &format!("{err} {err:?}"));
+
+    // A forged signature, and a wrong account key: refused.
+    let forged = sas.replace(&signature, "Rm9yZ2VkU2lnbmF0dXJl");
+    let err = connect(forged).await.unwrap_err();
+    assert!(matches!(err, AzureError::Unauthorized { .. }), "{err}");
+    clean("forged SAS", &format!("{err} {err:?}"));
+    assert!(!err.to_string().contains("Rm9yZ2Vk"), "{err}");
+    let err = connect(format!(
+        "AccountName={DEV_ACCOUNT};AccountKey={wrong_key};BlobEndpoint={}",
+        server.blob_endpoint()
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AzureError::Unauthorized { .. }), "{err}");
+    clean("wrong key", &format!("{err} {err:?}"));
+
+    // A SAS URL given as the blob endpoint is refused without being repeated.
+    let token = sas.rsplit_once("SharedAccessSignature=").unwrap().1;
+    let err = connect(format!(
+        "AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={}?{token}",
+        server.blob_endpoint()
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AzureError::Config(_)), "{err}");
+    clean("SAS in the endpoint", &format!("{err} {err:?}"));
+
+    // The service goes away: every operation's answer says why, without the token.
+    drop(server);
+    let token = match backend.acquire(&name("sas-2"), &owner, TTL).await {
+        BackendReply::Unknown { reason } => {
+            clean("acquire", &reason);
+            assert!(reason.contains("Azure request failed"), "{reason}");
+            None
+        }
+        other => Some(other),
+    };
+    assert_eq!(token, None, "acquire without a service");
+    for reply in [
+        backend
+            .renew(&name("sas"), &owner, TTL, flotilla_lease::FencingToken(1))
+            .await,
+        backend.release(&name("sas"), &owner, None).await,
+    ] {
+        assert!(matches!(reply, BackendReply::Unknown { .. }), "{reply:?}");
+        clean("renew or release", &format!("{reply:?}"));
+    }
+    let err = backend.describe(&name("sas")).await.unwrap_err();
+    clean("describe", &err);
+    let err = backend.list().await.unwrap_err();
+    clean("list", &err);
+}

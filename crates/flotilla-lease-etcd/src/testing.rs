@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-pub use flotilla_etcd::testing::ServerError;
+pub use flotilla_etcd::testing::{ServerError, ServerOptions};
 
 /// A running etcd server ([`flotilla_etcd::testing::EtcdServer`]; everything it offers is
 /// reached through `Deref`), which the conformance suite can pause.
@@ -14,6 +14,14 @@ impl EtcdServer {
     /// Starts a server and waits until it answers. Needs `etcd` on the PATH (or in `$ETCD_BIN`).
     pub async fn start() -> Result<Self, ServerError> {
         flotilla_etcd::testing::EtcdServer::start().await.map(Self)
+    }
+
+    /// Starts a server run as `options` say (TLS, client certificates, more arguments) and
+    /// waits until it answers.
+    pub async fn start_with(options: ServerOptions) -> Result<Self, ServerError> {
+        flotilla_etcd::testing::EtcdServer::start_with(options)
+            .await
+            .map(Self)
     }
 }
 

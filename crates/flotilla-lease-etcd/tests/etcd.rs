@@ -13,7 +13,7 @@ use flotilla_lease::testing::{Faulty, ServerTarget, Target};
 use flotilla_lease::{
     AcquireOutcome, LeaseBackend, LeaseClient, LeaseName, OwnerId, ReleaseOutcome,
 };
-use flotilla_lease_etcd::testing::{EtcdServer, take_over};
+use flotilla_lease_etcd::testing::{EtcdServer, ServerOptions, take_over};
 use flotilla_lease_etcd::{EtcdBackend, EtcdError, EtcdSettings};
 
 const TTL: Duration = Duration::from_secs(4);
@@ -217,5 +217,114 @@ async fn listing_and_foreign_keys() {
     assert_eq!(
         backend.release(&name("manual"), &a, None).await,
         BackendReply::Released { was_held: false }
+    );
+}
+
+/// A password only these tests use, to look for in every error text.
+const PASSWORD: &str = "Pw-only-in-etcd-tests-7f3a";
+
+/// A server with authentication on (user `root`, [`PASSWORD`]) run as `options` say, and client
+/// settings with its TLS files, if any, and the password.
+async fn secured(options: ServerOptions) -> (EtcdServer, EtcdSettings) {
+    let server = EtcdServer::start_with(options).await.unwrap();
+    server.enable_auth("root", PASSWORD).await.unwrap();
+    let settings = EtcdSettings {
+        user: Some("root".into()),
+        password: Some(PASSWORD.into()),
+        request_timeout: Duration::from_secs(1),
+        ..server.client_settings()
+    };
+    (server, settings)
+}
+
+/// The conformance suite over TLS, with a client certificate (etcd's `--client-cert-auth`) and
+/// password authentication: what a production etcd asks of its clients.
+mod over_tls_with_a_client_certificate_and_a_password {
+    use super::*;
+
+    async fn start() -> Etcd {
+        let (server, settings) = secured(ServerOptions {
+            tls: true,
+            client_cert_auth: true,
+            ..ServerOptions::default()
+        })
+        .await;
+        assert!(settings.endpoints[0].starts_with("https://"));
+        let backend = EtcdBackend::connect(settings).await.unwrap();
+        ServerTarget {
+            server,
+            backend: Arc::new(Faulty::new(backend)),
+            settings: lease_settings(),
+            take_over,
+        }
+    }
+
+    flotilla_lease::conformance_tests!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        start().await
+    );
+}
+
+/// Over TLS with a server certificate only, and a password: leases work; a client that does not
+/// trust the authority, or gives a wrong password, is refused at connect — and no error shows
+/// a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_server_certificate_and_a_password() {
+    let (_server, settings) = secured(ServerOptions {
+        tls: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut no_client_certificate = settings.clone();
+    if let Some(tls) = no_client_certificate.tls.as_mut() {
+        tls.cert_file = None;
+        tls.key_file = None;
+    }
+    let backend = EtcdBackend::connect(no_client_certificate.clone())
+        .await
+        .unwrap();
+    assert!(!format!("{backend:?}").contains(PASSWORD));
+    let a = owner("node-a");
+    let BackendReply::Granted { token } = backend.acquire(&name("tls-1"), &a, TTL).await else {
+        panic!("acquire over TLS")
+    };
+    assert_eq!(
+        backend.renew(&name("tls-1"), &a, TTL, token).await,
+        BackendReply::Renewed
+    );
+    assert_eq!(
+        backend.release(&name("tls-1"), &a, Some(token)).await,
+        BackendReply::Released { was_held: true }
+    );
+
+    let wrong = "Wrong-pw-only-in-etcd-tests-91c2";
+    let err = EtcdBackend::connect(EtcdSettings {
+        password: Some(wrong.into()),
+        ..no_client_certificate.clone()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EtcdError::Refused { .. }), "{err}");
+    assert!(!err.is_unreachable(), "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        shown.contains("authentication failed")
+            && !shown.contains(wrong)
+            && !shown.contains(PASSWORD),
+        "{shown}"
+    );
+    // Without the authority, the server's certificate is not trusted: unreachable, with the
+    // password still nowhere.
+    let err = EtcdBackend::connect(EtcdSettings {
+        tls: None,
+        connect_timeout: Duration::from_secs(1),
+        ..no_client_certificate
+    })
+    .await
+    .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        shown.contains("certificate") && !shown.contains(PASSWORD),
+        "{shown}"
     );
 }

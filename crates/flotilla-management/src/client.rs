@@ -46,12 +46,21 @@ pub enum ClientError {
     Setup(String),
 }
 
-/// A client of one node's management endpoint.
-#[derive(Debug, Clone)]
+/// A client of one node's management endpoint. `Debug` never prints the token.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -214,6 +223,22 @@ pub fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let client = Client::new(
+            "127.0.0.1:8558",
+            Some("hunter2-client".into()),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for printed in [format!("{client:?}"), format!("{client:#?}")] {
+            assert!(!printed.contains("hunter2-client"), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+            assert!(printed.contains("http://127.0.0.1:8558"), "{printed}");
+        }
+    }
 
     #[test]
     fn addresses_are_percent_encoded_whole() {

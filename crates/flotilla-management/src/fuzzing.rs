@@ -36,7 +36,17 @@ impl Harness {
         // As Management::start does: /metrics needs the recorder.
         crate::install_recorder();
         let (system, router) = runtime.block_on(async {
+            // A node alone on 127.0.0.1 that no peer ever reaches: explicitly without
+            // remoting credentials.
+            let config = flotilla_core::FlotillaConfig {
+                remote: flotilla_core::RemoteSettings {
+                    insecure: true,
+                    ..flotilla_core::RemoteSettings::default()
+                },
+                ..flotilla_core::FlotillaConfig::default()
+            };
             let system = flotilla_actor::ActorSystem::builder("fuzz")
+                .config(config)
                 .remote("127.0.0.1", 0)
                 .build()
                 .unwrap_or_else(|e| panic!("no actor system: {e}"));
@@ -48,6 +58,7 @@ impl Harness {
                 regions: Vec::new(),
                 leases: Some(Arc::new(flotilla_lease::MemoryBackend::new())),
                 token: Some(TOKEN.into()),
+                hosts: crate::guard::HostPolicy::new("127.0.0.1", &[]),
                 events: EventLog::new(100),
             });
             (system, server::router(view))

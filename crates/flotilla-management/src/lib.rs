@@ -15,9 +15,21 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //!
 //! The address in `PUT /cluster/members/{address}` is percent-encoded
-//! (`flotilla%3A%2F%2Fsys%40127.0.0.1%3A2552`); `sys@host:port` is accepted too. With a
-//! [token](flotilla_core::ManagementSettings::token) configured, mutating requests need
-//! `Authorization: Bearer <token>`.
+//! (`flotilla%3A%2F%2Fsys%40127.0.0.1%3A2552`); `sys@host:port` is accepted too.
+//!
+//! # Who may ask
+//! - With a [token](flotilla_core::ManagementSettings::token) configured, every request but
+//!   `GET` and `HEAD` needs `Authorization: Bearer <token>`. An endpoint on anything but a
+//!   loopback address refuses to start without a token ([`ManagementError::Unprotected`])
+//!   unless [`insecure`](flotilla_core::ManagementSettings::insecure) is set; on loopback
+//!   without one, the mutating endpoints are open to local processes and the start says so.
+//! - A request whose `Host` names neither an IP address, `localhost`, the bound hostname nor
+//!   one of [`allowed_hosts`](flotilla_core::ManagementSettings::allowed_hosts) is answered
+//!   421: DNS rebinding cannot turn a browser into a client (see `guard.rs`).
+//! - At most [`max_connections`](flotilla_core::ManagementSettings::max_connections) are
+//!   served at once, and each must send its request head within
+//!   [`header_read_timeout`](flotilla_core::ManagementSettings::header_read_timeout) (see
+//!   `listen.rs`).
 //!
 //! `/metrics` exposes what the `metrics` facade records once Flotilla's Prometheus recorder is
 //! installed: call [`install_recorder`] before building the actor system (starting the
@@ -37,11 +49,13 @@ pub mod api;
 pub mod client;
 mod events;
 pub mod fuzzing;
+mod guard;
+mod listen;
 mod prometheus;
 mod server;
 mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use flotilla_actor::ActorSystem;
@@ -73,6 +87,69 @@ pub enum ManagementError {
     /// The TLS certificate or key could not be used.
     #[error("cannot use the management endpoint's TLS files: {0}")]
     Tls(String),
+    /// The settings given in code are out of range.
+    #[error("the management endpoint's settings: {0}")]
+    Settings(#[from] flotilla_core::ConfigError),
+    /// The endpoint would listen beyond this machine without a token, so that whoever reaches
+    /// it could make members leave or declare them down. The operator fixes it with one of the
+    /// three settings the message names.
+    #[error(
+        "the management endpoint would listen on {addr}, which is not a loopback address, without a token: anyone who reaches it could make members leave or declare them down. Set management.token (environment: FLOTILLA__MANAGEMENT__TOKEN), or listen on loopback only (management.hostname = \"127.0.0.1\"), or set management.insecure = true to allow it knowingly"
+    )]
+    Unprotected {
+        /// The non-loopback address it would listen on.
+        addr: SocketAddr,
+    },
+}
+
+/// Who can reach an endpoint, by the addresses it listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Only processes on this machine: every address is a loopback address.
+    Loopback,
+    /// Other machines too (an unspecified address such as 0.0.0.0 or `::` included).
+    Network,
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Whether an endpoint on `addrs` may start with `settings`' token and `insecure`, and how far
+/// it reaches.
+fn reach(addrs: &[SocketAddr], settings: &ManagementSettings) -> Result<Reach, ManagementError> {
+    match addrs.iter().find(|a| !is_loopback(a.ip())) {
+        None => Ok(Reach::Loopback),
+        Some(_) if settings.token.is_some() || settings.insecure => Ok(Reach::Network),
+        Some(&addr) => Err(ManagementError::Unprotected { addr }),
+    }
+}
+
+/// The addresses `hostname:port` stands for (`[::1]` and `::1` alike).
+async fn resolve(settings: &ManagementSettings) -> Result<Vec<SocketAddr>, ManagementError> {
+    let host = settings
+        .hostname
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let addr = format!("{}:{}", settings.hostname, settings.port);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, settings.port))
+        .await
+        .map_err(|source| ManagementError::Bind {
+            addr: addr.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ManagementError::Bind {
+            addr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolves to no address",
+            ),
+        });
+    }
+    Ok(addrs)
 }
 
 /// What the handlers read: the node and its parts.
@@ -82,6 +159,8 @@ pub(crate) struct NodeView {
     pub(crate) regions: Vec<Arc<dyn RegionQueries>>,
     pub(crate) leases: Option<Arc<dyn LeaseBackend>>,
     pub(crate) token: Option<String>,
+    /// The names a request's `Host` may carry.
+    pub(crate) hosts: guard::HostPolicy,
     pub(crate) events: EventLog,
 }
 
@@ -122,9 +201,19 @@ impl ManagementBuilder {
 
     /// Binds and serves on the node's runtime until [`Management::stop`] or the actor system
     /// terminates.
+    ///
+    /// Refuses to start ([`ManagementError::Unprotected`]) when the hostname stands for any
+    /// address but a loopback one and there is neither a token nor `insecure`.
     pub async fn start(self) -> Result<Management, ManagementError> {
+        self.settings.validate()?;
+        let addrs = resolve(&self.settings).await?;
+        let reach = reach(&addrs, &self.settings)?;
+        let tls = match &self.settings.tls {
+            Some(files) => Some(tls::acceptor(files).map_err(ManagementError::Tls)?),
+            None => None,
+        };
         let addr = format!("{}:{}", self.settings.hostname, self.settings.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = tokio::net::TcpListener::bind(&addrs[..])
             .await
             .map_err(|source| ManagementError::Bind {
                 addr: addr.clone(),
@@ -133,10 +222,15 @@ impl ManagementBuilder {
         let local = listener
             .local_addr()
             .map_err(|source| ManagementError::Bind { addr, source })?;
-        let tls = match &self.settings.tls {
-            Some(files) => Some(tls::acceptor(files).map_err(ManagementError::Tls)?),
-            None => None,
-        };
+        match (reach, &self.settings.token) {
+            (_, Some(_)) => {}
+            (Reach::Loopback, None) => tracing::warn!(
+                "the management endpoint on {local} has no token: any process on this machine can make members leave or declare them down (set management.token to require one)"
+            ),
+            (Reach::Network, None) => tracing::warn!(
+                "the management endpoint on {local} has no token and management.insecure is set: anyone who reaches it can make members leave or declare them down"
+            ),
+        }
         install_recorder();
         let stop = CancellationToken::new();
         let events = EventLog::new(1000);
@@ -147,37 +241,27 @@ impl ManagementBuilder {
             regions: self.regions,
             leases: self.leases,
             token: self.settings.token,
+            hosts: guard::HostPolicy::new(&self.settings.hostname, &self.settings.allowed_hosts),
             events: events.clone(),
         });
         let router = server::router(Arc::clone(&view));
         let scheme = if tls.is_some() { "https" } else { "http" };
         {
+            // The actor system's end is the endpoint's end too.
             let stop = stop.clone();
             let system = self.system.clone();
             tokio::spawn(async move {
-                let shutdown = async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = system.when_terminated() => {}
-                    }
-                };
-                let served = match tls {
-                    Some(acceptor) => {
-                        axum::serve(tls::TlsListener::new(listener, acceptor), router)
-                            .with_graceful_shutdown(shutdown)
-                            .await
-                    }
-                    None => {
-                        axum::serve(listener, router)
-                            .with_graceful_shutdown(shutdown)
-                            .await
-                    }
-                };
-                if let Err(e) = served {
-                    tracing::warn!("the management endpoint stopped: {e}");
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = system.when_terminated() => stop.cancel(),
                 }
             });
         }
+        let limits = listen::Limits {
+            max_connections: self.settings.max_connections,
+            header_read_timeout: self.settings.header_read_timeout,
+        };
+        tokio::spawn(listen::serve(listener, tls, router, limits, stop.clone()));
         tracing::info!(
             "management endpoint on {scheme}://{local} (dashboard at /, metrics at /metrics)"
         );
@@ -229,5 +313,60 @@ impl Management {
     /// Stops serving and following the node.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(token: Option<&str>, insecure: bool) -> ManagementSettings {
+        ManagementSettings {
+            token: token.map(Into::into),
+            insecure,
+            ..ManagementSettings::default()
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn beyond_loopback_a_token_or_insecure_is_required() {
+        let loopback = addrs(&["127.0.0.1:8558", "[::1]:8558", "[::ffff:127.0.0.1]:1"]);
+        assert_eq!(
+            reach(&loopback, &settings(None, false)).ok(),
+            Some(Reach::Loopback)
+        );
+        for open in [
+            addrs(&["0.0.0.0:8558"]),
+            addrs(&["[::]:8558"]),
+            addrs(&["10.0.0.7:8558"]),
+            addrs(&["127.0.0.1:8558", "192.168.1.2:8558"]),
+        ] {
+            let refused = reach(&open, &settings(None, false)).unwrap_err();
+            assert!(
+                matches!(refused, ManagementError::Unprotected { .. }),
+                "{open:?}"
+            );
+            let text = refused.to_string();
+            for fix in [
+                "management.token",
+                "FLOTILLA__MANAGEMENT__TOKEN",
+                "127.0.0.1",
+                "management.insecure = true",
+            ] {
+                assert!(text.contains(fix), "{text}");
+            }
+            assert_eq!(
+                reach(&open, &settings(Some("t"), false)).ok(),
+                Some(Reach::Network)
+            );
+            assert_eq!(
+                reach(&open, &settings(None, true)).ok(),
+                Some(Reach::Network)
+            );
+        }
     }
 }

@@ -151,6 +151,16 @@ pub(crate) const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "flotilla_management_connections_dropped_total",
+        "Management endpoint connections closed by the endpoint: over max-connections (limit), no request head within header-read-timeout, idle keep-alive included (timeout), a failed TLS handshake (tls).",
+    ),
+    (
+        Kind::Counter,
+        "flotilla_management_requests_refused_total",
+        "Management requests refused: a Host not allowed (host, DNS rebinding protection), a mutating request without the bearer token (token).",
+    ),
+    (
+        Kind::Counter,
         "flotilla_remote_association_transitions_total",
         "Association state changes, by state entered.",
     ),

@@ -10,6 +10,8 @@
 //!   N restarts within a window".
 //! - [`association`]: the lifecycle of the link to one remote address — Idle, Active, Gated,
 //!   Quarantined — with per-incarnation quarantine.
+//! - [`handshake`]: the first frames on every connection — mutual proof of the cluster secret
+//!   over fresh nonces, then who is who — and what each side checks before it says anything.
 //! - [`remoting`]: one node's remoting — associations, reliable system messages and quarantine
 //!   notices composed — tested on a seeded simulated network.
 //! - [`cluster`]: cluster membership — gossip, convergence and leader actions, heartbeats on a
@@ -35,6 +37,7 @@
 pub mod association;
 pub mod cluster;
 pub mod failure_detector;
+pub mod handshake;
 pub mod lease;
 pub mod remoting;
 pub mod sharding;

@@ -1,24 +1,24 @@
-//! The handshake: the first frame each way on every connection.
+//! The handshake's driver: reads and writes the four frames of
+//! [`flotilla_proto::handshake`] on one connection, draws the nonces, and supplies the checks
+//! only the transport can make.
 //!
-//! The connecting side sends [`Handshake`] (magic, wire version, its unique address, the address
-//! it means to reach, an optional secret proof, and which connection of which link this is); the
-//! accepting side checks it field by field and
-//! answers [`HandshakeReply::Accepted`] with its own unique address, or
-//! [`HandshakeReply::Refused`] with the reason — then closes. Both sides log the same reason, so
-//! an operator reading either log learns what was wrong. Garbage bytes are refused as "not a
-//! Flotilla handshake"; nothing panics.
+//! Until the peer is authenticated a connection reads at most [`MAX_HANDSHAKE_FRAME`] bytes per
+//! frame into a buffer of that size; the connection's real frame limit applies from the first
+//! frame after the handshake. Both sides log the same reason for a refusal, so an operator
+//! reading either log learns what was wrong. Garbage bytes are refused as "not a Flotilla
+//! handshake"; nothing panics.
 
 use std::time::Duration;
 
 use flotilla_core::{Address, UniqueAddress};
-use flotilla_wire::pdu::{self, HandshakeRefusal, HandshakeReply, first_four};
-use flotilla_wire::{FrameDecoder, Handshake, Kind, Lane};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+pub use flotilla_proto::handshake::Opening;
+use flotilla_proto::handshake::{Accepting, Connecting, Failure, Secrets};
+use flotilla_wire::pdu::{self, HandshakeRefusal};
+use flotilla_wire::{Challenge, FrameDecoder, Kind, MAX_HANDSHAKE_FRAME};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::convert::{from_wire_unique, to_wire, to_wire_unique};
-use crate::io::{ReadError, read_frame};
+use crate::io::{ReadError, fill_up_to};
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum HandshakeError {
     /// Writing failed.
     #[error("write failed: {0}")]
     Write(std::io::Error),
-    /// A first frame of the wrong kind, or an undecodable one.
+    /// A frame could not be encoded.
     #[error("{0}")]
     Protocol(String),
     /// No handshake within the timeout.
@@ -47,14 +47,23 @@ pub enum HandshakeError {
     Address(String),
 }
 
+impl From<Failure> for HandshakeError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::RefusedByPeer(why) => Self::RefusedByPeer(why),
+            Failure::Refused(why) => Self::Refused(why),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}
+
 async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(
     stream: &mut W,
     kind: Kind,
     pdu: &T,
-    max_frame: usize,
 ) -> Result<(), HandshakeError> {
     let mut out = Vec::new();
-    pdu::encode(kind, pdu, max_frame, &mut out)
+    pdu::encode(kind, pdu, MAX_HANDSHAKE_FRAME, &mut out)
         .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
     stream
         .write_all(&out)
@@ -63,140 +72,89 @@ async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(
     stream.flush().await.map_err(HandshakeError::Write)
 }
 
-/// The proof that the connecting side knows the cluster secret: HMAC-SHA256 under the secret
-/// over the wire version, the connecting incarnation and the target address. It keeps nodes of
-/// other clusters out; it is no protection against someone who can read the traffic (use TLS).
-fn proof(secret: &[u8], from: &UniqueAddress, to: &Address) -> Hmac<Sha256> {
-    #[allow(clippy::expect_used)] // reason: HMAC accepts keys of any length; this cannot fail
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(b"flotilla-handshake-v1\0");
-    mac.update(from.to_string().as_bytes());
-    mac.update(b"\0");
-    mac.update(format!("{}@{}", to.system(), to.port().unwrap_or(0)).as_bytes());
-    mac
+/// Reads one handshake frame, buffering no more than one handshake frame's worth.
+async fn read<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    decoder: &mut FrameDecoder,
+) -> Result<flotilla_wire::Frame, ReadError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame);
+        }
+        let room = MAX_HANDSHAKE_FRAME + 5 - decoder.buffered().min(MAX_HANDSHAKE_FRAME);
+        fill_up_to(stream, decoder, room).await?;
+    }
 }
 
-/// What the connecting side says about the connection it opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Opening {
-    /// Which of the link's connections this is.
-    pub lane: Lane,
-    /// The link, drawn by the connecting side.
-    pub link: u64,
+/// A decoder for a new connection: handshake-sized until [`raise`] is called.
+pub fn decoder() -> FrameDecoder {
+    FrameDecoder::new(MAX_HANDSHAKE_FRAME)
 }
 
-/// Connecting side: sends our handshake for connection `opening` (with the secret's proof, if a
-/// secret is set) and waits for the answer. Returns who answered.
+/// After the handshake: the connection's real frame limit.
+pub fn raise(decoder: &mut FrameDecoder, max_frame: usize) {
+    decoder.set_max(max_frame);
+}
+
+/// Connecting side: runs the handshake for connection `opening` of a link to `target`, proving
+/// `secrets` if set. Returns who answered.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     local: &UniqueAddress,
     target: &Address,
-    secret: Option<&[u8]>,
+    secrets: Option<Secrets>,
     opening: Opening,
-    max_frame: usize,
 ) -> Result<UniqueAddress, HandshakeError> {
     let from = to_wire_unique(local)
         .ok_or_else(|| HandshakeError::Address(format!("{local} has no host and port")))?;
     let to = to_wire(target)
         .ok_or_else(|| HandshakeError::Address(format!("{target} has no host and port")))?;
-    send(
-        stream,
-        Kind::Handshake,
-        &Handshake::new(
-            from,
-            to,
-            secret.map(|s| proof(s, local, target).finalize().into_bytes().to_vec()),
-            opening.lane,
-            opening.link,
-        ),
-        max_frame,
-    )
-    .await?;
-    let frame = read_frame(stream, decoder).await?;
-    if frame.kind != Kind::HandshakeReply {
-        return Err(HandshakeError::Protocol(format!(
-            "expected a handshake reply, got a {:?} frame",
-            frame.kind
-        )));
-    }
-    let reply: HandshakeReply = pdu::decode(frame.kind, &frame.body)
-        .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-    match reply {
-        HandshakeReply::Accepted { from } => {
-            let peer =
-                from_wire_unique(&from).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-            if peer.address.system() != target.system() || peer.address.port() != target.port() {
-                return Err(HandshakeError::Protocol(format!(
-                    "meant to reach {target}, but {peer} answered"
-                )));
-            }
-            Ok(peer)
-        }
-        HandshakeReply::Refused(why) => Err(HandshakeError::RefusedByPeer(why)),
-    }
+    let (connecting, hello) = Connecting::new(from, to, opening, rand::random(), secrets);
+    send(stream, Kind::Handshake, &hello).await?;
+    let frame = read(stream, decoder).await?;
+    let (claiming, claim) = connecting.on_challenge(frame.kind, &frame.body)?;
+    send(stream, Kind::Handshake, &claim).await?;
+    let frame = read(stream, decoder).await?;
+    let peer = claiming.on_reply(frame.kind, &frame.body)?;
+    from_wire_unique(&peer).map_err(|e| HandshakeError::Refused(HandshakeRefusal::Protocol(e.0)))
 }
 
-/// Accepting side: reads the peer's handshake, checks it against this node (`local`), the
-/// cluster secret (compared in constant time) and `is_quarantined`, answers, and returns who
-/// connected and which connection it opened.
+/// Accepting side: runs the handshake as `local`, requiring proof of `secrets` if set; once the
+/// peer has proved it and claims to reach this node, `admit` decides whether it may be who it
+/// claims. Returns who connected and which connection it opened.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     local: &UniqueAddress,
-    secret: Option<&[u8]>,
-    is_quarantined: impl Fn(&UniqueAddress) -> bool,
-    max_frame: usize,
+    secrets: Option<Secrets>,
+    admit: impl FnOnce(&UniqueAddress) -> Result<(), HandshakeRefusal>,
 ) -> Result<(UniqueAddress, Opening), HandshakeError> {
     let local_wire = to_wire_unique(local)
         .ok_or_else(|| HandshakeError::Address(format!("{local} has no host and port")))?;
-    let refuse = |why: HandshakeRefusal| HandshakeError::Refused(why);
-    let first = match read_frame(stream, decoder).await {
-        Ok(frame) => Ok(frame),
+    let accepting = Accepting::new(local_wire, rand::random(), secrets);
+    let (answer, challenged) = match read(stream, decoder).await {
+        Ok(frame) => accepting.on_hello(frame.kind, &frame.body),
         // Garbage that breaks the framing: not a Flotilla peer.
-        Err(ReadError::Frame(_)) => Err(HandshakeRefusal::BadMagic(first_four(decoder.pending()))),
+        Err(ReadError::Frame(_)) => {
+            let why = HandshakeRefusal::BadMagic(pdu::first_four(decoder.pending()));
+            (Challenge::Refused(why.clone()), Err(why))
+        }
         Err(e) => return Err(e.into()),
     };
-    let checked = first.and_then(|frame| {
-        if frame.kind != Kind::Handshake {
-            return Err(HandshakeRefusal::BadMagic([frame.kind as u8, 0, 0, 0]));
-        }
-        let hs = pdu::decode_handshake(&frame.body, &local_wire.address)?;
-        let peer = from_wire_unique(&hs.from).map_err(|_| HandshakeRefusal::BadMagic(hs.magic))?;
-        match (secret, &hs.secret_proof) {
-            (None, None) => {}
-            (Some(secret), Some(given)) => proof(secret, &peer, &local.address)
-                .verify_slice(given)
-                .map_err(|_| HandshakeRefusal::WrongSecret)?,
-            _ => return Err(HandshakeRefusal::WrongSecret),
-        }
-        if is_quarantined(&peer) {
-            return Err(HandshakeRefusal::Quarantined { uid: peer.uid });
-        }
-        Ok((
-            peer,
-            Opening {
-                lane: hs.lane,
-                link: hs.link,
-            },
-        ))
+    // Best effort for a refusal: the peer is told why before the connection closes.
+    let sent = send(stream, Kind::HandshakeReply, &answer).await;
+    let challenged = challenged.map_err(HandshakeError::Refused)?;
+    sent?;
+    let frame = read(stream, decoder).await?;
+    let (reply, accepted) = challenged.on_claim(frame.kind, &frame.body, |claimed| {
+        let who = from_wire_unique(claimed).map_err(|e| HandshakeRefusal::Protocol(e.0))?;
+        admit(&who)
     });
-    match checked {
-        Ok(accepted) => {
-            let reply = HandshakeReply::Accepted { from: local_wire };
-            send(stream, Kind::HandshakeReply, &reply, max_frame).await?;
-            Ok(accepted)
-        }
-        Err(why) => {
-            // Best effort: tell the peer why before closing.
-            let _ = send(
-                stream,
-                Kind::HandshakeReply,
-                &HandshakeReply::Refused(why.clone()),
-                max_frame,
-            )
-            .await;
-            Err(refuse(why))
-        }
-    }
+    let sent = send(stream, Kind::HandshakeReply, &reply).await;
+    let (peer, opening) = accepted.map_err(HandshakeError::Refused)?;
+    sent?;
+    let peer = from_wire_unique(&peer)
+        .map_err(|e| HandshakeError::Refused(HandshakeRefusal::Protocol(e.0)))?;
+    Ok((peer, opening))
 }

@@ -1,4 +1,11 @@
-//! The channel from remoting to the local runtime: unbounded, FIFO, many senders, one receiver.
+//! The channel from remoting to the local runtime: FIFO, many senders, one receiver, bounded for
+//! what peers send.
+//!
+//! Readers of connections wait for room (`InboundSender::has_room`,
+//! `InboundSender::wait_for_room`) before they read more from their socket once
+//! [`CAPACITY`] items wait, so a runtime that falls behind slows its peers down (TCP
+//! backpressure) instead of buffering without limit. What remoting itself reports (association
+//! changes, dead letters) is never held back.
 //!
 //! A reader hands over the user messages of one read as one item (a
 //! [`UserBatch`](flotilla_wire::UserBatch): one lock, at most one wake-up); the receiver takes
@@ -14,11 +21,17 @@ pub use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::node::Inbound;
 
+/// Items (a user message batch is one item: one read's worth, at most 64 KiB) that may wait
+/// before readers stop reading their sockets.
+pub const CAPACITY: usize = 4096;
+
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<VecDeque<Inbound>>,
     /// Signalled when the queue goes from empty to not empty, and when the last sender goes.
     ready: Notify,
+    /// Signalled when the receiver takes what waits.
+    room: Notify,
     senders: AtomicUsize,
 }
 
@@ -41,6 +54,7 @@ pub(crate) fn channel() -> (InboundSender, InboundReceiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
         ready: Notify::new(),
+        room: Notify::new(),
         senders: AtomicUsize::new(1),
     });
     (
@@ -64,6 +78,25 @@ impl InboundSender {
         };
         if was_empty {
             self.shared.ready.notify_one();
+        }
+    }
+
+    /// Whether fewer than [`CAPACITY`] items wait.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lock().len() < CAPACITY
+    }
+
+    /// Waits until fewer than [`CAPACITY`] items wait.
+    pub(crate) async fn wait_for_room(&self) {
+        loop {
+            let taken = self.shared.room.notified();
+            tokio::pin!(taken);
+            // Registered before the check, so a take in between is not missed.
+            taken.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            taken.await;
         }
     }
 
@@ -152,6 +185,9 @@ impl InboundReceiver {
                 .unwrap_or_else(PoisonError::into_inner);
             std::mem::swap(&mut *q, &mut self.taken);
         }
+        if !self.taken.is_empty() {
+            self.shared.room.notify_waiters();
+        }
         match self.taken.pop_front() {
             Some(item) => Ok(item),
             None if self.shared.senders.load(Ordering::SeqCst) == 0 => {
@@ -201,6 +237,27 @@ mod tests {
         drop(tx);
         assert!(rx.recv().await.is_none(), "all senders gone");
         assert_eq!(rx.try_recv().err(), Some(TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_holds_readers_back_until_the_receiver_takes() {
+        let (tx, mut rx) = channel();
+        for n in 0..CAPACITY {
+            tx.send(item(u8::try_from(n % 200).unwrap_or(0)));
+        }
+        assert!(!tx.has_room());
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.wait_for_room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no room yet");
+        assert!(rx.try_recv().is_ok());
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(tx.has_room());
     }
 
     #[tokio::test]

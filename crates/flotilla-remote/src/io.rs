@@ -42,7 +42,17 @@ pub async fn fill<R: AsyncRead + Unpin>(
     stream: &mut R,
     decoder: &mut FrameDecoder,
 ) -> Result<(), ReadError> {
-    let n = stream.read_buf(decoder.read_buffer(READ_CHUNK)).await?;
+    fill_up_to(stream, decoder, READ_CHUNK).await
+}
+
+/// Reads once from `stream` into `decoder`'s buffer, reserving room for `room` bytes (the read
+/// may take more if the buffer already has spare capacity).
+pub async fn fill_up_to<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    decoder: &mut FrameDecoder,
+    room: usize,
+) -> Result<(), ReadError> {
+    let n = stream.read_buf(decoder.read_buffer(room)).await?;
     if n == 0 {
         return Err(ReadError::Closed);
     }

@@ -14,7 +14,10 @@
 //!   remoting's own runtime threads. Each link to another node is two TCP connections, control
 //!   and ordinary (`link.rs`), so user traffic never delays a heartbeat.
 
+mod accept;
+mod cluster_channel;
 pub mod convert;
+pub mod credentials;
 pub mod faults;
 pub mod handshake;
 pub mod inbound;
@@ -28,6 +31,6 @@ pub mod tls;
 pub use faults::{Direction, FaultInjector};
 pub use inbound::InboundReceiver;
 pub use node::{
-    ClusterInbound, Inbound, Outbound, RemoteNode, SendError, StartError, StartOptions,
-    SystemPayload, undecodable_dropped,
+    ClusterInbound, ClusterInboundReceiver, Inbound, Outbound, RemoteNode, SendError, StartError,
+    StartOptions, SystemPayload, undecodable_dropped,
 };

@@ -15,10 +15,9 @@
 //! heartbeat is written at once. Either connection failing takes the whole link down. A half
 //! whose partner does not arrive within `handshake-timeout` is closed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use flotilla_core::{Address, RemoteSettings, UniqueAddress};
@@ -29,12 +28,13 @@ use flotilla_wire::{
     SystemEnvelope, UserBatch, UserEnvelope,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::SecretSource;
 use crate::faults::{FaultInjector, Registration};
-use crate::handshake::{Opening, accept, initiate};
+use crate::handshake::{self, Opening, initiate};
 use crate::inbound::InboundSender;
 use crate::io::{FrameSource, ReadError, fill, write_lane};
 use crate::node::{Inbound, SystemPayload};
@@ -45,9 +45,6 @@ use crate::tls::Tls;
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub(crate) type Stream = Box<dyn Io>;
-
-/// At most this many accepted connections wait for their partner at once; more are closed.
-const MAX_UNPAIRED: usize = 1024;
 
 static LINK_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -83,7 +80,7 @@ pub(crate) enum ConnEvent {
 /// runtime.
 #[derive(Clone)]
 pub(crate) struct Wiring {
-    pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
+    pub(crate) events: mpsc::Sender<ConnEvent>,
     pub(crate) inbound: InboundSender,
 }
 
@@ -94,7 +91,11 @@ pub(crate) struct Dialer {
     pub(crate) max_frame: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue: usize,
-    pub(crate) secret: Arc<Option<String>>,
+    pub(crate) secret: Arc<SecretSource>,
+    /// Inbound connections open now, and the most allowed.
+    pub(crate) inbound: Arc<AtomicUsize>,
+    pub(crate) max_inbound: usize,
+    pub(crate) max_handshaking: usize,
     pub(crate) tls: Option<Arc<Tls>>,
     pub(crate) faults: Option<FaultInjector>,
     pub(crate) wiring: Wiring,
@@ -104,6 +105,7 @@ impl Dialer {
     pub(crate) fn new(
         local: UniqueAddress,
         settings: &RemoteSettings,
+        secret: Arc<SecretSource>,
         tls: Option<Arc<Tls>>,
         faults: Option<FaultInjector>,
         wiring: Wiring,
@@ -113,14 +115,17 @@ impl Dialer {
             max_frame: settings.maximum_frame_size,
             handshake_timeout: settings.handshake_timeout,
             queue: settings.outbound_message_queue_size,
-            secret: Arc::new(settings.secret.clone()),
+            secret,
+            inbound: Arc::default(),
+            max_inbound: settings.max_inbound_connections,
+            max_handshaking: settings.max_handshakes_in_progress,
             tls,
             faults,
             wiring,
         }
     }
 
-    fn blackholed(&self, remote: &Address) -> bool {
+    pub(crate) fn blackholed(&self, remote: &Address) -> bool {
         self.faults.as_ref().is_some_and(|f| {
             let r = f.rule(remote);
             r.drop_inbound || r.drop_outbound
@@ -130,10 +135,29 @@ impl Dialer {
 
 /// One connection after its handshake, not yet reading or writing.
 pub(crate) struct Half {
-    stream: Stream,
-    decoder: FrameDecoder,
+    pub(crate) stream: Stream,
+    pub(crate) decoder: FrameDecoder,
     /// A duplicate of the TCP socket, kept only for fault injection.
-    socket: Option<socket2::Socket>,
+    pub(crate) socket: Option<socket2::Socket>,
+    /// For an accepted connection: its place among the inbound connections, given back when
+    /// the connection's reader ends.
+    pub(crate) slot: Option<Slot>,
+}
+
+/// Frames the control lane of a link holds before new ones are dropped.
+pub(crate) const CONTROL_LANE_FRAMES: usize = 8192;
+
+/// Events from connection tasks the control task has not taken yet; a reader waits beyond.
+pub(crate) const EVENTS: usize = 4096;
+
+/// One inbound connection's place in `max-inbound-connections`.
+#[derive(Debug)]
+pub(crate) struct Slot(pub(crate) Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// An established link. Dropping it stops reading at once and closes the lanes: each writer
@@ -141,7 +165,9 @@ pub(crate) struct Half {
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) uid: u64,
-    pub(crate) control: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bounded ([`CONTROL_LANE_FRAMES`]): a peer that does not read its control connection
+    /// loses frames (each of which is resent or superseded), not this node's memory.
+    pub(crate) control: mpsc::Sender<Vec<u8>>,
     pub(crate) ordinary: Arc<FrameQueue>,
     pub(crate) shared: Arc<ReaderShared>,
     _stop_reading: tokio_util::sync::DropGuard,
@@ -166,136 +192,6 @@ pub(crate) struct ReaderShared {
     pub(crate) in_flight: AtomicUsize,
 }
 
-/// Accepts connections for ever: each is handshaken (bounded by `handshake-timeout`) and paired
-/// with its link's other connection before the link is reported up.
-pub(crate) async fn accept_loop(listener: TcpListener, dialer: Dialer) {
-    let unpaired: Unpaired = Arc::default();
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (dialer, unpaired) = (dialer.clone(), Arc::clone(&unpaired));
-        tokio::spawn(async move {
-            let timeout = dialer.handshake_timeout;
-            match tokio::time::timeout(timeout, accept_half(tcp, &dialer)).await {
-                Ok(Ok((remote, opening, half))) => {
-                    if dialer.blackholed(&remote.address) {
-                        tracing::debug!(%remote, "fault injection: closed a connection from blackholed {remote}");
-                        return;
-                    }
-                    pair(remote, opening, half, &dialer, &unpaired).await;
-                }
-                Ok(Err(e)) => {
-                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
-                    tracing::warn!(%peer, "inbound connection from {peer} refused: {e}");
-                }
-                Err(_) => {
-                    metrics::counter!("flotilla_remote_handshakes_refused_total").increment(1);
-                    tracing::warn!(%peer, "inbound connection from {peer} sent no handshake in time; closed");
-                }
-            }
-        });
-    }
-}
-
-async fn accept_half(
-    tcp: TcpStream,
-    dialer: &Dialer,
-) -> Result<(UniqueAddress, Opening, Half), String> {
-    let _ = tcp.set_nodelay(true);
-    let socket = dup(&tcp, dialer);
-    let mut stream: Stream = match &dialer.tls {
-        Some(tls) => Box::new(
-            tokio_rustls::TlsAcceptor::from(tls.configs().server)
-                .accept(tcp)
-                .await
-                .map_err(|e| format!("TLS handshake failed: {e}"))?,
-        ),
-        None => Box::new(tcp),
-    };
-    let mut decoder = FrameDecoder::new(dialer.max_frame);
-    let secret = dialer.secret.as_deref().map(str::as_bytes);
-    let (remote, opening) = accept(
-        &mut stream,
-        &mut decoder,
-        &dialer.local,
-        secret,
-        |_| false,
-        dialer.max_frame,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok((
-        remote,
-        opening,
-        Half {
-            stream,
-            decoder,
-            socket,
-        },
-    ))
-}
-
-/// Accepted connections waiting for their link's other connection, by (incarnation, link).
-type Unpaired = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<(Lane, Half)>>>>;
-
-/// The first connection of a link waits for the second; the second hands itself over.
-async fn pair(
-    remote: UniqueAddress,
-    opening: Opening,
-    half: Half,
-    dialer: &Dialer,
-    unpaired: &Unpaired,
-) {
-    let key = (remote.uid, opening.link);
-    let waiting = {
-        let mut all = unpaired.lock().unwrap_or_else(PoisonError::into_inner);
-        match all.remove(&key) {
-            Some(partner) => Err(partner),
-            None if all.len() >= MAX_UNPAIRED => {
-                tracing::warn!(%remote, "{MAX_UNPAIRED} connections already wait for their partner; closed one from {remote}");
-                return;
-            }
-            None => {
-                let (tx, rx) = oneshot::channel();
-                all.insert(key, tx);
-                Ok(rx)
-            }
-        }
-    };
-    let rx = match waiting {
-        Err(partner) => {
-            // The other half is waiting: it opens the link.
-            let _ = partner.send((opening.lane, half));
-            return;
-        }
-        Ok(rx) => rx,
-    };
-    let other = tokio::time::timeout(dialer.handshake_timeout, rx).await;
-    unpaired
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
-    let Ok(Ok((other_lane, other))) = other else {
-        tracing::warn!(%remote, "the {:?} connection from {remote} came without its partner within {:?}; closed", opening.lane, dialer.handshake_timeout);
-        return;
-    };
-    let (control, ordinary) = match (opening.lane, other_lane) {
-        (Lane::Control, Lane::Ordinary) => (half, other),
-        (Lane::Ordinary, Lane::Control) => (other, half),
-        (lane, _) => {
-            tracing::warn!(%remote, "{remote} opened two {lane:?} connections for one link; both closed");
-            return;
-        }
-    };
-    open(control, ordinary, remote, dialer, false);
-}
-
 /// Opens a link to `to` (both connections, within `handshake-timeout`) and reports it, or why
 /// it failed, to the control task.
 pub(crate) fn connect(to: Address, dialer: Dialer) {
@@ -318,7 +214,7 @@ pub(crate) fn connect(to: Address, dialer: Dialer) {
         };
         let event = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok((remote, control, ordinary))) => {
-                open(control, ordinary, remote, &dialer, true);
+                open(control, ordinary, remote, &dialer, true).await;
                 return;
             }
             Ok(Err(reason)) => ConnEvent::ConnectFailed { remote: to, reason },
@@ -327,7 +223,7 @@ pub(crate) fn connect(to: Address, dialer: Dialer) {
                 reason: format!("no handshake within {timeout:?}"),
             },
         };
-        let _ = dialer.wiring.events.send(event);
+        let _ = dialer.wiring.events.send(event).await;
     });
 }
 
@@ -362,38 +258,44 @@ async fn connect_half(
         }
         None => Box::new(tcp),
     };
-    let mut decoder = FrameDecoder::new(dialer.max_frame);
-    let secret = dialer.secret.as_deref().map(str::as_bytes);
+    let mut decoder = handshake::decoder();
     let remote = initiate(
         &mut stream,
         &mut decoder,
         &dialer.local,
         to,
-        secret,
+        dialer.secret.current(),
         Opening { lane, link },
-        dialer.max_frame,
     )
     .await
     .map_err(|e| e.to_string())?;
+    handshake::raise(&mut decoder, dialer.max_frame);
     Ok((
         remote,
         Half {
             stream,
             decoder,
             socket,
+            slot: None,
         },
     ))
 }
 
 /// A duplicate of the socket, when faults may need to reset it.
-fn dup(tcp: &TcpStream, dialer: &Dialer) -> Option<socket2::Socket> {
+pub(crate) fn dup(tcp: &TcpStream, dialer: &Dialer) -> Option<socket2::Socket> {
     dialer.faults.as_ref()?;
     socket2::SockRef::from(tcp).try_clone().ok()
 }
 
 /// Starts the writers of a link, reports it up, and only then starts its readers: the control
 /// task always learns of a link before it can learn of its loss.
-fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, outbound: bool) {
+pub(crate) async fn open(
+    control: Half,
+    ordinary: Half,
+    remote: UniqueAddress,
+    dialer: &Dialer,
+    outbound: bool,
+) {
     let id = LINK_IDS.fetch_add(1, Ordering::Relaxed);
     let kill = CancellationToken::new();
     let stop_reading = CancellationToken::new();
@@ -414,7 +316,7 @@ fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, o
     });
     let (control_read, control_write) = tokio::io::split(control.stream);
     let (ordinary_read, ordinary_write) = tokio::io::split(ordinary.stream);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_LANE_FRAMES);
     // User messages beyond `outbound-message-queue-size` waiting for the socket are dropped to
     // dead letters (at most once, as Akka's outbound queue).
     let ordinary_queue = Arc::new(FrameQueue::new(dialer.queue));
@@ -438,17 +340,28 @@ fn open(control: Half, ordinary: Half, remote: UniqueAddress, dialer: &Dialer, o
         _stop_reading: stop_reading.clone().drop_guard(),
         _registration: registration,
     };
-    let _ = dialer.wiring.events.send(ConnEvent::Up {
-        remote: remote.clone(),
-        outbound,
-        conn,
-    });
+    let _ = dialer
+        .wiring
+        .events
+        .send(ConnEvent::Up {
+            remote: remote.clone(),
+            outbound,
+            conn,
+        })
+        .await;
     let ended = Arc::new(AtomicU8::new(0));
-    for (read, decoder, lane) in [
-        (control_read, control.decoder, Lane::Control),
-        (ordinary_read, ordinary.decoder, Lane::Ordinary),
+    for (read, decoder, lane, slot) in [
+        (control_read, control.decoder, Lane::Control, control.slot),
+        (
+            ordinary_read,
+            ordinary.decoder,
+            Lane::Ordinary,
+            ordinary.slot,
+        ),
     ] {
         let reading = Reading {
+            _slot: slot,
+            local_uid: dialer.local.uid,
             decoder,
             lane,
             remote: remote.clone(),
@@ -557,6 +470,10 @@ async fn shape<S: FrameSource>(
 
 /// One connection's reader.
 struct Reading {
+    /// Given back when the reader ends.
+    _slot: Option<Slot>,
+    /// This node's incarnation.
+    local_uid: u64,
     decoder: FrameDecoder,
     lane: Lane,
     remote: UniqueAddress,
@@ -578,6 +495,8 @@ struct Reading {
 impl Reading {
     async fn run(self, mut read: ReadHalf<Stream>) {
         let Self {
+            _slot,
+            local_uid,
             mut decoder,
             lane,
             remote,
@@ -592,6 +511,7 @@ impl Reading {
             id,
         } = self;
         let mut reported = Instant::now();
+        let mut misattributed_logged = false;
         // User messages from one read, handed over together.
         let mut users = UserBatch::new();
         let killed = kill.cancelled();
@@ -635,7 +555,7 @@ impl Reading {
                     }
                     continue;
                 }
-                match decode(kind, body) {
+                match decode(kind, body, &remote, local_uid) {
                     Ok(Some(pdu)) => {
                         // What was delivered directly goes first.
                         deliver(&inbound, &remote, &mut users);
@@ -643,32 +563,47 @@ impl Reading {
                             mine.in_flight.fetch_add(1, Ordering::SeqCst);
                             Arc::clone(&mine)
                         });
-                        let _ = events.send(ConnEvent::Received {
-                            from: remote.clone(),
-                            pdu,
-                            reader,
-                        });
+                        // Bounded: a peer that sends faster than this node handles waits.
+                        let _ = events
+                            .send(ConnEvent::Received {
+                                from: remote.clone(),
+                                pdu,
+                                reader,
+                            })
+                            .await;
                     }
                     Ok(None) => {}
-                    Err(e) => undecodable(&remote, &e),
+                    Err(Rejected::Undecodable(e)) => undecodable(&remote, &e),
+                    Err(Rejected::Misattributed(what)) => {
+                        metrics::counter!("flotilla_remote_frames_dropped_total", "reason" => "misattributed").increment(1);
+                        if !misattributed_logged {
+                            misattributed_logged = true;
+                            tracing::warn!(remote = %remote, "dropped {what} (further ones on this connection are only counted)");
+                        }
+                    }
                 }
             }
             received.increment(frames);
             if !users.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
                 // Delivered directly, so the control task would not know the link is in use.
                 reported = Instant::now();
-                let _ = events.send(ConnEvent::Heard {
-                    from: remote.clone(),
-                });
+                let _ = events
+                    .send(ConnEvent::Heard {
+                        from: remote.clone(),
+                    })
+                    .await;
             }
             deliver(&inbound, &remote, &mut users);
+            // The runtime is behind: read no more until it takes what waits.
+            let full = !inbound.has_room();
             tokio::select! {
                 biased;
                 () = &mut stopped => return,
                 () = &mut killed => {
                     break why.get().copied().unwrap_or("closed").to_owned();
                 }
-                r = fill(&mut read, &mut decoder) => match r {
+                () = inbound.wait_for_room(), if full => {}
+                r = fill(&mut read, &mut decoder), if !full => match r {
                     Ok(()) => {}
                     Err(ReadError::Closed) => {
                         // A clean close: the peer closes both connections after writing what it
@@ -690,11 +625,13 @@ impl Reading {
             }
         };
         deliver(&inbound, &remote, &mut users);
-        let _ = events.send(ConnEvent::Lost {
-            remote: remote.address.clone(),
-            conn_id: id,
-            reason,
-        });
+        let _ = events
+            .send(ConnEvent::Lost {
+                remote: remote.address.clone(),
+                conn_id: id,
+                reason,
+            })
+            .await;
     }
 }
 
@@ -714,15 +651,50 @@ pub(crate) fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) 
     tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
 }
 
-/// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take.
+/// Why a frame was not taken.
+enum Rejected {
+    Undecodable(flotilla_wire::WireError),
+    /// It claims to come from, or be meant for, an incarnation other than the link's two.
+    Misattributed(String),
+}
+
+impl From<flotilla_wire::WireError> for Rejected {
+    fn from(e: flotilla_wire::WireError) -> Self {
+        Self::Undecodable(e)
+    }
+}
+
+/// Checks that a frame's sender is the link's authenticated peer.
+fn from_peer(kind: Kind, claimed: u64, remote: &UniqueAddress) -> Result<(), Rejected> {
+    if claimed == remote.uid {
+        Ok(())
+    } else {
+        Err(Rejected::Misattributed(format!(
+            "a {kind:?} frame claiming to come from uid {claimed} on the link of {remote}"
+        )))
+    }
+}
+
+/// A frame's body as the machine's PDU; `Ok(None)` for kinds the machine does not take. Every
+/// frame that names its sender must name the link's authenticated peer, and a system message
+/// must be meant for this incarnation (`local_uid`).
 fn decode(
     kind: Kind,
     body: &[u8],
-) -> Result<Option<Pdu<UserEnvelope, SystemPayload>>, flotilla_wire::WireError> {
+    remote: &UniqueAddress,
+    local_uid: u64,
+) -> Result<Option<Pdu<UserEnvelope, SystemPayload>>, Rejected> {
     Ok(Some(match kind {
         Kind::User => Pdu::User(pdu::decode(kind, body)?),
         Kind::System => {
             let s: SystemEnvelope = pdu::decode(kind, body)?;
+            from_peer(kind, s.from_uid, remote)?;
+            if s.to_uid != local_uid {
+                return Err(Rejected::Misattributed(format!(
+                    "a system message for uid {} reached uid {local_uid}",
+                    s.to_uid
+                )));
+            }
             Pdu::System {
                 seq: s.seq,
                 msg: SystemPayload {
@@ -731,17 +703,33 @@ fn decode(
                 },
             }
         }
-        Kind::SystemAck => Pdu::SystemAck {
-            upto: pdu::decode::<SystemAck>(kind, body)?.upto,
-        },
-        Kind::Heartbeat => Pdu::Heartbeat {
-            seq: pdu::decode::<Heartbeat>(kind, body)?.seq,
-        },
-        Kind::HeartbeatReply => Pdu::HeartbeatReply {
-            seq: pdu::decode::<HeartbeatReply>(kind, body)?.seq,
-        },
+        Kind::SystemAck => {
+            let a: SystemAck = pdu::decode(kind, body)?;
+            from_peer(kind, a.from_uid, remote)?;
+            Pdu::SystemAck { upto: a.upto }
+        }
+        Kind::Heartbeat => {
+            let h: Heartbeat = pdu::decode(kind, body)?;
+            from_peer(kind, h.from_uid, remote)?;
+            Pdu::Heartbeat { seq: h.seq }
+        }
+        Kind::HeartbeatReply => {
+            let h: HeartbeatReply = pdu::decode(kind, body)?;
+            from_peer(kind, h.from_uid, remote)?;
+            Pdu::HeartbeatReply { seq: h.seq }
+        }
         Kind::QuarantineNotice => {
             let n: QuarantineNotice = pdu::decode(kind, body)?;
+            let by = crate::convert::from_wire_unique(&n.from).ok();
+            if by.as_ref() != Some(remote) {
+                return Err(Rejected::Misattributed(format!(
+                    "a quarantine notice claiming to come from {}@{}:{}#{} on the link of {remote}",
+                    n.from.address.system.escape_debug(),
+                    n.from.address.host.escape_debug(),
+                    n.from.address.port,
+                    n.from.uid
+                )));
+            }
             Pdu::QuarantineNotice {
                 to_uid: n.to_uid,
                 reason: n.reason,

@@ -38,10 +38,14 @@ use flotilla_wire::{
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::accept::accept_loop;
+use crate::cluster_channel::ClusterSender;
+pub use crate::cluster_channel::{ClusterInbound, ClusterInboundReceiver};
 use crate::convert::to_wire_unique;
+use crate::credentials::{SecretError, SecretSource};
 use crate::faults::FaultInjector;
 use crate::inbound::{self, InboundReceiver, InboundSender};
-use crate::link::{self, Conn, ConnEvent, Dialer, Wiring, accept_loop};
+use crate::link::{self, Conn, ConnEvent, Dialer, Wiring};
 use crate::queue::{FrameQueue, Push};
 use crate::tls::Tls;
 
@@ -116,33 +120,6 @@ pub enum Inbound {
     },
 }
 
-/// What remoting hands to the cluster (see [`RemoteNode::cluster_inbound`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterInbound {
-    /// A cluster membership message.
-    Message {
-        /// The sending incarnation.
-        from: UniqueAddress,
-        /// The encoded message.
-        bytes: Vec<u8>,
-    },
-    /// This node quarantined a remote incarnation (for whatever reason: the cluster's own
-    /// removal, failed system messages, remote deathwatch, an operator).
-    Quarantined {
-        /// The incarnation.
-        node: UniqueAddress,
-        /// Why.
-        reason: QuarantineReason,
-    },
-    /// A remote node quarantined this one: the cluster must down this node.
-    QuarantinedBy {
-        /// The quarantining node.
-        by: UniqueAddress,
-        /// Its reason.
-        reason: String,
-    },
-}
-
 /// Why a message was not accepted for sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -187,6 +164,19 @@ pub enum StartError {
     /// The TLS certificates could not be loaded.
     #[error("cannot use TLS: {0}")]
     Tls(crate::tls::TlsError),
+    /// The cluster secret could not be read or is not usable.
+    #[error("cannot use the cluster secret: {0}")]
+    Secret(SecretError),
+    /// Neither a secret nor TLS is configured, and `insecure` is not set.
+    #[error(
+        "remoting on {address} has no credentials, so peers could not prove who they are: anyone who can reach the port could join, quarantine or down nodes. \
+         Create credentials with `flotilla certs --out <dir> <host>...` and configure [remote.tls] (mutual TLS) and/or `remote.secret-file`; \
+         or, on a trusted network or in a test only, start with `--insecure` (`remote.insecure = true`)"
+    )]
+    NoCredentials {
+        /// The address remoting was to listen on.
+        address: Address,
+    },
 }
 
 enum Command {
@@ -310,7 +300,7 @@ pub struct RemoteNode {
     commands: mpsc::UnboundedSender<Command>,
     paths: Paths,
     inbound: InboundSender,
-    cluster: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<ClusterInbound>>>>,
+    cluster: Arc<std::sync::Mutex<Option<ClusterInboundReceiver>>>,
     cluster_open: Arc<std::sync::atomic::AtomicBool>,
     runtime: tokio::runtime::Handle,
     _runtime: Arc<RuntimeGuard>,
@@ -387,6 +377,12 @@ impl RemoteNode {
         settings: RemoteSettings,
         options: StartOptions,
     ) -> Result<(Self, InboundReceiver), StartError> {
+        let secret = SecretSource::new(&settings).map_err(StartError::Secret)?;
+        if !secret.is_set() && settings.tls.is_none() && !settings.insecure {
+            return Err(StartError::NoCredentials {
+                address: address.clone(),
+            });
+        }
         let uid = options.uid.unwrap_or_else(rand::random::<u64>);
         let (Some(host), Some(port)) = (address.host(), address.port()) else {
             return Err(StartError::NotRemote(address.clone()));
@@ -432,15 +428,26 @@ impl RemoteNode {
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = inbound::channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(link::EVENTS);
+        let (cluster_tx, cluster_rx) = crate::cluster_channel::channel();
         let cluster_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let max_frame = settings.maximum_frame_size;
         let flush_timeout = settings.shutdown_flush_timeout;
         let paths = Paths::default();
+        let (tls_set, secret_set) = (settings.tls.is_some(), secret.is_set());
+        let credentials = match (tls_set, secret_set) {
+            (true, true) => "mutual TLS and the cluster secret",
+            (true, false) => "mutual TLS",
+            (false, true) => "the cluster secret (not encrypted: add TLS against eavesdroppers)",
+            (false, false) => "NO CREDENTIALS (remote.insecure)",
+        };
+        if !tls_set && !secret_set {
+            tracing::warn!(%local, "remoting runs without credentials (remote.insecure): anyone who can reach {} can join, quarantine or down nodes", local.address);
+        }
         let dialer = Dialer::new(
             local.clone(),
             &settings,
+            Arc::new(secret),
             tls.clone(),
             options.faults,
             Wiring {
@@ -472,7 +479,7 @@ impl RemoteNode {
             });
         }
         runtime.spawn(control.run(command_rx, events));
-        tracing::info!(%local, "remoting listening on {}", local.address);
+        tracing::info!(%local, "remoting listening on {}; peers authenticate with {credentials}", local.address);
         Ok((
             Self {
                 local,
@@ -676,7 +683,7 @@ impl RemoteNode {
     /// The channel of cluster messages and quarantine notices for the cluster driver. There is
     /// one: the first call takes it, later calls get `None`. Until it is taken, cluster messages
     /// are dropped and counted.
-    pub fn cluster_inbound(&self) -> Option<mpsc::UnboundedReceiver<ClusterInbound>> {
+    pub fn cluster_inbound(&self) -> Option<ClusterInboundReceiver> {
         let taken = self
             .cluster
             .lock()
@@ -720,7 +727,7 @@ struct Control {
     touched: BTreeSet<Address>,
     inbound: InboundSender,
     /// Where cluster messages go, once a cluster has taken the channel (`cluster_open`).
-    cluster: mpsc::UnboundedSender<ClusterInbound>,
+    cluster: ClusterSender,
     cluster_open: Arc<std::sync::atomic::AtomicBool>,
     /// Who waits for every system message to be acknowledged.
     flushes: Vec<oneshot::Sender<()>>,
@@ -730,7 +737,7 @@ impl Control {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        mut events: mpsc::Receiver<ConnEvent>,
     ) {
         loop {
             let deadline = self.remoting.poll_timeout();
@@ -924,7 +931,7 @@ impl Control {
                     if let Cause::Quarantined { uid, reason } = &e.cause
                         && self.cluster_open.load(Ordering::SeqCst)
                     {
-                        let _ = self.cluster.send(ClusterInbound::Quarantined {
+                        self.cluster.notice(ClusterInbound::Quarantined {
                             node: UniqueAddress {
                                 address: e.remote.clone(),
                                 uid: *uid,
@@ -958,7 +965,7 @@ impl Control {
                 RemoteOutput::ThisSystemQuarantined { by, reason } => {
                     tracing::error!(%by, "this node was quarantined by {by} ({reason}); it cannot talk to that node again until this node restarts");
                     if self.cluster_open.load(Ordering::SeqCst) {
-                        let _ = self.cluster.send(ClusterInbound::QuarantinedBy {
+                        self.cluster.notice(ClusterInbound::QuarantinedBy {
                             by: by.clone(),
                             reason: reason.clone(),
                         });
@@ -968,13 +975,13 @@ impl Control {
                 }
                 RemoteOutput::DeliverCluster { from, bytes } => {
                     let open = self.cluster_open.load(Ordering::SeqCst);
-                    if !open
-                        || self
-                            .cluster
-                            .send(ClusterInbound::Message { from, bytes })
-                            .is_err()
-                    {
-                        metrics::counter!("flotilla_remote_cluster_messages_dropped_total", "reason" => "no-cluster").increment(1);
+                    let reason = if open {
+                        self.cluster.message(from, bytes).err()
+                    } else {
+                        Some("no-cluster")
+                    };
+                    if let Some(reason) = reason {
+                        metrics::counter!("flotilla_remote_cluster_messages_dropped_total", "reason" => reason).increment(1);
                     }
                 }
                 RemoteOutput::DroppedCluster { to, reason } => {
@@ -1081,9 +1088,18 @@ impl Control {
                 }
             }
             _ => {
-                if conn.control.send(frame).is_ok() {
-                    metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "control")
-                        .increment(1);
+                match conn.control.try_send(frame) {
+                    Ok(()) => {
+                        metrics::counter!("flotilla_remote_frames_sent_total", "lane" => "control")
+                            .increment(1);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Heartbeats, acknowledgements and gossip are superseded and system
+                        // messages resent: dropping one costs nothing but time.
+                        metrics::counter!("flotilla_remote_frames_dropped_total", "reason" => "control-lane-full").increment(1);
+                        tracing::debug!(remote = %to, "the control lane to {to} is full ({} frames): the peer does not read; a frame was dropped", link::CONTROL_LANE_FRAMES);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
         }

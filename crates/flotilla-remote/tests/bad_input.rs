@@ -7,15 +7,17 @@ mod common;
 use std::time::Duration;
 
 use flotilla_core::{Address, RemoteSettings, UniqueAddress};
-use flotilla_remote::handshake::{Opening, initiate};
+use flotilla_proto::handshake::Secrets;
+use flotilla_remote::handshake::{Opening, decoder, initiate};
 use flotilla_remote::{Inbound, RemoteNode};
-use flotilla_wire::{FrameDecoder, Lane, UserEnvelope};
+use flotilla_wire::{Lane, UserEnvelope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn start() -> (RemoteNode, flotilla_remote::InboundReceiver) {
     let settings = RemoteSettings {
         handshake_timeout: Duration::from_millis(500),
+        secret: Some(flotilla_remote::testing::secret().to_owned()),
         ..RemoteSettings::default()
     };
     RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap()
@@ -26,12 +28,11 @@ async fn open(port: u16, me: &UniqueAddress, target: &Address, lane: Lane, link:
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     initiate(
         &mut s,
-        &mut FrameDecoder::new(1 << 20),
+        &mut decoder(),
         me,
         target,
-        None,
+        Some(Secrets::new([flotilla_remote::testing::secret()]).unwrap()),
         Opening { lane, link },
-        1 << 20,
     )
     .await
     .unwrap();

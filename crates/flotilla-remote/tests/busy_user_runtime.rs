@@ -17,6 +17,7 @@ fn settings() -> RemoteSettings {
             min_std_deviation: Duration::from_millis(50),
             ..FailureDetectorSettings::default()
         },
+        secret: Some(flotilla_remote::testing::secret().to_owned()),
         ..RemoteSettings::default()
     }
 }

@@ -5,17 +5,23 @@
 use std::time::Duration;
 
 use flotilla_core::{Address, UniqueAddress};
-use flotilla_remote::handshake::{HandshakeError, Opening, accept, initiate};
+use flotilla_proto::handshake::Secrets;
+use flotilla_remote::handshake::{HandshakeError, Opening, accept, decoder, initiate};
+use flotilla_wire::Lane;
 use flotilla_wire::pdu::HandshakeRefusal;
-use flotilla_wire::{FrameDecoder, Lane};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MAX: usize = 256 * 1024;
+const SECRET: &str = "a-cluster-secret-0123456789";
+const OTHER: &str = "another-secret-0123456789";
 const OPEN: Opening = Opening {
     lane: Lane::Control,
     link: 5,
 };
+
+fn secrets(s: &str) -> Secrets {
+    Secrets::new([s]).unwrap()
+}
 
 fn node(system: &str, port: u16, uid: u64) -> UniqueAddress {
     UniqueAddress {
@@ -38,7 +44,7 @@ async fn server(
 async fn server_with_secret(
     system: &'static str,
     quarantined: Option<u64>,
-    secret: Option<&'static [u8]>,
+    secret: Option<&'static str>,
 ) -> (
     u16,
     tokio::task::JoinHandle<Result<UniqueAddress, HandshakeError>>,
@@ -47,16 +53,14 @@ async fn server_with_secret(
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut decoder = FrameDecoder::new(MAX);
         let me = node(system, port, 42);
-        accept(
-            &mut stream,
-            &mut decoder,
-            &me,
-            secret,
-            |p| Some(p.uid) == quarantined,
-            MAX,
-        )
+        accept(&mut stream, &mut decoder(), &me, secret.map(secrets), |p| {
+            if Some(p.uid) == quarantined {
+                Err(HandshakeRefusal::Quarantined { uid: p.uid })
+            } else {
+                Ok(())
+            }
+        })
         .await
         .map(|(peer, opening)| {
             assert_eq!(opening, OPEN, "the lane and link arrive as sent");
@@ -72,17 +76,9 @@ async fn both_sides_learn_who_the_other_is() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let me = node("orders", 2551, 7);
     let target = Address::remote("orders", "127.0.0.1", port).unwrap();
-    let peer = initiate(
-        &mut stream,
-        &mut FrameDecoder::new(MAX),
-        &me,
-        &target,
-        None,
-        OPEN,
-        MAX,
-    )
-    .await
-    .unwrap();
+    let peer = initiate(&mut stream, &mut decoder(), &me, &target, None, OPEN)
+        .await
+        .unwrap();
     assert_eq!(peer, node("orders", port, 42));
     assert_eq!(accepted.await.unwrap().unwrap(), me);
 }
@@ -94,12 +90,11 @@ async fn a_wrong_system_name_is_refused_and_both_sides_say_why() {
     let target = Address::remote("billing", "127.0.0.1", port).unwrap();
     let err = initiate(
         &mut stream,
-        &mut FrameDecoder::new(MAX),
+        &mut decoder(),
         &node("billing", 2551, 7),
         &target,
         None,
         OPEN,
-        MAX,
     )
     .await
     .unwrap_err();
@@ -123,12 +118,11 @@ async fn a_quarantined_incarnation_is_refused_with_what_to_do() {
     let target = Address::remote("orders", "127.0.0.1", port).unwrap();
     let err = initiate(
         &mut stream,
-        &mut FrameDecoder::new(MAX),
+        &mut decoder(),
         &node("orders", 2551, 7),
         &target,
         None,
         OPEN,
-        MAX,
     )
     .await
     .unwrap_err();
@@ -182,50 +176,48 @@ async fn the_cluster_secret_must_match_on_both_sides() {
     let target = |port| Address::remote("orders", "127.0.0.1", port).unwrap();
     let me = node("orders", 2551, 7);
     // The same secret: accepted.
-    let (port, accepted) = server_with_secret("orders", None, Some(b"s3cret")).await;
+    let (port, accepted) = server_with_secret("orders", None, Some(SECRET)).await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     initiate(
         &mut stream,
-        &mut FrameDecoder::new(MAX),
+        &mut decoder(),
         &me,
         &target(port),
-        Some(b"s3cret"),
+        Some(secrets(SECRET)),
         OPEN,
-        MAX,
     )
     .await
     .unwrap();
     assert_eq!(accepted.await.unwrap().unwrap(), me);
     // Another secret, or none where one is required, or one where none is expected: refused.
     for (theirs, ours) in [
-        (Some(&b"s3cret"[..]), Some(&b"other"[..])),
-        (Some(&b"s3cret"[..]), None),
-        (None, Some(&b"s3cret"[..])),
+        (Some(SECRET), Some(OTHER)),
+        (Some(SECRET), None),
+        (None, Some(SECRET)),
     ] {
         let (port, accepted) = server_with_secret("orders", None, theirs).await;
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let err = initiate(
             &mut stream,
-            &mut FrameDecoder::new(MAX),
+            &mut decoder(),
             &me,
             &target(port),
-            ours,
+            ours.map(secrets),
             OPEN,
-            MAX,
         )
         .await
         .unwrap_err();
+        // The connecting side sees the accepting side cannot prove the secret, and stops
+        // before it says who it is; the accepting side sees the connection close.
         assert!(
-            matches!(
-                err,
-                HandshakeError::RefusedByPeer(HandshakeRefusal::WrongSecret)
-            ),
+            matches!(err, HandshakeError::Refused(HandshakeRefusal::WrongSecret)),
             "{err}"
         );
         assert!(
             err.to_string().contains("wrong or missing cluster secret"),
             "{err}"
         );
+        drop(stream);
         assert!(accepted.await.unwrap().is_err());
     }
 }

@@ -25,10 +25,22 @@ impl Drop for Echo {
     }
 }
 
+/// A file holding this process's test secret, for the echo processes.
+fn secret_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<tempfile::NamedTempFile> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), flotilla_remote::testing::secret()).unwrap();
+        file
+    })
+    .path()
+}
+
 /// Starts an echo node on `port`; returns it and the UID it printed.
 fn echo(port: u16) -> (Echo, u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-remote-echo"))
-        .args(["sim", &port.to_string()])
+        .args(["sim", &port.to_string(), "--secret-file"])
+        .arg(secret_file())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -26,8 +26,13 @@ impl Ca {
 
     /// Writes `<name>.crt`, `<name>.key` and `ca.crt` into `dir`; returns the settings.
     fn node_files(&self, dir: &Path, name: &str) -> TlsSettings {
+        self.node_files_for(dir, name, "127.0.0.1")
+    }
+
+    /// As [`Ca::node_files`], with a certificate valid for `host` only.
+    fn node_files_for(&self, dir: &Path, name: &str, host: &str) -> TlsSettings {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        let cert = CertificateParams::new(vec![host.to_owned()])
             .unwrap()
             .signed_by(&key, &self.0)
             .unwrap();
@@ -50,6 +55,19 @@ fn start(tls: TlsSettings) -> (RemoteNode, flotilla_remote::InboundReceiver) {
         ..fast_settings()
     };
     RemoteNode::start(&Address::remote("sim", "127.0.0.1", 0).unwrap(), settings).unwrap()
+}
+
+/// The cause of the next association that gates.
+async fn gated(rx: &mut flotilla_remote::InboundReceiver) -> String {
+    next(rx, |x| match x {
+        Inbound::Association {
+            to: StateName::Gated,
+            cause,
+            ..
+        } => Some(cause),
+        _ => None,
+    })
+    .await
 }
 
 fn hello() -> UserEnvelope {
@@ -79,15 +97,7 @@ async fn nodes_with_certificates_from_the_trusted_ca_associate_and_others_cannot
     let stranger_ca = Ca::new();
     let (c, mut c_in) = start(stranger_ca.node_files(dir.path(), "c"));
     c.send_user(&b.local().address, hello()).unwrap();
-    let cause = next(&mut c_in, |x| match x {
-        Inbound::Association {
-            to: StateName::Gated,
-            cause,
-            ..
-        } => Some(cause),
-        _ => None,
-    })
-    .await;
+    let cause = gated(&mut c_in).await;
     assert!(cause.contains("TLS"), "{cause}");
 
     // A node without TLS at all cannot either.
@@ -177,4 +187,63 @@ fn unreadable_or_wrong_files_are_refused_at_start_with_the_file_named() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("missing.crt"), "{err}");
+}
+
+/// A certificate from the trusted CA proves only the host it names: a node at 127.0.0.1 with a
+/// certificate for another host cannot claim 127.0.0.1's addresses, in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_cannot_claim_this_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    // TLS alone (no secret): the certificate is the only proof.
+    let tls_only = |tls| flotilla_core::RemoteSettings {
+        tls: Some(tls),
+        secret: None,
+        ..fast_settings()
+    };
+    let sim = Address::remote("sim", "127.0.0.1", 0).unwrap();
+    let (a, mut a_in) = RemoteNode::start(&sim, tls_only(ca.node_files(dir.path(), "a"))).unwrap();
+    let (m, mut m_in) = RemoteNode::start(
+        &sim,
+        tls_only(ca.node_files_for(dir.path(), "m", "10.9.9.9")),
+    )
+    .unwrap();
+    // m connects to a: a refuses m's claim to be at 127.0.0.1.
+    m.send_user(&a.local().address, hello()).unwrap();
+    let cause = gated(&mut m_in).await;
+    assert!(cause.contains("not valid for that host"), "{cause}");
+    // a connects to m: m's certificate does not name 127.0.0.1, so the TLS handshake fails.
+    a.send_user(&m.local().address, hello()).unwrap();
+    let cause = gated(&mut a_in).await;
+    assert!(cause.contains("TLS"), "{cause}");
+    for rx in [&mut a_in, &mut m_in] {
+        while let Ok(item) = rx.try_recv() {
+            assert!(!matches!(item, Inbound::User { .. }), "{item:?}");
+        }
+    }
+}
+
+#[test]
+fn a_node_without_credentials_refuses_to_start_unless_insecure() {
+    let sim = Address::remote("sim", "127.0.0.1", 0).unwrap();
+    let bare = flotilla_core::RemoteSettings {
+        secret: None,
+        ..fast_settings()
+    };
+    let err = RemoteNode::start(&sim, bare.clone()).unwrap_err();
+    assert!(matches!(err, StartError::NoCredentials { .. }), "{err}");
+    let text = err.to_string();
+    for hint in [
+        "flotilla certs",
+        "--insecure",
+        "remote.insecure",
+        "secret-file",
+    ] {
+        assert!(text.contains(hint), "{hint}: {text}");
+    }
+    let insecure = flotilla_core::RemoteSettings {
+        insecure: true,
+        ..bare
+    };
+    RemoteNode::start(&sim, insecure).unwrap().0.shutdown();
 }

@@ -222,13 +222,15 @@ async fn a_full_outbound_queue_sends_messages_to_dead_letters() {
         let mut halves = Vec::new();
         for _ in 0..2 {
             let (mut s, _) = listener.accept().await.unwrap();
+            let secrets =
+                flotilla_proto::handshake::Secrets::new([flotilla_remote::testing::secret()])
+                    .unwrap();
             let (_, opening) = accept(
                 &mut s,
-                &mut FrameDecoder::new(1 << 20),
+                &mut flotilla_remote::handshake::decoder(),
                 &me,
-                None,
-                |_| false,
-                1 << 20,
+                Some(secrets),
+                |_| Ok(()),
             )
             .await
             .unwrap();

@@ -81,6 +81,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest frame accepted from now on: a connection reads its handshake with a
+    /// small limit and raises it once the peer is authenticated.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.compact();

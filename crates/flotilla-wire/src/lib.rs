@@ -1,5 +1,5 @@
-//! Flotilla's wire format, version 3: frames ([`frame`]) and the protocol data units of remoting
-//! ([`pdu`]), and cluster membership messages ([`cluster`]). See `docs/design/remoting.md` for the
+//! Flotilla's wire format, version 4: frames ([`frame`]), the handshake ([`handshake`]), the
+//! protocol data units of remoting ([`pdu`]), and cluster membership messages ([`cluster`]). See `docs/design/remoting.md` for the
 //! whole protocol.
 //!
 //! # What this crate is not
@@ -10,14 +10,16 @@
 pub mod cluster;
 pub mod frame;
 pub mod fuzzing;
+pub mod handshake;
 pub mod pdu;
 
 pub use cluster::{
     ClusterPdu, WireGossip, WireMember, WireObserver, decode_cluster, encode_cluster,
 };
 pub use frame::{Frame, FrameDecoder, FrameError};
+pub use handshake::{Challenge, Claim, Hello, MAX_HANDSHAKE_FRAME, Nonce, Proof, Step};
 pub use pdu::{
-    Handshake, HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,
+    HandshakeHead, HandshakeRefusal, HandshakeReply, Heartbeat, HeartbeatReply, Lane,
     QuarantineNotice, SystemAck, SystemEnvelope, UserBatch, UserBatchChecked, UserBatchIter,
     UserEnvelope, UserEnvelopeRef, WireAddress, WireError, WireUniqueAddress,
 };
@@ -26,9 +28,9 @@ pub use pdu::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Kind {
-    /// [`Handshake`]: the first frame on every connection, from the connecting side.
+    /// [`Hello`], then [`Claim`]: the connecting side's handshake frames.
     Handshake = 0x01,
-    /// [`HandshakeReply`]: the accepting side's answer.
+    /// [`Challenge`], then [`HandshakeReply`]: the accepting side's handshake frames.
     HandshakeReply = 0x02,
     /// [`Heartbeat`] of remote deathwatch.
     Heartbeat = 0x03,

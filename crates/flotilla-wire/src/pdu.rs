@@ -1,8 +1,8 @@
 //! The protocol data units, encoded with postcard (compact, varint integers, no field names).
 //!
 //! Every struct here is part of wire format version [`VERSION`]: a change that older nodes
-//! cannot read needs a new version number, and [`Handshake::check`] refuses peers of another
-//! version with a message that names both.
+//! cannot read needs a new version number, and the handshake ([`crate::handshake`]) refuses
+//! peers of another version with a message that names both.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,11 @@ use crate::frame::{self, FrameError};
 pub const MAGIC: [u8; 4] = *b"FLTL";
 
 /// The wire format version this crate speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
+
+pub use crate::handshake::{
+    Challenge, Claim, HandshakeHead, HandshakeRefusal, HandshakeReply, Hello, Lane, first_four,
+};
 
 /// Why bytes could not be turned into a PDU, or a PDU into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,182 +112,6 @@ pub struct WireUniqueAddress {
     pub address: WireAddress,
     /// Which incarnation.
     pub uid: u64,
-}
-
-/// The first frame on a connection, from the side that connected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handshake {
-    /// [`MAGIC`]: tells a Flotilla peer from anything else that connects.
-    pub magic: [u8; 4],
-    /// The sender's wire format version.
-    pub version: u16,
-    /// Who is connecting.
-    pub from: WireUniqueAddress,
-    /// Whom it means to reach.
-    pub to: WireAddress,
-    /// Proof of the shared cluster secret, if one is configured (an HMAC computed by the
-    /// transport; compared in constant time there).
-    pub secret_proof: Option<Vec<u8>>,
-    /// Which of the link's two connections this is.
-    pub lane: Lane,
-    /// The link this connection belongs to: drawn by the connecting side, the same on both of a
-    /// link's connections, so that the accepting side can pair them.
-    pub link: u64,
-}
-
-/// The first two fields of every [`Handshake`], in every version: read on their own when a
-/// handshake does not decode, so that a peer of another version is told so.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandshakeHead {
-    /// [`MAGIC`], if a Flotilla peer.
-    pub magic: [u8; 4],
-    /// The sender's wire format version.
-    pub version: u16,
-}
-
-/// The two connections of a link between two nodes.
-///
-/// Control frames (handshake, heartbeats, system messages, acknowledgements, quarantine
-/// notices) travel on the control connection and user messages on the ordinary one, so a
-/// backlog of user messages never delays a heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Lane {
-    /// Handshake, heartbeats, system messages, acknowledgements, quarantine notices.
-    Control,
-    /// User messages.
-    Ordinary,
-}
-
-/// Why a handshake was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum HandshakeRefusal {
-    /// Not a Flotilla peer.
-    #[error("not a Flotilla handshake (magic bytes {0:02x?})")]
-    BadMagic([u8; 4]),
-    /// Another wire format version.
-    #[error("incompatible wire format: the peer speaks version {theirs}, this node {ours}")]
-    IncompatibleVersion {
-        /// The peer's.
-        theirs: u16,
-        /// Ours.
-        ours: u16,
-    },
-    /// Another actor system.
-    #[error("wrong actor system: the peer is {theirs:?}, this node is {ours:?}")]
-    WrongSystem {
-        /// The peer's.
-        theirs: String,
-        /// Ours.
-        ours: String,
-    },
-    /// The handshake was meant for another address.
-    #[error("the peer meant to reach {meant}, but this node is {actual}")]
-    WrongAddress {
-        /// Whom the peer meant.
-        meant: String,
-        /// Who this node is.
-        actual: String,
-    },
-    /// The cluster secret did not match (or one side has none).
-    #[error("wrong or missing cluster secret")]
-    WrongSecret,
-    /// This node has quarantined the connecting incarnation.
-    #[error("this node has quarantined uid {uid}: restart that node")]
-    Quarantined {
-        /// The connecting incarnation.
-        uid: u64,
-    },
-}
-
-impl Handshake {
-    /// A handshake for wire format [`VERSION`], opening connection `lane` of link `link`.
-    pub fn new(
-        from: WireUniqueAddress,
-        to: WireAddress,
-        secret_proof: Option<Vec<u8>>,
-        lane: Lane,
-        link: u64,
-    ) -> Self {
-        Self {
-            magic: MAGIC,
-            version: VERSION,
-            from,
-            to,
-            secret_proof,
-            lane,
-            link,
-        }
-    }
-
-    /// Checks magic, version, system name and target address against this node (`local`).
-    /// The secret is checked by the transport, which knows the key.
-    pub fn check(&self, local: &WireAddress) -> Result<(), HandshakeRefusal> {
-        if self.magic != MAGIC {
-            return Err(HandshakeRefusal::BadMagic(self.magic));
-        }
-        if self.version != VERSION {
-            return Err(HandshakeRefusal::IncompatibleVersion {
-                theirs: self.version,
-                ours: VERSION,
-            });
-        }
-        if self.from.address.system != local.system {
-            return Err(HandshakeRefusal::WrongSystem {
-                theirs: self.from.address.system.clone(),
-                ours: local.system.clone(),
-            });
-        }
-        if self.to.system != local.system || self.to.port != local.port {
-            return Err(HandshakeRefusal::WrongAddress {
-                meant: format!("{}@{}:{}", self.to.system, self.to.host, self.to.port),
-                actual: format!("{}@{}:{}", local.system, local.host, local.port),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Decodes a handshake body and checks it against this node (`local`). A body that does not
-/// decode as this version's handshake is told apart: a Flotilla peer of another version gets
-/// [`HandshakeRefusal::IncompatibleVersion`], anything else [`HandshakeRefusal::BadMagic`].
-pub fn decode_handshake(body: &[u8], local: &WireAddress) -> Result<Handshake, HandshakeRefusal> {
-    match postcard::from_bytes::<Handshake>(body) {
-        Ok(hs) => {
-            hs.check(local)?;
-            Ok(hs)
-        }
-        Err(_) => match postcard::from_bytes::<HandshakeHead>(body) {
-            Ok(head) if head.magic == MAGIC && head.version != VERSION => {
-                Err(HandshakeRefusal::IncompatibleVersion {
-                    theirs: head.version,
-                    ours: VERSION,
-                })
-            }
-            _ => Err(HandshakeRefusal::BadMagic(first_four(body))),
-        },
-    }
-}
-
-/// The first four bytes (zero-padded): what a refusal for bad magic shows.
-pub fn first_four(bytes: &[u8]) -> [u8; 4] {
-    let mut out = [0; 4];
-    for (o, b) in out.iter_mut().zip(bytes) {
-        *o = *b;
-    }
-    out
-}
-
-/// The accepting side's answer to a [`Handshake`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HandshakeReply {
-    /// Accepted; here is who answered.
-    Accepted {
-        /// The accepting node.
-        from: WireUniqueAddress,
-    },
-    /// Refused, and why; the connection closes after this frame.
-    Refused(HandshakeRefusal),
 }
 
 /// A heartbeat of remote deathwatch.
@@ -579,119 +407,10 @@ impl<'a> Iterator for UserBatchChecked<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FrameDecoder;
-
-    fn addr(system: &str, port: u16) -> WireAddress {
-        WireAddress {
-            system: system.into(),
-            host: "127.0.0.1".into(),
-            port,
-        }
-    }
-
-    fn unique(system: &str, port: u16, uid: u64) -> WireUniqueAddress {
-        WireUniqueAddress {
-            address: addr(system, port),
-            uid,
-        }
-    }
-
-    #[test]
-    fn a_handshake_round_trips_and_is_checked_field_by_field() {
-        let hs = Handshake::new(
-            unique("orders", 2551, 7),
-            addr("orders", 2552),
-            None,
-            Lane::Ordinary,
-            42,
-        );
-        let mut out = Vec::new();
-        encode(Kind::Handshake, &hs, 1024, &mut out).unwrap_or_else(|e| panic!("{e}"));
-        let mut d = FrameDecoder::new(1024);
-        d.extend(&out);
-        let frame = d
-            .next_frame()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("a frame"));
-        assert_eq!(frame.kind, Kind::Handshake);
-        let back: Handshake = decode(frame.kind, &frame.body).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back, hs);
-        assert_eq!(back.check(&addr("orders", 2552)), Ok(()));
-
-        let err = back.check(&addr("billing", 2552)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "wrong actor system: the peer is \"orders\", this node is \"billing\""
-        );
-        let err = back.check(&addr("orders", 2553)).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("meant to reach orders@127.0.0.1:2552"),
-            "{err}"
-        );
-        let old = Handshake {
-            version: 0,
-            ..hs.clone()
-        };
-        assert_eq!(
-            old.check(&addr("orders", 2552)).unwrap_err().to_string(),
-            "incompatible wire format: the peer speaks version 0, this node 3"
-        );
-        let http = Handshake {
-            magic: *b"GET ",
-            ..hs
-        };
-        assert!(matches!(
-            http.check(&addr("orders", 2552)),
-            Err(HandshakeRefusal::BadMagic(_))
-        ));
-    }
-
-    #[test]
-    fn a_handshake_of_another_version_is_refused_as_such_even_when_its_layout_differs() {
-        let local = addr("orders", 2552);
-        // Version 1 had no lane and no link.
-        #[derive(Serialize)]
-        struct V1 {
-            magic: [u8; 4],
-            version: u16,
-            from: WireUniqueAddress,
-            to: WireAddress,
-            secret_proof: Option<Vec<u8>>,
-        }
-        let v1 = postcard::to_stdvec(&V1 {
-            magic: MAGIC,
-            version: 1,
-            from: unique("orders", 2551, 7),
-            to: local.clone(),
-            secret_proof: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            decode_handshake(&v1, &local),
-            Err(HandshakeRefusal::IncompatibleVersion {
-                theirs: 1,
-                ours: VERSION
-            })
-        );
-        assert_eq!(
-            decode_handshake(b"GET / HTTP/1.1", &local),
-            Err(HandshakeRefusal::BadMagic(*b"GET "))
-        );
-        let hs = Handshake::new(
-            unique("orders", 2551, 7),
-            local.clone(),
-            None,
-            Lane::Control,
-            9,
-        );
-        let body = postcard::to_stdvec(&hs).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(decode_handshake(&body, &local), Ok(hs));
-    }
 
     #[test]
     fn garbage_bodies_are_errors_that_name_the_kind() {
-        let err = decode::<Handshake>(Kind::Handshake, b"\xff\xff\xff").unwrap_err();
+        let err = decode::<Claim>(Kind::Handshake, b"\xff\xff\xff").unwrap_err();
         assert!(
             matches!(
                 err,

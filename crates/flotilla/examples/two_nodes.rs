@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use flotilla::core::{FlotillaConfig, RemoteSettings};
 use flotilla::{Actor, ActorError, ActorSystem, Context, Props, RemoteMessage, ReplyTo};
 use serde::{Deserialize, Serialize};
 
@@ -32,16 +33,28 @@ impl Actor for Greeting {
     }
 }
 
-fn node() -> Result<ActorSystem, Box<dyn std::error::Error>> {
-    // Port 0 picks a free port. Nodes that talk have the same system name.
+/// Nodes that talk have the same system name and prove to each other that they know the same
+/// cluster secret (a real cluster reads it from `remote.secret-file`, made by `flotilla certs`;
+/// without one, a node refuses to start unless told `remote.insecure = true`).
+fn node(secret: &str) -> Result<ActorSystem, Box<dyn std::error::Error>> {
+    let config = FlotillaConfig {
+        remote: RemoteSettings {
+            secret: Some(secret.to_owned()),
+            ..RemoteSettings::default()
+        },
+        ..FlotillaConfig::default()
+    };
+    // Port 0 picks a free port.
     Ok(ActorSystem::builder("greeters")
+        .config(config)
         .remote("127.0.0.1", 0)
         .build()?)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (a, b) = (node()?, node()?);
+    let secret = flotilla::remote::testing::random_secret();
+    let (a, b) = (node(&secret)?, node(&secret)?);
     let greeter = b.spawn(
         "greeter",
         Props::new({

@@ -57,6 +57,10 @@ enum Command {
     /// lost, no entity ran twice, no lease was left behind and every shard serves again (exit
     /// status 1 if not).
     Chaos(ChaosArgs),
+    /// Create a cluster's credentials in a directory: a CA, a certificate for each host nodes
+    /// are reached at (its subject alternative name), and a cluster secret; prints the
+    /// `[remote]` configuration for each host. Run again with more hosts to add them.
+    Certs(CertsArgs),
     /// Shards per node for every entity type, and the shards hosted on the node asked.
     Shards(ClientArgs),
     /// The node's associations to remote nodes, with their causes.
@@ -87,10 +91,12 @@ struct ClientArgs {
         default_value = "http://127.0.0.1:8558"
     )]
     endpoint: String,
-    /// The bearer token for leave and down (the node's management.token; the same variable
-    /// sets both).
-    #[arg(long, env = "FLOTILLA__MANAGEMENT__TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// A file holding the bearer token for leave and down (the node's management.token).
+    /// Without it, the token comes from the environment variable FLOTILLA__MANAGEMENT__TOKEN,
+    /// which sets the node's too; it is never an argument, which every user of the machine can
+    /// read.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     /// A CA certificate (PEM) to trust for an HTTPS endpoint.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<std::path::PathBuf>,
@@ -110,13 +116,38 @@ impl ClientArgs {
             }
             None => None,
         };
+        let token = match &self.token_file {
+            Some(path) => Some(flotilla_cli::leases::read_secret_file(
+                "management token",
+                path,
+            )?),
+            None => std::env::var("FLOTILLA__MANAGEMENT__TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
+        };
         Ok(flotilla::management::client::Client::new(
             &self.endpoint,
-            self.token.clone(),
+            token,
             ca.as_deref(),
             Duration::from_secs(self.timeout.max(1)),
         )?)
     }
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// The directory to write to (created if missing; an existing CA and secret are reused).
+    #[arg(long, default_value = "certs")]
+    out: std::path::PathBuf,
+    /// How long the host certificates are valid, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// Replace existing host certificates.
+    #[arg(long)]
+    force: bool,
+    /// The hosts (DNS names or IP addresses) nodes are reached at, as in their addresses.
+    #[arg(required = true)]
+    hosts: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -141,9 +172,14 @@ struct NodeArgs {
     #[arg(long)]
     management_port: Option<u16>,
     /// Fast failure detection and decisions (seconds, not tens of seconds), for trying things
-    /// out on one machine.
+    /// out on one machine. Security settings stay as configured.
     #[arg(long)]
     fast: bool,
+    /// Run without remoting credentials (remote.insecure = true): anyone who can reach the port
+    /// can join, quarantine or down nodes. For a trusted network or a test only; otherwise
+    /// create credentials with `flotilla certs`.
+    #[arg(long)]
+    insecure: bool,
     /// Also run a sharded `counter` entity type and send messages to this many of its
     /// entities, printing every entity start and stop (for multi-process tests).
     #[arg(long, value_name = "ENTITIES")]
@@ -152,12 +188,18 @@ struct NodeArgs {
     #[arg(long, default_value_t = 100)]
     shards: u32,
     /// An etcd endpoint for the counters' shard leases.
-    #[arg(long, value_name = "URL", conflicts_with = "lease_azure")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["lease_azure", "lease_azure_file"])]
     lease_etcd: Option<String>,
-    /// An Azure Blob Storage connection string for the counters' shard leases (records in the
-    /// container `flotilla-leases`).
-    #[arg(long, value_name = "CONNECTION_STRING", hide_env_values = true)]
-    lease_azure: Option<String>,
+    /// Azure Blob Storage for the node's leases, the counters' shard leases among them: the
+    /// configuration's [lease.azure]. Its connection string is never an argument (every user
+    /// of the machine can read a process's arguments): it comes from [lease.azure]
+    /// connection-string, the environment variable FLOTILLA__LEASE__AZURE__CONNECTION_STRING,
+    /// or --lease-azure-file.
+    #[arg(long)]
+    lease_azure: bool,
+    /// As --lease-azure, with the connection string read from this file.
+    #[arg(long, value_name = "PATH")]
+    lease_azure_file: Option<std::path::PathBuf>,
     /// Also run the durable `ledger` entity type (leases and records in the etcd of
     /// --lease-etcd) with this many entities, asking them to add one and printing every
     /// acknowledgement (for the chaos harness).
@@ -286,14 +328,12 @@ struct LeasesArgs {
     /// etcd: the key prefix of the leases.
     #[arg(long, default_value = "/flotilla/leases/")]
     prefix: String,
-    /// Azure: the storage connection string (or $AZURE_STORAGE_CONNECTION_STRING).
-    #[arg(
-        long,
-        env = "AZURE_STORAGE_CONNECTION_STRING",
-        default_value = "UseDevelopmentStorage=true",
-        hide_env_values = true
-    )]
-    connection_string: String,
+    /// Azure: a file holding the storage connection string. Without it, the connection string
+    /// comes from $FLOTILLA__LEASE__AZURE__CONNECTION_STRING or
+    /// $AZURE_STORAGE_CONNECTION_STRING, else it is Azurite's (UseDevelopmentStorage=true); it
+    /// is never an argument, which every user of the machine can read.
+    #[arg(long, value_name = "PATH")]
+    connection_string_file: Option<std::path::PathBuf>,
     /// Azure: the container of the lease records.
     #[arg(long, default_value = "flotilla-leases")]
     container: String,
@@ -314,15 +354,18 @@ struct LeasesArgs {
 }
 
 impl LeasesArgs {
-    fn choice(self, backend: BackendKind) -> BackendChoice {
-        match backend {
+    fn choice(self, backend: BackendKind) -> anyhow::Result<BackendChoice> {
+        Ok(match backend {
             BackendKind::Etcd => BackendChoice::Etcd(EtcdSettings {
                 endpoints: self.endpoints,
                 prefix: self.prefix,
                 ..EtcdSettings::default()
             }),
             BackendKind::Azure => BackendChoice::Azure(AzureSettings {
-                connection_string: self.connection_string,
+                connection_string: flotilla_cli::leases::azure_connection_string(
+                    self.connection_string_file.as_deref(),
+                    |name| std::env::var(name).ok(),
+                )?,
                 container: self.container,
                 ..AzureSettings::default()
             }),
@@ -331,7 +374,7 @@ impl LeasesArgs {
                 api_server: self.api_server,
                 ..KubernetesSettings::default()
             }),
-        }
+        })
     }
 }
 
@@ -354,11 +397,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    // A panic inside an actor is a failure its supervisor handles and logs; one line is enough.
-    std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(ToString::to_string).unwrap_or_default();
-        tracing::debug!(%location, "panic: {info}");
-    }));
+    // One error line per panic, in the log (an actor's supervisor logs its failure too).
+    flotilla_cli::panics::log_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -434,33 +474,52 @@ fn main() -> anyhow::Result<()> {
             let options = flotilla_cli::node::NodeOptions {
                 ledger,
                 chaos_control: args.chaos_control,
+                insecure: args.insecure,
                 system: args.system,
                 host: args.host,
                 port: args.port,
                 seeds,
                 config: args.config,
                 management_port: args.management_port,
+                lease_azure: (args.lease_azure || args.lease_azure_file.is_some()).then_some(
+                    flotilla_cli::node::AzureLease {
+                        connection_string_file: args.lease_azure_file,
+                    },
+                ),
                 fast: args.fast,
                 counters: args.sharded_counters.map(|entities| {
                     flotilla_cli::node::ShardedCounters {
                         entities,
                         shards: args.shards,
-                        lease: match (args.lease_etcd, args.lease_azure) {
-                            (Some(endpoint), _) => {
-                                Some(BackendChoice::Etcd(EtcdSettings::new([endpoint])))
-                            }
-                            (None, Some(connection_string)) => {
-                                Some(BackendChoice::Azure(AzureSettings {
-                                    connection_string,
-                                    ..Default::default()
-                                }))
-                            }
-                            (None, None) => None,
-                        },
+                        // Azure (--lease-azure) is the node's configured backend.
+                        lease: args
+                            .lease_etcd
+                            .map(|endpoint| BackendChoice::Etcd(EtcdSettings::new([endpoint]))),
                     }
                 }),
             };
             runtime.block_on(flotilla_cli::node::run(options))?;
+        }
+        Command::Certs(args) => {
+            let options = flotilla_cli::certs::CertsOptions {
+                out: args.out,
+                hosts: args.hosts,
+                days: args.days,
+                force: args.force,
+            };
+            let report = flotilla_cli::certs::create(&options)?;
+            for path in &report.created {
+                println!("created {}", path.display());
+            }
+            for path in &report.kept {
+                println!("kept    {}", path.display());
+            }
+            for host in &options.hosts {
+                println!(
+                    "\n# {host}: keep ca.key off the nodes\n{}",
+                    flotilla_cli::certs::config_snippet(&options.out, host)
+                );
+            }
         }
         Command::Chaos(args) => {
             drop(runtime);
@@ -524,7 +583,7 @@ fn main() -> anyhow::Result<()> {
         Command::Leases(args) if args.backend.is_none() => {
             let client = ClientArgs {
                 endpoint: args.node.clone(),
-                token: None,
+                token_file: None,
                 ca_cert: None,
                 timeout: 10,
                 json: args.json,
@@ -548,7 +607,7 @@ fn main() -> anyhow::Result<()> {
             });
             let records = runtime.block_on(async {
                 let kind = args.backend.unwrap_or(BackendKind::Etcd);
-                let backend = flotilla_cli::leases::connect(args.choice(kind)).await?;
+                let backend = flotilla_cli::leases::connect(args.choice(kind)?).await?;
                 backend
                     .list()
                     .await

@@ -202,6 +202,8 @@ impl Harness<'_> {
             None => std::process::Command::new(&o.binary),
         };
         cmd.args(["node", "--system", "chaos", "--host", &host]);
+        // The nodes authenticate each other with a secret drawn for this run.
+        crate::node::with_test_secret(&mut cmd);
         cmd.args(["--port", &port, "--management-port", "0", "--chaos-control"]);
         cmd.args(["--ledger-entities", &o.entities.to_string()]);
         cmd.args(["--ledger-rate", &o.rate.to_string()]);

@@ -248,6 +248,9 @@ fn node_config(options: &DemoOptions) -> FlotillaConfig {
         config.lease.heartbeat_interval = Duration::from_millis(300);
         config.sharding.lease_retry_interval = Duration::from_millis(500);
     }
+    // The three nodes run in this process and share a secret drawn for it: they authenticate
+    // each other as a real cluster's nodes do, and nothing outside the process can join.
+    config.remote.secret = Some(flotilla_remote::testing::secret().to_owned());
     config.sharding.number_of_shards = options.shards;
     config.sharding.use_lease = true;
     config

@@ -16,7 +16,9 @@
 //!   Quarantined(uid) ── handshake from a *new* uid (either direction) ──▶ Active: new uid
 //! ```
 //!
-//! Quarantine is per incarnation: the machine keeps every quarantined UID of its remote address.
+//! Quarantine is per incarnation: the machine keeps the quarantined UIDs of its remote address
+//! (the latest [`MAX_QUARANTINED_INCARNATIONS`]; UIDs are random 64-bit numbers, so one
+//! forgotten after that many restarts of the same address will not come back).
 //! Messages to a quarantined incarnation go to dead letters; frames from one are dropped and
 //! counted, and it is told (on the control lane) that it is quarantined. While quarantined, an
 //! outbound message triggers at most one connection attempt per `retry-gate-closed-for`, to find
@@ -66,6 +68,9 @@ impl fmt::Display for StateName {
         })
     }
 }
+
+/// Quarantined incarnations remembered per address.
+pub const MAX_QUARANTINED_INCARNATIONS: usize = 256;
 
 /// Why an incarnation was quarantined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +321,8 @@ pub struct Association<M> {
     last_cause: Option<Cause>,
     queue: VecDeque<M>,
     quarantined: BTreeMap<u64, QuarantineReason>,
+    /// The keys of `quarantined`, oldest first.
+    quarantine_order: VecDeque<u64>,
     /// The incarnation last reached (Active with it), kept through Gated and Idle: quarantining
     /// it then still quarantines the association — a removed member that went away first.
     last_uid: Option<u64>,
@@ -334,6 +341,7 @@ impl<M> Association<M> {
             last_cause: None,
             queue: VecDeque::new(),
             quarantined: BTreeMap::new(),
+            quarantine_order: VecDeque::new(),
             last_uid: None,
             last_heard: None,
             outputs: VecDeque::new(),
@@ -468,7 +476,7 @@ impl<M> Association<M> {
             && old != uid
         {
             // The remote restarted: its old incarnation is gone for good.
-            self.quarantined.insert(
+            self.remember_quarantined(
                 old,
                 QuarantineReason::ReplacedByNewIncarnation { new_uid: uid },
             );
@@ -479,11 +487,23 @@ impl<M> Association<M> {
         self.flush(uid);
     }
 
+    /// Records a quarantined incarnation, forgetting the oldest beyond the limit.
+    fn remember_quarantined(&mut self, uid: u64, reason: QuarantineReason) {
+        if self.quarantined.insert(uid, reason).is_none() {
+            self.quarantine_order.push_back(uid);
+        }
+        while self.quarantine_order.len() > MAX_QUARANTINED_INCARNATIONS {
+            if let Some(oldest) = self.quarantine_order.pop_front() {
+                self.quarantined.remove(&oldest);
+            }
+        }
+    }
+
     fn quarantine(&mut self, now: Instant, uid: u64, reason: QuarantineReason) {
         if self.quarantined.contains_key(&uid) {
             return; // once is enough; the first reason stands
         }
-        self.quarantined.insert(uid, reason.clone());
+        self.remember_quarantined(uid, reason.clone());
         if self.uid() == Some(uid) && self.state() == StateName::Active {
             self.outputs
                 .push_back(AssociationOutput::SendQuarantineNotice {

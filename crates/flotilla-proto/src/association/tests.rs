@@ -485,3 +485,21 @@ fn quarantining_the_last_incarnation_while_reconnecting_turns_the_attempt_into_a
     assert_eq!(a.state(), StateName::Quarantined);
     assert_eq!(a.poll_timeout(), None);
 }
+
+#[test]
+fn only_the_latest_quarantined_incarnations_are_remembered() {
+    let t0 = crate::testing::epoch();
+    let mut a = active(t0, 1);
+    // A remote that restarts again and again: each new incarnation replaces the last.
+    let restarts = u64::try_from(MAX_QUARANTINED_INCARNATIONS).unwrap_or(0) + 50;
+    for uid in 2..=restarts + 1 {
+        input(&mut a, t0 + s(1), AssociationInput::Accepted { uid });
+    }
+    assert_eq!(a.snapshot().quarantined.len(), MAX_QUARANTINED_INCARNATIONS);
+    assert!(!a.is_quarantined(1), "the oldest are forgotten");
+    assert!(a.is_quarantined(restarts), "the latest are kept");
+    assert!(
+        !a.is_quarantined(restarts + 1),
+        "the current one is not quarantined"
+    );
+}

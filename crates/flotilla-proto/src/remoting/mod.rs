@@ -556,7 +556,10 @@ impl<M, S: Clone> Remoting<M, S> {
         if let Pdu::QuarantineNotice { to_uid, reason } = &pdu {
             // Read even from an incarnation we quarantined: it is news about us.
             if *to_uid == self.local.uid && !self.quarantined_by.contains_key(&from) {
-                self.quarantined_by.insert(from.clone(), reason.clone());
+                // Only whether anyone did matters after the first few.
+                if self.quarantined_by.len() < 64 {
+                    self.quarantined_by.insert(from.clone(), reason.clone());
+                }
                 self.outputs.push_back(RemoteOutput::ThisSystemQuarantined {
                     by: from,
                     reason: reason.clone(),
@@ -578,6 +581,13 @@ impl<M, S: Clone> Remoting<M, S> {
                 .push_back(RemoteOutput::DeliverUser { from, msg }),
             Pdu::System { seq, msg } => {
                 let peer = self.peer(now, &remote);
+                if !peer.receivers.contains_key(&uid) {
+                    // A new incarnation: the receivers of quarantined ones (a restarted
+                    // node's old incarnations) will never deliver again.
+                    let association = &peer.association;
+                    peer.receivers
+                        .retain(|u, _| !association.is_quarantined(*u));
+                }
                 let received = peer.receivers.entry(uid).or_default().receive(seq, msg);
                 let upto = match received {
                     Received::Deliver { msg, upto } => {

@@ -183,6 +183,10 @@ impl<M: Clone> StateMachine for Sender<M> {
                     self.next_resend = Some(now + self.resend_interval);
                 }
             }
+            // An acknowledgement of messages never sent is a broken or lying peer: taken at
+            // face value it would drop messages that were never delivered, so it is ignored
+            // (the resends go on).
+            SenderInput::Ack { upto } if upto >= self.next_seq => {}
             SenderInput::Ack { upto } => {
                 while self.unacked.front().is_some_and(|p| p.seq <= upto) {
                     self.unacked.pop_front();

@@ -46,6 +46,25 @@ fn messages_are_numbered_resent_every_interval_and_dropped_once_acknowledged() {
 }
 
 #[test]
+fn an_acknowledgement_of_messages_never_sent_is_ignored() {
+    let t0 = crate::testing::epoch();
+    let mut s_ = Sender::new(&settings(10));
+    s_.handle(t0, SenderInput::Send("watch"));
+    drain(&mut s_);
+    s_.handle(t0, SenderInput::Ack { upto: u64::MAX });
+    s_.handle(t0, SenderInput::Ack { upto: 2 });
+    assert_eq!(
+        s_.unacknowledged(),
+        1,
+        "still waiting for a real acknowledgement"
+    );
+    s_.handle_timeout(t0 + s(1));
+    assert_eq!(drain(&mut s_), vec![tx(1, "watch")]);
+    s_.handle(t0 + s(1), SenderInput::Ack { upto: 1 });
+    assert_eq!(s_.unacknowledged(), 0);
+}
+
+#[test]
 fn a_reconnect_resends_at_once() {
     let t0 = crate::testing::epoch();
     let mut s_ = Sender::new(&settings(10));
