@@ -206,6 +206,16 @@ pub(crate) const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "flotilla_remote_connections_dropped_total",
+        "Inbound connections closed by a limit, by reason (max-inbound-connections, max-handshakes-in-progress).",
+    ),
+    (
+        Kind::Counter,
+        "flotilla_remote_frames_dropped_total",
+        "Frames dropped, by reason: misattributed (naming another sender than the link's peer), control-lane-full.",
+    ),
+    (
+        Kind::Counter,
         "flotilla_remote_inbound_dropped_total",
         "Inbound messages dropped (no such recipient, or quarantined sender).",
     ),
