@@ -21,3 +21,22 @@ pub mod node;
 pub mod ops;
 pub mod panics;
 pub mod pipeline;
+
+/// An error for an operator: its text, then each cause that says something the text above it
+/// does not already say (many errors quote their cause), without a backtrace.
+///
+/// ```
+/// let e = anyhow::anyhow!("no such file").context("cannot read node.toml");
+/// assert_eq!(flotilla_cli::report(&e), "cannot read node.toml\n  because: no such file");
+/// ```
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str("\n  because: ");
+            out.push_str(&text);
+        }
+    }
+    out
+}

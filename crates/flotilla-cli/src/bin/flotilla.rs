@@ -378,7 +378,17 @@ impl LeasesArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", flotilla_cli::report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the nodes' warnings (a lease still held by a
     // crashed node, a refused connection) are part of it and would only repeat it on stderr.
