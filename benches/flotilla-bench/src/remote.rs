@@ -460,6 +460,15 @@ fn bench_erlang(opts: &Opts) -> anyhow::Result<Figures> {
 
 fn main() -> anyhow::Result<()> {
     let opts = Opts::parse();
+    // Remoting's warnings (a refused handshake, a lost link) on stderr, both processes';
+    // RUST_LOG for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

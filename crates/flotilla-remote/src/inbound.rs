@@ -1,4 +1,4 @@
-//! The channel from remoting to the local runtime: FIFO, many senders, one receiver, bounded for
+//! What remoting hands to the local runtime ([`Inbound`]), and the channel it goes through: FIFO, many senders, one receiver, bounded for
 //! what peers send.
 //!
 //! Readers of connections wait for room (`InboundSender::has_room`,
@@ -19,7 +19,86 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 pub use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::node::Inbound;
+use flotilla_core::{Address, UniqueAddress};
+use flotilla_proto::association::StateName;
+use flotilla_wire::{UserBatch, UserEnvelope};
+
+/// A system message's payload: what the runtime serialized, and how to read it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemPayload {
+    /// The serializer manifest.
+    pub manifest: String,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Logs and counts an ordinary message from `from` that did not decode (the receiver of an
+/// [`Inbound::User`] found it): it is dropped, and the association stays up.
+pub fn undecodable_dropped(from: &UniqueAddress, e: &flotilla_wire::WireError) {
+    undecodable(from, e);
+}
+
+/// An undecodable frame is dropped, logged and counted; the connection stays up.
+pub(crate) fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
+    metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
+    tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
+}
+
+/// What remoting hands to the local runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// An ordinary message for a local actor.
+    User {
+        /// The sending incarnation.
+        from: UniqueAddress,
+        /// The messages, in the order they were sent (everything one read brought, handed over
+        /// at once, not yet decoded): iterate to decode each in place. A receiver that wants to
+        /// report a message that does not decode iterates with
+        /// [`UserBatch::iter_checked`] and hands each error to [`undecodable_dropped`].
+        messages: UserBatch,
+    },
+    /// A system message, exactly once and in order per incarnation.
+    System {
+        /// The sending incarnation.
+        from: UniqueAddress,
+        /// The message.
+        payload: SystemPayload,
+    },
+    /// A watched node was declared dead by the failure detector.
+    AddressTerminated {
+        /// The node.
+        remote: Address,
+        /// Its incarnation, if one was reached.
+        uid: Option<u64>,
+    },
+    /// A remote node quarantined this one: restart this node.
+    ThisSystemQuarantined {
+        /// The quarantining node.
+        by: UniqueAddress,
+        /// Its reason.
+        reason: String,
+    },
+    /// An ordinary message could not be sent.
+    DeadLetter {
+        /// Its destination.
+        to: Address,
+        /// The message.
+        envelope: UserEnvelope,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An association changed state.
+    Association {
+        /// The remote node.
+        remote: Address,
+        /// The state before.
+        from: StateName,
+        /// The state after.
+        to: StateName,
+        /// Why, in words.
+        cause: String,
+    },
+}
 
 /// Items (a user message batch is one item: one read's worth, at most 64 KiB) that may wait
 /// before readers stop reading their sockets.

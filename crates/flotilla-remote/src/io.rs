@@ -102,12 +102,26 @@ pub const MAX_BATCH: usize = 256 * 1024;
 /// write gathers every chunk already waiting, up to [`MAX_BATCH`] bytes (a single chunk is
 /// written as it is, whatever its size, and so is a [whole](FrameSource::whole) one), so many
 /// frames go out in one syscall; frames are written in the order they were queued.
+///
+/// Before waiting for more, the stream is flushed: a TLS stream accepts bytes into its own
+/// buffer and may keep part of them there when the socket is full, to be written only by a
+/// later write or a flush — without one, the last frames of a burst could wait for ever.
 pub async fn write_lane<W: AsyncWrite + Unpin, S: FrameSource>(
     stream: &mut W,
     mut lane: S,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(64 * 1024);
-    while let Some(first) = lane.next_chunk().await {
+    loop {
+        let first = match lane.try_chunk() {
+            Some(chunk) => chunk,
+            None => {
+                stream.flush().await?;
+                match lane.next_chunk().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            }
+        };
         let second = if lane.whole() { None } else { lane.try_chunk() };
         let Some(second) = second else {
             stream.write_all(&first).await?;

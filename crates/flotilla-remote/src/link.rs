@@ -35,9 +35,8 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials::SecretSource;
 use crate::faults::{FaultInjector, Registration};
 use crate::handshake::{self, Opening, initiate};
-use crate::inbound::InboundSender;
+use crate::inbound::{Inbound, InboundSender, SystemPayload, undecodable};
 use crate::io::{FrameSource, ReadError, fill, write_lane};
-use crate::node::{Inbound, SystemPayload};
 use crate::queue::FrameQueue;
 use crate::tls::Tls;
 
@@ -48,7 +47,7 @@ pub(crate) type Stream = Box<dyn Io>;
 
 static LINK_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// What connection tasks report to the control task.
+/// What connection tasks report to the driver.
 pub(crate) enum ConnEvent {
     Up {
         remote: UniqueAddress,
@@ -76,7 +75,7 @@ pub(crate) enum ConnEvent {
     },
 }
 
-/// Where connections report: the control task, and (for directly delivered messages) the local
+/// Where connections report: the driver, and (for directly delivered messages) the local
 /// runtime.
 #[derive(Clone)]
 pub(crate) struct Wiring {
@@ -147,7 +146,7 @@ pub(crate) struct Half {
 /// Frames the control lane of a link holds before new ones are dropped.
 pub(crate) const CONTROL_LANE_FRAMES: usize = 8192;
 
-/// Events from connection tasks the control task has not taken yet; a reader waits beyond.
+/// Events from connection tasks the driver has not taken yet; a reader waits beyond.
 pub(crate) const EVENTS: usize = 4096;
 
 /// One inbound connection's place in `max-inbound-connections`.
@@ -176,24 +175,24 @@ pub(crate) struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Senders fall back to the control task, which knows the link is gone.
+        // Senders fall back to the driver, which knows the link is gone.
         self.ordinary.close();
     }
 }
 
-/// What a link's readers share with the control task.
+/// What a link's readers share with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct ReaderShared {
     /// The association is Active with this link's incarnation: ordinary messages may go
     /// straight to the local runtime.
     pub(crate) admitted: AtomicBool,
-    /// Ordinary messages handed to the control task and not processed yet: the readers deliver
+    /// Ordinary messages handed to the driver and not processed yet: the readers deliver
     /// directly only when there are none, so nothing overtakes.
     pub(crate) in_flight: AtomicUsize,
 }
 
 /// Opens a link to `to` (both connections, within `handshake-timeout`) and reports it, or why
-/// it failed, to the control task.
+/// it failed, to the driver.
 pub(crate) fn connect(to: Address, dialer: Dialer) {
     tokio::spawn(async move {
         let timeout = dialer.handshake_timeout;
@@ -585,7 +584,7 @@ impl Reading {
             }
             received.increment(frames);
             if !users.is_empty() && reported.elapsed() >= Duration::from_secs(1) {
-                // Delivered directly, so the control task would not know the link is in use.
+                // Delivered directly, so the driver would not know the link is in use.
                 reported = Instant::now();
                 let _ = events
                     .send(ConnEvent::Heard {
@@ -643,12 +642,6 @@ fn deliver(inbound: &InboundSender, from: &UniqueAddress, users: &mut UserBatch)
             messages: std::mem::take(users),
         });
     }
-}
-
-/// An undecodable frame is dropped, logged and counted; the connection stays up.
-pub(crate) fn undecodable(remote: &UniqueAddress, e: &flotilla_wire::WireError) {
-    metrics::counter!("flotilla_remote_undecodable_frames_total").increment(1);
-    tracing::warn!(remote = %remote, "dropped a frame from {remote}: {e}");
 }
 
 /// Why a frame was not taken.

@@ -87,3 +87,68 @@ async fn an_unbounded_control_lane_is_written_the_same_way() {
     }
     writer.await.unwrap().unwrap();
 }
+
+/// A stream that, as TLS does, takes what is written into a buffer of its own and puts it on the
+/// wire only when flushed (shared, so the test can look while the writer still runs).
+#[derive(Clone, Default)]
+struct Buffering {
+    held: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    wire: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl AsyncWrite for Buffering {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.held.lock().unwrap().extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        self.wire.lock().unwrap().extend_from_slice(&held);
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// The last frames of a burst reach the wire while the lane stays open and idle: the writer
+/// flushes before it waits (a TLS stream otherwise keeps them until the next write).
+#[tokio::test]
+async fn the_end_of_a_burst_is_flushed_before_the_writer_waits() {
+    let (tx, lane) = mpsc::channel(4096);
+    let stream = Buffering::default();
+    let wire = std::sync::Arc::clone(&stream.wire);
+    let writer = tokio::spawn(async move {
+        let mut stream = stream;
+        write_lane(&mut stream, lane).await
+    });
+    let mut sent = Vec::new();
+    for i in 0..100u32 {
+        let f = encoded(Kind::User, &i.to_be_bytes());
+        sent.extend_from_slice(&f);
+        tx.send(f).await.unwrap();
+    }
+    // The lane is open and idle now: everything must be on the wire within a moment.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while *wire.lock().unwrap() != sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} bytes reached the wire",
+            wire.lock().unwrap().len(),
+            sent.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    writer.await.unwrap().unwrap();
+}
