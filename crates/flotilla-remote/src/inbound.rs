@@ -8,7 +8,7 @@
 //! changes, dead letters) is never held back.
 //!
 //! A reader hands over the user messages of one read as one item (a
-//! [`UserBatch`](flotilla_wire::UserBatch): one lock, at most one wake-up); the receiver takes
+//! [`UserBatch`]: one lock, at most one wake-up); the receiver takes
 //! everything waiting in one swap and then pops without locking, where a general-purpose
 //! channel pays atomic operations and a wake-up check for each item.
 

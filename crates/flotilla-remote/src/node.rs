@@ -537,7 +537,7 @@ impl RemoteNode {
     }
 
     /// Tells remoting which nodes are members of this node's cluster now: remote deathwatch
-    /// leaves those to the cluster (see [`RemoteInput::ClusterMembers`]).
+    /// leaves those to the cluster (see [`RemoteInput::ClusterMembers`](flotilla_proto::remoting::RemoteInput::ClusterMembers)).
     pub fn set_cluster_members(&self, members: BTreeSet<Address>) -> Result<(), SendError> {
         self.command(Command::ClusterMembers(members))
     }
@@ -558,7 +558,7 @@ impl RemoteNode {
     }
 
     /// Sends a cluster membership message to the incarnation at `to`, at most once, on the
-    /// control lane (see [`RemoteInput::SendCluster`]). Refuses one larger than the maximum
+    /// control lane (see [`RemoteInput::SendCluster`](flotilla_proto::remoting::RemoteInput::SendCluster)). Refuses one larger than the maximum
     /// frame size.
     pub fn send_cluster(&self, to: &Address, bytes: Vec<u8>) -> Result<(), SendError> {
         if to.port().is_none() {
